@@ -1,0 +1,285 @@
+"""The `proxybench` command line: each subcommand builds a config and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench.provenance import REPO_ROOT
+
+DEFAULT_CACHE = REPO_ROOT / "reports" / "scores"
+DEFAULT_OUT = REPO_ROOT / "reports"
+DEFAULT_PROXIES = "params,flops,synflow"
+DEFAULT_SAMPLE = 1000
+
+
+def _sample(v: str):
+    if v.lower() == "all":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sample takes a number of architectures or 'all', got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("--sample must be at least 1")
+    return n
+
+
+def _tasks(space: str, spec: str) -> tuple[str, ...]:
+    from datasets import get_space
+
+    sp = get_space(space)
+    if spec == "all":
+        return sp.tasks
+    return tuple(sp.check_task(t.strip()) for t in spec.split(",") if t.strip())
+
+
+def _archs_file(path: str) -> tuple[str, ...]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--archs-file {p} does not exist (one canonical arch key per line)")
+    lines = [ln.strip() for ln in p.read_text().splitlines()]
+    archs = tuple(ln for ln in lines if ln and not ln.startswith("#"))
+    if not archs:
+        raise ValueError(f"--archs-file {p} lists no architectures")
+    return archs
+
+
+def _study(args, tasks):
+    from bench.runner import Study
+
+    archs = _archs_file(args.archs_file) if getattr(args, "archs_file", None) else None
+    return Study(space=args.space, tasks=tasks, proxies=tuple(args.proxies.split(",")),
+                 sample=args.sample, archs=archs, seed=args.seed, sample_seed=args.sample_seed,
+                 batch_size=args.batch_size, data_dir=args.data_dir, augment=not args.no_augment)
+
+
+def _run(args, study) -> None:
+    from bench.cache import ScoreCache
+    from bench.runner import run_study
+
+    cache = ScoreCache(args.cache)
+    s = run_study(study, cache, executor=args.executor, workers=args.workers, chunk_size=args.chunk_size,
+                  retry_errors=args.retry_errors, progress=not args.no_progress)
+    print(f"scores: {s.computed} computed, {s.cached} already cached, {s.nonfinite} non-finite, "
+          f"{s.errors} errors; {s.seconds:.1f} s; cache: {cache.path}")
+    for e in s.error_examples:
+        print(f"  error: {e}", file=sys.stderr)
+
+
+def _image_descriptions(study) -> dict:
+    from bench.runner import _image_source
+    from proxies import get_proxy
+
+    if not any(get_proxy(p).needs_data for p in study.proxies):
+        return {}
+    return {t: _image_source(t, study.data_dir).description for t in study.tasks}
+
+
+def _report(args, study=None) -> None:
+    import pandas as pd
+
+    from bench.cache import ScoreCache
+    from bench.report import write_report
+    from bench.runner import study_scores
+    from datasets import get_space
+    from proxies import get_proxy
+
+    cache = ScoreCache(args.cache)
+    if study is not None:
+        df = study_scores(study, cache)
+        n = len(study.arch_list())
+        how = (f"all {n}" if study.sample is None and study.archs is None
+               else f"{n} (from --archs-file)" if study.archs is not None
+               else f"a seeded sample of {n} (sample seed {study.sample_seed})")
+        note = (f"**Study:** space `{study.space}`, tasks {', '.join(study.tasks)}; architectures: {how}; "
+                f"proxies: {', '.join(study.proxies)}; init/minibatch seed {study.seed}; minibatch "
+                f"{study.batch_size} {'with' if study.augment else 'without'} augmentation (for proxies that read "
+                f"images).")
+        descr = _image_descriptions(study)
+    else:
+        df = cache.load()
+        if df.empty:
+            raise SystemExit(f"the cache {cache.path} holds no scores: run `proxybench run …` first")
+        current = {p: get_proxy(p).version for p in df["proxy"].unique()}
+        df = df[df["proxy_version"] == df["proxy"].map(current)]
+        truth = []
+        for space in df["space"].unique():
+            sp = get_space(space)
+            truth += [sp.truth(t, args.data_dir).assign(space=space)
+                      for t in df.loc[df["space"] == space, "task"].unique()]
+        df = df.merge(pd.concat(truth), on=["space", "task", "arch"], how="left")
+        note, descr = f"**Study:** every current-version score in `{cache.path}`.", {}
+    path = write_report(df, args.out, truth=args.truth, study_note=note, data_dir=args.data_dir,
+                        n_resamples=args.bootstrap, image_descriptions=descr)
+    print(f"report: {path}")
+
+
+def cmd_ls(args) -> None:
+    if args.what == "proxies":
+        from proxies import get_proxy, list_proxies
+
+        names = list_proxies(args.pattern or "*")
+        print(f"{'name':<14} {'dir':<4} {'family':<16} {'needs':<12} {'version':<8} paper")
+        for n in names:
+            p = get_proxy(n)
+            print(f"{n:<14} {p.direction:<4} {p.family:<16} {p.needs:<12} {p.version:<8} {p.paper}")
+    else:
+        from datasets import SPACES, files
+
+        status = files.status_table(args.data_dir)
+        for name, sp in SPACES.items():
+            ok = all(r["status"] != "missing" for r in status if r["space"] == name and r["required"])
+            print(f"{name:<8} {sp.description:<32} ground truth: {'available' if ok else 'MISSING (proxybench data)'}")
+            for t in sp.tasks:
+                img = [r for r in status if r["space"] == "images" and t in r["tasks"].split(",") and r["required"]]
+                real = bool(img) and all(r["status"] != "missing" for r in img)
+                print(f"    {t:<16} {sp.num_classes[t]:>4} classes, {sp.resolution[t]}x{sp.resolution[t]}  "
+                      f"images: {'real' if real else 'substitute (real images missing)'}")
+
+
+def cmd_data(args) -> None:
+    from datasets import files
+
+    d = files.resolve_data_dir(args.data_dir)
+    print(f"data directory: {d}  (set with --data-dir or ${files.ENV_DATA_DIR})\n")
+    rows = files.status_table(args.data_dir)
+    for space in dict.fromkeys(r["space"] for r in rows):
+        print(f"[{space}]")
+        for r in (r for r in rows if r["space"] == space):
+            tag = {"verified": f"verified ({r['variant']})", "unrecognised": "present, checksum unrecognised",
+                   "missing": "MISSING" + ("" if r["required"] else " (optional)")}[r["status"]]
+            print(f"  {r['file']:<42} {r['tasks']:<30} {tag}")
+            if r["status"] == "missing":
+                print(f"      get it from {r['source']}\n      put it at {r['path']}")
+        print()
+
+
+def cmd_run(args) -> None:
+    study = _study(args, _tasks(args.space, args.task))
+    _run(args, study)
+
+
+def cmd_report(args) -> None:
+    _report(args)
+
+
+def cmd_bench(args) -> None:
+    study = _study(args, _tasks(args.space, args.task))
+    _run(args, study)
+    _report(args, study)
+
+
+def cmd_import_nb201(args) -> None:
+    from datasets import files, nb201
+    from datasets.nb201_official import truth_from_official, write_truth_parquet
+
+    out = files.resolve_data_dir(args.data_dir) / nb201.OFFICIAL_TRUTH
+    df = truth_from_official(args.file)
+    write_truth_parquet(df, out)
+    print(f"wrote {len(df)} rows to {out}; the suite now reads NB201 ground truth from it")
+
+
+def cmd_check_params(args) -> None:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from datasets import nb201
+
+    truth = nb201.load_truth("cifar10", args.data_dir)
+    idx = np.arange(nb201.N_ARCHS) if args.all else np.linspace(0, nb201.N_ARCHS - 1, args.n).astype(int)
+    memo, counts, unexplained = {}, {}, []
+    for i in tqdm(idx, unit="cell", disable=args.no_progress):
+        arch = truth["arch"].iloc[i]
+        ops = nb201.parse_arch(arch)
+        key = (ops.count("nor_conv_1x1"), ops.count("nor_conv_3x3"))
+        if key not in memo:  # the count depends only on how many convs the cell has
+            memo[key] = nb201.count_params(nb201.build_network(arch, "cifar10"))
+        why = nb201.explain_param_mismatch(memo[key], float(truth["params"].iloc[i]))
+        kind = "exact" if why == "exact" else "seed-mixture" if why else "UNEXPLAINED"
+        counts[kind] = counts.get(kind, 0) + 1
+        if why is None:
+            unexplained.append((int(i), arch, memo[key], float(truth["params"].iloc[i])))
+    print(f"checked {len(idx)} cells against nb201/arch_score_acc.csv params: {counts}")
+    for u in unexplained[:20]:
+        print(f"  UNEXPLAINED index {u[0]} {u[1]}: built {u[2]}, benchmark {u[3]} M")
+    if unexplained:
+        raise SystemExit(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=None, help="benchmark data directory (default: $PROXYBENCH_DATA, "
+                        "else ../shared/data beside the checkout)")
+    study = argparse.ArgumentParser(add_help=False)
+    study.add_argument("--space", default="nb201")
+    study.add_argument("--task", "--tasks", dest="task", default="cifar10", help="task(s), comma-separated, or 'all'")
+    study.add_argument("--proxies", default=DEFAULT_PROXIES, help="names or wildcards, comma-separated")
+    study.add_argument("--sample", type=_sample, default=100, help="number of architectures, or 'all'")
+    study.add_argument("--archs-file", default=None, help="one canonical arch key per line (instead of --sample)")
+    study.add_argument("--seed", type=int, default=42, help="init and minibatch seed (reference: 42)")
+    study.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample")
+    study.add_argument("--batch-size", type=int, default=64)
+    study.add_argument("--no-augment", action="store_true")
+    study.add_argument("--cache", default=str(DEFAULT_CACHE), help="parquet score cache directory")
+    study.add_argument("--executor", default="auto", choices=["auto", "inprocess", "processes"])
+    study.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    study.add_argument("--chunk-size", type=int, default=8, help="cells per chunk (flushed to the cache as one part)")
+    study.add_argument("--retry-errors", action="store_true", help="recompute scores cached as errors")
+    study.add_argument("--no-progress", action="store_true")
+    rep = argparse.ArgumentParser(add_help=False)
+    rep.add_argument("--out", default=str(DEFAULT_OUT), help="report directory")
+    rep.add_argument("--truth", default="test_acc_200", choices=["test_acc_200", "val_acc_200", "test_acc_12",
+                                                                 "val_acc_12"])
+    rep.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+
+    p = argparse.ArgumentParser(prog="proxybench", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("ls", parents=[common], help="list proxies or spaces")
+    s.add_argument("what", choices=["proxies", "spaces"])
+    s.add_argument("pattern", nargs="?", help="wildcard, e.g. 'syn*'")
+    s.set_defaults(fn=cmd_ls)
+    sub.add_parser("data", parents=[common], help="list every known data file and its status").set_defaults(fn=cmd_data)
+    sub.add_parser("run", parents=[common, study], help="score a study into the cache").set_defaults(fn=cmd_run)
+    s = sub.add_parser("report", parents=[common, rep], help="write tables and plots from the cache")
+    s.add_argument("--cache", default=str(DEFAULT_CACHE))
+    s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("bench", parents=[common, study, rep], help="the default study on every task, then the report")
+    s.set_defaults(fn=cmd_bench, task="all", sample=DEFAULT_SAMPLE)
+    s = sub.add_parser("import-nb201", parents=[common], help="convert the official NAS-Bench-201 .pth once")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_import_nb201)
+    s = sub.add_parser("check-params", parents=[common], help="check built networks' params against the benchmark")
+    s.add_argument("--all", action="store_true", help="all 15,625 cells (default: --n spread over the space)")
+    s.add_argument("--n", type=int, default=300)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_check_params)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.data_dir:
+        os.environ["PROXYBENCH_DATA"] = str(Path(args.data_dir).resolve())  # spawned workers inherit it
+    from bench.cache import CacheError
+    from datasets.errors import ProxybenchDataError
+    from proxies import UnknownProxyError
+
+    try:
+        args.fn(args)
+    except (ProxybenchDataError, UnknownProxyError, CacheError, FileNotFoundError, ValueError) as e:
+        print(f"proxybench: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `proxybench data | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("proxybench: interrupted; finished chunks are in the cache, rerun to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Published correlations the suite is checked against (../shared/REFERENCES.md). These are the papers'
+numbers, kept apart from anything the suite measures; reports print them side by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Published:
+    space: str
+    task: str
+    proxy: str
+    rho: float
+    n: str
+    source: str
+
+
+_AB = "Abdelfattah et al. ICLR 2021 (repo notebook, absolute ρ, test accuracy)"
+_SZ = "NAS-Bench-Suite-Zero (White et al. 2022)"
+
+PUBLISHED: list[Published] = [
+    *[Published("nb201", task, proxy, rho, "all 15,625", _AB)
+      for task, row in {
+          "cifar10": {"grad_norm": 0.59, "snip": 0.60, "grasp": 0.51, "fisher": 0.36, "synflow": 0.74,
+                      "jacob_cov": 0.73},
+          "cifar100": {"grad_norm": 0.64, "snip": 0.64, "grasp": 0.55, "fisher": 0.39, "synflow": 0.76,
+                       "jacob_cov": 0.70},
+          "ImageNet16-120": {"grad_norm": 0.58, "snip": 0.58, "grasp": 0.55, "fisher": 0.33, "synflow": 0.75,
+                             "jacob_cov": 0.70},
+      }.items() for proxy, rho in row.items()],
+    *[Published("nb201", "cifar100", proxy, rho, "1,000", _SZ)
+      for proxy, rho in {"synflow": 0.79, "params": 0.74, "jacob_cov": 0.72, "flops": 0.71, "snip": 0.68,
+                         "grad_norm": 0.68, "grasp": 0.63, "fisher": 0.61}.items()],
+]
+
+
+def published_for(space: str, task: str, proxy: str) -> list[Published]:
+    return [p for p in PUBLISHED if (p.space, p.task, p.proxy) == (space, task, proxy)]

@@ -1,0 +1,180 @@
+"""Tables, plots and reports/README.md from cached scores: every number here is computed, with provenance."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bench import metrics, provenance  # noqa: E402
+from bench.references import published_for  # noqa: E402
+from datasets import files  # noqa: E402
+from proxies import get_proxy  # noqa: E402
+
+TRUTH_LABELS = {
+    "test_acc_200": "200-epoch test accuracy", "val_acc_200": "200-epoch validation accuracy",
+    "test_acc_12": "12-epoch-schedule test accuracy", "val_acc_12": "12-epoch-schedule validation accuracy",
+}
+
+
+def summarise(df: pd.DataFrame, truth: str = "test_acc_200", n_resamples: int = 1000) -> pd.DataFrame:
+    """One row per (space, task, proxy, seed): n, failures and signed τ/ρ with 95% bootstrap intervals."""
+    rows = []
+    for (space, task, proxy, seed), g in df.groupby(["space", "task", "proxy", "seed"], sort=True):
+        info = get_proxy(proxy)
+        ok = g[g["status"] != "error"]
+        s = metrics.correlation_summary(ok["score"].to_numpy(), ok[truth].to_numpy(), info.higher_is_better,
+                                        n_resamples=n_resamples)
+        rows.append({
+            "space": space, "task": task, "proxy": proxy, "seed": seed, "direction": info.direction,
+            "family": info.family, "version": info.version, **s, "n_errors": int((g["status"] == "error").sum()),
+            "substitute": bool(g["substitute"].any()), "data_source": ";".join(sorted(set(g["data_source"]))),
+            "batch_size": int(g["batch_size"].max()), "sec_per_arch": float(g["seconds"].mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+def _fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    return f"{v:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and np.isfinite(lo) else "")
+
+
+def _scatter(df: pd.DataFrame, proxy: str, truth: str, out: Path, summary: pd.DataFrame) -> Path:
+    tasks = sorted(df["task"].unique(), key=lambda t: ["cifar10", "cifar100", "ImageNet16-120"].index(t)
+                   if t in ("cifar10", "cifar100", "ImageNet16-120") else 9)
+    info = get_proxy(proxy)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        g = df[(df["task"] == task) & np.isfinite(df["score"])]
+        oriented = g["score"] if info.higher_is_better else -g["score"]
+        x = oriented.rank(pct=True) * 100
+        sub = bool(g["substitute"].any())
+        ax.scatter(x, g[truth], s=6, alpha=0.5, color="tab:red" if sub else "tab:blue", linewidths=0)
+        row = summary[(summary["task"] == task) & (summary["proxy"] == proxy)].iloc[0]
+        ax.set_title(f"{task}{' (SUBSTITUTE images)' if sub else ''}\nρ={row['rho']:+.3f} τ={row['tau']:+.3f} "
+                     f"n={row['n']}", fontsize=9)
+        ax.set_xlabel(f"rank of {proxy} score ({info.direction}), percentile")
+        ax.set_ylabel(TRUTH_LABELS.get(truth, truth) + " (%)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / f"scatter_{proxy}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _heatmap(summary: pd.DataFrame, out: Path) -> Path:
+    pivot = summary.pivot_table(index="proxy", columns="task", values="rho")
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * pivot.shape[1], 0.8 + 0.45 * pivot.shape[0]))
+    sns.heatmap(pivot, annot=True, fmt="+.2f", cmap="RdBu_r", vmin=-1, vmax=1, ax=ax, cbar_kws={"label": "ρ"})
+    ax.set_title("Spearman ρ of each proxy's declared ranking vs accuracy")
+    fig.tight_layout()
+    path = out / "rho_heatmap.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _data_section(data_dir) -> list[str]:
+    lines = ["| file | status | version | what |", "|---|---|---|---|"]
+    for r in files.status_table(data_dir):
+        if r["space"] in ("nb201", "images") and (r["status"] != "missing" or r["required"]):
+            lines.append(f"| `{r['file']}` | {r['status']} | {r['variant'] or '-'} | {r['description']} |")
+    missing_in16 = all(r["status"] == "missing" for r in files.status_table(data_dir)
+                       if r["file"].startswith("ImageNet16/"))
+    if missing_in16:
+        lines.append("| `ImageNet16/*` | missing | - | ImageNet16-120 images: not available here (see below) |")
+    return lines
+
+
+def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "test_acc_200",
+                 study_note: str = "", data_dir=None, n_resamples: int = 1000,
+                 image_descriptions: dict | None = None) -> Path:
+    """Write ``summary.csv``, figures and ``README.md`` into ``out_dir`` from scored rows joined with truth."""
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    if df.empty:
+        raise ValueError("no cached scores to report: run `proxybench run …` (or `make bench`) first")
+    summary = summarise(df, truth, n_resamples)
+    tmp = out / ".summary.csv.tmp"
+    summary.to_csv(tmp, index=False)
+    os.replace(tmp, out / "summary.csv")
+    figs = {p: _scatter(df[df["proxy"] == p], p, truth, out / "figures", summary) for p in sorted(df["proxy"].unique())}
+    heat = _heatmap(summary, out / "figures")
+    env = provenance.environment()
+    substitute_tasks = sorted(summary.loc[summary["substitute"], "task"].unique())
+
+    L = ["# proxybench report", "",
+         "_Generated by `make bench` (`proxybench bench`); do not edit by hand: every number below is computed "
+         "from the score cache and the benchmark files listed under Provenance._", ""]
+    if substitute_tasks:
+        L += [f"> **Substitute data:** the rows marked ⚠ ({', '.join(substitute_tasks)}) were scored on substitute "
+              "images because the task's real images are not in the data directory; proxies that read no images "
+              "(params, flops, synflow) are unaffected. The ground truth is real in every row.", ""]
+    L += [f"Correlation of each proxy's **declared ranking** with the {TRUTH_LABELS.get(truth, truth)} "
+          "(signed: a proxy declared ↓ has its score negated, so a negative value means it ranks *against* its "
+          "claim). Intervals: 95% percentile bootstrap over architectures "
+          f"({n_resamples} resamples). Ties as in scipy (τ-b, average ranks).", ""]
+    if study_note:
+        L += [study_note, ""]
+    for (space, task), g in summary.groupby(["space", "task"], sort=False):
+        L += [f"## {space} · {task}", "",
+              "| proxy | dir | family | n | non-finite | errors | Kendall τ [95% CI] | Spearman ρ [95% CI] | data | s/arch |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for _, r in g.sort_values("rho", ascending=False).iterrows():
+            data = ("⚠ substitute" if r["substitute"] else "real") if r["data_source"] != "none" else "none needed"
+            L.append(f"| [{r['proxy']}](figures/scatter_{r['proxy']}.png) | {r['direction']} | {r['family']} | {r['n']} "
+                     f"| {r['n_nonfinite']} | {r['n_errors']} | {_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | "
+                     f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | {data} | {r['sec_per_arch']:.3f} |")
+        L.append("")
+    L += ["## Against published numbers", "",
+          "| space · task | proxy | measured ρ [95% CI] (n) | published ρ | n (published) | published inside CI? | source |",
+          "|---|---|---|---|---|---|---|"]
+    any_pub = False
+    for _, r in summary.iterrows():
+        for p in published_for(r["space"], r["task"], r["proxy"]):
+            any_pub = True
+            inside = "yes" if r["rho_lo"] <= p.rho <= r["rho_hi"] else (
+                f"**no** (measured {r['rho']:+.3f}, {r['rho'] - p.rho:+.3f} from published)")
+            L.append(f"| {r['space']} · {r['task']} | {r['proxy']} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} ({r['n']}) "
+                     f"| {p.rho:.2f} | {p.n} | {inside} | {p.source} |")
+    if not any_pub:
+        L.append("| - | - | - | - | - | - | no published figure for these proxies |")
+    L += ["", "Published figures are |ρ| on the sample named; ours is signed and on the sample of this study, so "
+          "a smaller sample gives a wider interval.", "",
+          "## Figures", "", f"![ρ heatmap](figures/{heat.name})", ""]
+    for p, f in figs.items():
+        L.append(f"- [{p}](figures/{f.name}): rank of score vs accuracy, one panel per task")
+    L += ["", "## Provenance", "",
+          f"- generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+          f"- code: proxybench {env['proxybench']}, commit {env['git_commit']}; scores computed at commit(s) "
+          f"{', '.join(sorted(set(df['git_commit'])))}",
+          f"- libraries: torch {env['torch']} (scores: {', '.join(sorted(set(df['torch_version'])))}), "
+          f"python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, pandas {env['pandas']}",
+          f"- devices: {', '.join(sorted(set(df['device'])))}; init: {', '.join(sorted(set(df['init'])))}; "
+          f"seeds: {', '.join(str(s) for s in sorted(set(df['seed'])))}; minibatch sizes: "
+          f"{', '.join(str(b) for b in sorted(set(summary['batch_size'])) if b) or 'none (data-free proxies only)'}",
+          f"- data directory: `{files.resolve_data_dir(data_dir)}`", ""]
+    if image_descriptions:
+        L += ["Images the data-using proxies see, per task:", ""]
+        L += [f"- {t}: {d}" for t, d in image_descriptions.items()] + [""]
+    L += _data_section(data_dir) + [""]
+    L += ["Ground-truth notes: NB201 accuracies are seed means; for cifar10 the test accuracy is the network "
+          "trained on train+valid (official `cifar10`), as in the official API. The validation-accuracy JSON files "
+          "list cells in base-5 counting order, not official index order (contrary to their description); the "
+          "loader matches them by arch string. The benchmark's `params` are checked against the networks built "
+          "here by `proxybench check-params`.", ""]
+    path = out / "README.md"
+    tmp = out / ".README.md.tmp"
+    tmp.write_text("\n".join(L) + "\n")
+    os.replace(tmp, path)
+    return path

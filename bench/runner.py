@@ -1,0 +1,281 @@
+"""Run a study: score every (architecture, proxy) the cache lacks, streaming results into the cache.
+
+A study is space x tasks x proxies x architectures (a seeded sample, all, or a given list) x seed.
+Work goes out in chunks of cells through an executor (in-process, or local worker processes; the seam
+is where a distributed engine plugs in); only the driver writes the cache, one atomic part per
+finished chunk, so a killed run loses at most the chunks in flight and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from multiprocessing import get_context
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from bench import provenance
+from bench.cache import KEY_COLUMNS, ScoreCache
+from datasets import get_space
+from datasets.errors import ArchError
+from proxies import ProxyContext, get_proxy, resolve_proxies
+
+INIT = "torch-default"
+
+
+@dataclass(frozen=True)
+class Study:
+    """What to score. ``sample=None`` with ``archs=None`` means every architecture of the space.
+
+    ``sample_seed`` draws the architectures; ``seed`` seeds each network's initialisation and the
+    minibatch (the reference setting is 42), so the same sample can be scored at several seeds.
+    """
+
+    space: str = "nb201"
+    tasks: tuple[str, ...] = ("cifar10",)
+    proxies: tuple[str, ...] = ("synflow",)
+    sample: int | None = 100
+    archs: tuple[str, ...] | None = None
+    seed: int = 42
+    sample_seed: int = 0
+    batch_size: int = 64
+    augment: bool = True
+    data_dir: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self):
+        space = get_space(self.space)
+        for t in self.tasks:
+            space.check_task(t)
+        object.__setattr__(self, "proxies", tuple(resolve_proxies(list(self.proxies))))
+        if self.sample is not None and self.sample < 1:
+            raise ArchError(f"--sample must be a positive number of architectures, got {self.sample}")
+
+    def arch_list(self) -> list[str]:
+        """The study's architectures (canonical keys), in a deterministic order."""
+        space = get_space(self.space)
+        if self.archs is not None:
+            out = [space.canonical(a, self.data_dir) for a in self.archs]
+            return list(dict.fromkeys(out))
+        every = space.all_archs(self.data_dir)
+        if self.sample is None or self.sample >= len(every):
+            return every
+        idx = np.sort(np.random.default_rng(self.sample_seed).choice(len(every), self.sample, replace=False))
+        return [every[i] for i in idx]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One chunk of work: the cells of one task, each with the proxies still missing for it."""
+
+    space: str
+    task: str
+    seed: int
+    batch_size: int
+    augment: bool
+    data_dir: str | None
+    device: str
+    items: tuple[tuple[str, tuple[str, ...]], ...]
+    git_commit: str
+    threads: int = 0
+
+
+@dataclass
+class RunSummary:
+    computed: int = 0
+    cached: int = 0
+    errors: int = 0
+    nonfinite: int = 0
+    seconds: float = 0.0
+    error_examples: list = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ the worker
+
+@lru_cache(maxsize=8)
+def _image_source(task: str, data_dir: str | None):
+    from datasets.images import image_source
+
+    return image_source(task, data_dir)
+
+
+@lru_cache(maxsize=8)
+def _batch(task: str, data_dir: str | None, batch_size: int, seed: int, augment: bool):
+    from datasets.images import sample_batch
+
+    return sample_batch(_image_source(task, data_dir), batch_size, seed, augment=augment)
+
+
+def data_source_id(task: str, data_dir: str | None, augment: bool) -> tuple[str, bool]:
+    """Cache key of the images a data-using proxy sees, and whether they are a substitute."""
+    src = _image_source(task, data_dir)
+    return src.source_id + ("" if augment else "+noaug"), bool(src.substitute)
+
+
+def score_job(job: Job) -> list[dict]:
+    """Compute every score of a chunk; one row per (cell, proxy). Errors are rows too, never raised."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    space = get_space(job.space)
+    infos = {n: get_proxy(n) for _, names in job.items for n in names}
+    needs_data = any(i.needs_data for i in infos.values())
+    batch = _batch(job.task, job.data_dir, job.batch_size, job.seed, job.augment) if needs_data else None
+    src, substitute = data_source_id(job.task, job.data_dir, job.augment) if needs_data else ("none", False)
+    res = space.resolution[job.task]
+    rows = []
+    for arch, names in job.items:
+        ctx = ProxyContext(arch=arch, task=job.task, seed=job.seed, build=space.builder(arch, job.task),
+                           input_shape=(3, res, res), num_classes=space.num_classes[job.task], batch=batch,
+                           device=torch.device(job.device))
+        for name in names:
+            info = infos[name]
+            ctx.allow_data, ctx.allow_labels = info.needs_data, info.needs_labels
+            t0 = time.perf_counter()
+            error = ""
+            try:
+                score = float(info.fn(ctx))
+                status = "ok" if math.isfinite(score) else "nonfinite"
+            except Exception as e:  # one bad cell must not kill a study: recorded, counted, reported
+                score, status, error = float("nan"), "error", f"{type(e).__name__}: {e}"[:500]
+            rows.append({
+                "space": job.space, "task": job.task, "arch": arch, "proxy": name,
+                "proxy_version": info.version, "seed": job.seed,
+                "batch_size": job.batch_size if info.needs_data else 0,
+                "data_source": src if info.needs_data else "none", "init": INIT,
+                "score": score, "status": status, "error": error, "seconds": time.perf_counter() - t0,
+                "substitute": substitute if info.needs_data else False, "device": job.device,
+                "dtype": "float32", "torch_version": torch.__version__,
+                "proxybench_version": provenance.version("proxybench"), "git_commit": job.git_commit,
+            })
+    return rows
+
+
+# --------------------------------------------------------------------------------------- the executors
+
+class InProcessExecutor:
+    """Runs chunks one after another in this process (debugging, small studies)."""
+
+    workers = 1
+
+    def map(self, fn: Callable, jobs: Iterable) -> Iterator:
+        for job in jobs:
+            yield fn(job)
+
+
+class ProcessExecutor:
+    """Local worker processes (spawned, one torch thread each); results stream back as chunks finish."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+
+    def map(self, fn: Callable, jobs: Iterable) -> Iterator:
+        jobs = [replace(j, threads=1) for j in jobs]
+        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(fn, j) for j in jobs]
+            try:
+                for fut in as_completed(futures):
+                    yield fut.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+
+def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 0):
+    cores = os.cpu_count() or 1
+    if kind == "auto":
+        kind = "processes" if (workers or cores) > 1 and n_jobs >= 4 else "inprocess"
+    if kind == "inprocess":
+        return InProcessExecutor()
+    if kind == "processes":
+        return ProcessExecutor(workers or cores)
+    raise ValueError(f"unknown executor {kind!r}: use auto, inprocess or processes")
+
+
+# ----------------------------------------------------------------------------------------- the driver
+
+def _cached_keys(cache: ScoreCache, study: Study, retry_errors: bool) -> set[tuple]:
+    df = cache.load()
+    if df.empty:
+        return set()
+    df = df[(df["space"] == study.space) & (df["seed"] == study.seed)]
+    if retry_errors:
+        df = df[df["status"] != "error"]
+    return set(df[KEY_COLUMNS].itertuples(index=False, name=None))
+
+
+def plan(study: Study, cache: ScoreCache, retry_errors: bool = False, chunk_size: int = 8) -> tuple[list[Job], int]:
+    """The jobs still to run and the number of scores already cached."""
+    archs = study.arch_list()
+    have = _cached_keys(cache, study, retry_errors)
+    commit = provenance.git_commit()
+    jobs, cached = [], 0
+    for task in study.tasks:
+        keys = {}
+        for name in study.proxies:
+            info = get_proxy(name)
+            src = data_source_id(task, study.data_dir, study.augment)[0] if info.needs_data else "none"
+            keys[name] = (info.version, study.batch_size if info.needs_data else 0, src)
+        items = []
+        for arch in archs:
+            missing = tuple(n for n in study.proxies if (study.space, task, arch, n, keys[n][0], study.seed,
+                                                         keys[n][1], keys[n][2], INIT) not in have)
+            cached += len(study.proxies) - len(missing)
+            if missing:
+                items.append((arch, missing))
+        for i in range(0, len(items), chunk_size):
+            jobs.append(Job(study.space, task, study.seed, study.batch_size, study.augment, study.data_dir,
+                            study.device, tuple(items[i:i + chunk_size]), commit))
+    return jobs, cached
+
+
+def run_study(study: Study, cache: ScoreCache, executor: str = "auto", workers: int | None = None,
+              chunk_size: int = 8, retry_errors: bool = False, progress: bool = True) -> RunSummary:
+    """Compute what the cache lacks for ``study``; returns counts. Safe to interrupt and rerun."""
+    t0 = time.perf_counter()
+    jobs, cached = plan(study, cache, retry_errors, chunk_size)
+    summary = RunSummary(cached=cached)
+    n_cells = sum(len(j.items) for j in jobs)
+    if jobs:
+        ex = make_executor(executor, workers, len(jobs))
+        bar = tqdm(total=n_cells, unit="cell", disable=not progress, dynamic_ncols=True,
+                   desc=f"{study.space} {','.join(study.tasks)} [{ex.workers} worker(s)]")
+        try:
+            for rows in ex.map(score_job, jobs):
+                cache.append(rows)
+                summary.computed += len(rows)
+                for r in rows:
+                    if r["status"] == "error":
+                        summary.errors += 1
+                        if len(summary.error_examples) < 5:
+                            summary.error_examples.append(f"{r['proxy']} on {r['arch']}: {r['error']}")
+                    elif r["status"] == "nonfinite":
+                        summary.nonfinite += 1
+                bar.update(len({r["arch"] for r in rows}))
+        finally:
+            bar.close()
+        if len(cache.parts()) > 1:
+            cache.compact()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def study_scores(study: Study, cache: ScoreCache) -> pd.DataFrame:
+    """The study's cached scores joined with the ground truth (one row per task, arch, proxy)."""
+    df = cache.load()
+    archs = set(study.arch_list())
+    space = get_space(study.space)
+    df = df[(df["space"] == study.space) & (df["seed"] == study.seed) & df["task"].isin(study.tasks)
+            & df["proxy"].isin(study.proxies) & df["arch"].isin(archs)]
+    current = {n: get_proxy(n).version for n in study.proxies}
+    df = df[df["proxy_version"] == df["proxy"].map(current)]
+    truth = pd.concat([space.truth(t, study.data_dir) for t in study.tasks], ignore_index=True)
+    return df.merge(truth, on=["task", "arch"], how="left")

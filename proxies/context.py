@@ -1,0 +1,62 @@
+"""What a proxy sees of one architecture: a seeded network factory, the minibatch, and a shared memo."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+class LabelAccessError(RuntimeError):
+    """A proxy read data or labels although its record says it does not need them."""
+
+
+@dataclass
+class ProxyContext:
+    """Everything a proxy may use for one (architecture, task, seed).
+
+    ``build(bn)`` returns a new network; ``network()`` re-seeds torch with ``seed`` before each build, so
+    every proxy of a cell sees the same initial weights whatever ran before it. ``memo`` lets proxies
+    share passes within a cell (e.g. one backward pass for several gradient proxies).
+    """
+
+    arch: str
+    task: str
+    seed: int
+    build: Callable[..., nn.Module]
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    memo: dict = field(default_factory=dict)
+    allow_data: bool = True
+    allow_labels: bool = True
+
+    def network(self, bn: bool = True) -> nn.Module:
+        """A fresh network with the cell's seeded PyTorch-default initialisation (safe to modify)."""
+        torch.manual_seed(self.seed)
+        return self.build(bn=bn).to(self.device)
+
+    def shared_network(self) -> nn.Module:
+        """One network per cell for proxies that only read it (params, flops); do not modify it."""
+        if "_shared_net" not in self.memo:
+            self.memo["_shared_net"] = self.network()
+        return self.memo["_shared_net"]
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        if not self.allow_data:
+            raise LabelAccessError("this proxy is registered with needs_data=False but read the images")
+        if self.batch is None:
+            raise RuntimeError("no minibatch was prepared for this study")
+        return self.batch[0].to(self.device)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        if not self.allow_labels:
+            raise LabelAccessError("this proxy is registered with needs_labels=False but read the labels")
+        if self.batch is None:
+            raise RuntimeError("no minibatch was prepared for this study")
+        return self.batch[1].to(self.device)
