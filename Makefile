@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-N      ?= 1000
-PROXIES ?= params,flops,synflow
+N      ?=
+PROXIES ?=
 ARGS   ?=
 
 .PHONY: setup bench test lint report data check-params clean-cache
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/proxybench bench --sample $(N) --proxies $(PROXIES) $(ARGS)
+	$(BIN)/proxybench bench $(if $(N),--sample $(N)) $(if $(PROXIES),--proxies $(PROXIES)) $(ARGS)
 
 report: $(STAMP)
 	$(BIN)/proxybench report $(ARGS)

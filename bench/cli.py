@@ -11,7 +11,7 @@ from bench.provenance import REPO_ROOT
 
 DEFAULT_CACHE = REPO_ROOT / "reports" / "scores"
 DEFAULT_OUT = REPO_ROOT / "reports"
-DEFAULT_PROXIES = "params,flops,synflow"
+DEFAULT_PROXIES = "params,flops,synflow,synflow_bn"
 DEFAULT_SAMPLE = 1000
 
 
@@ -115,6 +115,13 @@ def _report(args, study=None) -> None:
     path = write_report(df, args.out, truth=args.truth, study_note=note, data_dir=args.data_dir,
                         n_resamples=args.bootstrap, image_descriptions=descr)
     print(f"report: {path}")
+    if getattr(args, "readme", None):
+        from bench.report import headline_table, update_readme
+
+        summary = pd.read_csv(Path(args.out) / "summary.csv")
+        block = headline_table(summary, note + f" Truth: `{args.truth}`; ⚠ = substitute images.")
+        if update_readme(args.readme, block):
+            print(f"updated the results block of {args.readme}")
 
 
 def cmd_ls(args) -> None:
@@ -247,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", default=str(DEFAULT_CACHE))
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("bench", parents=[common, study, rep], help="the default study on every task, then the report")
+    s.add_argument("--readme", default=str(REPO_ROOT / "README.md"),
+                   help="README whose bench:begin/end block gets the headline table ('' to skip)")
     s.set_defaults(fn=cmd_bench, task="all", sample=DEFAULT_SAMPLE)
     s = sub.add_parser("import-nb201", parents=[common], help="convert the official NAS-Bench-201 .pth once")
     s.add_argument("file")

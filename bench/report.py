@@ -53,7 +53,7 @@ def _scatter(df: pd.DataFrame, proxy: str, truth: str, out: Path, summary: pd.Da
                    if t in ("cifar10", "cifar100", "ImageNet16-120") else 9)
     info = get_proxy(proxy)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=True):
         g = df[(df["task"] == task) & np.isfinite(df["score"])]
         oriented = g["score"] if info.higher_is_better else -g["score"]
         x = oriented.rank(pct=True) * 100
@@ -178,3 +178,42 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     tmp.write_text("\n".join(L) + "\n")
     os.replace(tmp, path)
     return path
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def headline_table(summary: pd.DataFrame, study_note: str = "") -> str:
+    """ρ per proxy and task with intervals and n, for the project README."""
+    tasks = list(dict.fromkeys(summary["task"]))
+    lines = ["| proxy | dir | " + " | ".join(f"{t} ρ [95% CI]" for t in tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
+    order = summary.groupby("proxy")["rho"].mean().sort_values(ascending=False).index
+    for proxy in order:
+        g = summary[summary["proxy"] == proxy].set_index("task")
+        cells = []
+        for t in tasks:
+            if t in g.index:
+                r = g.loc[t]
+                cells.append(f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} (n={r['n']}){' ⚠' if r['substitute'] else ''}")
+            else:
+                cells.append("–")
+        lines.append(f"| {proxy} | {g['direction'].iloc[0]} | " + " | ".join(cells) + " |")
+    out = "\n".join(lines)
+    return (study_note + "\n\n" if study_note else "") + out
+
+
+def update_readme(readme: str | os.PathLike, block: str) -> bool:
+    """Replace the text between the bench markers of a README; False when it has no markers."""
+    p = Path(readme)
+    if not p.is_file():
+        return False
+    text = p.read_text()
+    if BEGIN not in text or END not in text:
+        return False
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    os.replace(tmp, p)
+    return True

@@ -1,5 +1,6 @@
 """The proxy registry and the built-in proxies. Importing this package registers them all."""
 
+from proxies import cost, zero_cost  # noqa: E402,F401  (registration side effects)
 from proxies.context import LabelAccessError, ProxyContext
 from proxies.registry import (
     FAMILIES,
@@ -10,8 +11,6 @@ from proxies.registry import (
     register_proxy,
     resolve_proxies,
 )
-
-from proxies import cost, zero_cost  # noqa: E402,F401  (registration side effects)
 
 __all__ = ["FAMILIES", "LabelAccessError", "ProxyContext", "ProxyInfo", "UnknownProxyError", "get_proxy",
            "list_proxies", "register_proxy", "resolve_proxies"]

@@ -1,0 +1,162 @@
+"""The parquet score cache: round trip, newest-row dedupe, the directory contract, crashes, schema checks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.cache import COLUMNS, KEY_COLUMNS, SCHEMA, SCHEMA_VERSION, CacheError, ScoreCache
+
+PUBLIC_COLUMNS = ["space", "task", "arch", "proxy", "proxy_version", "seed", "score", "seconds"]
+ARCHS = [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+    "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
+    "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+]
+
+
+def row(arch: str = ARCHS[0], proxy: str = "params", score: float = 1.0, **over) -> dict:
+    r = {
+        "space": "nb201", "task": "cifar10", "arch": arch, "proxy": proxy, "proxy_version": 1, "seed": 42,
+        "batch_size": 0, "data_source": "none", "init": "torch-default", "score": score, "status": "ok",
+        "error": "", "seconds": 0.01, "substitute": False, "device": "cpu", "dtype": "float32",
+        "torch_version": "2.x", "proxybench_version": "0.1.0", "git_commit": "abc1234",
+    }
+    r.update(over)
+    return r
+
+
+def rows(n_archs: int = 3, proxies=("params", "synflow"), score0: float = 0.0) -> list[dict]:
+    return [row(a, p, score0 + 10 * i + j) for i, a in enumerate(ARCHS[:n_archs]) for j, p in enumerate(proxies)]
+
+
+def test_empty_cache_loads_as_empty_frame_with_columns(tmp_path):
+    cache = ScoreCache(tmp_path / "scores")
+    df = cache.load()
+    assert df.empty and list(df.columns) == COLUMNS
+    assert cache.parts() == [] and cache.append([]) is None
+    assert not (tmp_path / "scores").exists()  # created on first write only
+
+
+def test_append_load_round_trip(tmp_path):
+    cache = ScoreCache(tmp_path / "scores")
+    written = rows()
+    part = cache.append(written)
+    assert part is not None and part.is_file() and part.parent == cache.path and part.suffix == ".parquet"
+    df = cache.load()
+    assert list(df.columns) == COLUMNS and len(df) == len(written)
+    df = df.sort_values(["arch", "proxy"]).reset_index(drop=True)
+    expected = pd.DataFrame(written).sort_values(["arch", "proxy"]).reset_index(drop=True)
+    for c in expected.columns:
+        assert df[c].tolist() == expected[c].tolist(), c
+    assert (df["schema_version"] == SCHEMA_VERSION).all()
+    assert df["timestamp"].str.match(r"\d{4}-\d\d-\d\dT").all()
+    assert pq.read_schema(part).metadata[b"proxybench_schema"] == str(SCHEMA_VERSION).encode()
+
+
+def test_load_keeps_the_newest_row_of_a_key(tmp_path):
+    cache = ScoreCache(tmp_path)
+    cache.append([row(score=1.0, timestamp="2024-01-01T00:00:00.000+00:00"),
+                  row(ARCHS[1], score=5.0, timestamp="2024-01-01T00:00:00.000+00:00")])
+    cache.append([row(score=2.0, status="ok", timestamp="2024-01-02T00:00:00.000+00:00")])
+    # An older row written later (e.g. merged in from elsewhere) must not win over a newer one.
+    cache.append([row(score=0.5, timestamp="2023-12-31T00:00:00.000+00:00")])
+    df = cache.load()
+    assert len(df) == 2 and not df.duplicated(KEY_COLUMNS).any()
+    assert df.set_index("arch").loc[ARCHS[0], "score"] == 2.0
+    assert df.set_index("arch").loc[ARCHS[1], "score"] == 5.0
+    # A different key column (another proxy version) is another row, not a duplicate.
+    cache.append([row(score=3.0, proxy_version=2)])
+    assert len(cache.load()) == 3
+
+
+def test_pandas_reads_the_directory(tmp_path):
+    cache = ScoreCache(tmp_path / "scores")
+    cache.append(rows(2))
+    cache.append(rows(1, proxies=("flops",)))
+    df = pd.read_parquet(cache.path)
+    assert set(PUBLIC_COLUMNS) <= set(df.columns)
+    assert len(df) == 5
+    assert sorted(df["proxy"]) == ["flops", "params", "params", "synflow", "synflow"]
+    assert df["proxy_version"].dtype.kind == "i" and df["score"].dtype.kind == "f"
+
+
+def test_a_leftover_temporary_file_is_ignored(tmp_path):
+    cache = ScoreCache(tmp_path / "scores")
+    cache.append(rows())
+    # A crash mid-write leaves a hidden, truncated temporary file beside the complete parts.
+    good = pa.Table.from_pylist([{**row(ARCHS[2], "flops"), "timestamp": "x", "schema_version": 1}],
+                                schema=SCHEMA)
+    tmp = cache.path / ".part-20240101T000000-deadbeef.parquet.tmp"
+    pq.write_table(good, tmp)
+    tmp.write_bytes(tmp.read_bytes()[:50])  # truncated: not readable as parquet
+    assert cache.parts() == sorted(cache.path.glob("part-*.parquet")) and len(cache.parts()) == 1
+    assert len(cache.load()) == 6
+    assert len(pd.read_parquet(cache.path)) == 6
+    # The same holds after compaction, which must not trip over it either.
+    cache.append(rows(1, ("flops",)))
+    cache.compact()
+    assert len(cache.load()) == 7 and len(pd.read_parquet(cache.path)) == 7
+
+
+def test_a_truncated_part_is_a_clear_error(tmp_path):
+    cache = ScoreCache(tmp_path)
+    part = cache.append(rows())
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(CacheError, match="unreadable cache part"):
+        cache.load()
+
+
+def test_compact_merges_parts_without_losing_rows(tmp_path):
+    cache = ScoreCache(tmp_path / "scores")
+    for i, a in enumerate(ARCHS):
+        cache.append([row(a, "params", float(i)), row(a, "synflow", float(10 + i))])
+    cache.append([row(ARCHS[0], "params", 99.0, timestamp="2999-01-01T00:00:00.000+00:00")])  # newest wins
+    assert len(cache.parts()) == 4
+    before = cache.load()
+    merged = cache.compact()
+    assert cache.parts() == [merged]
+    after = cache.load()
+    assert len(after) == 6 and len(pd.read_parquet(cache.path)) == 6
+    key = ["arch", "proxy"]
+    pd.testing.assert_frame_equal(before.sort_values(key).reset_index(drop=True),
+                                  after.sort_values(key).reset_index(drop=True))
+    assert after.set_index(key).loc[(ARCHS[0], "params"), "score"] == 99.0
+    # Compacting a compact cache is a no-op, and appending after it still works.
+    assert cache.compact() == merged
+    cache.append([row(ARCHS[1], "flops", 7.0)])
+    assert len(cache.load()) == 7
+
+
+def test_a_part_of_another_schema_version_is_refused(tmp_path):
+    cache = ScoreCache(tmp_path)
+    cache.append(rows())
+    table = pa.Table.from_pylist([{**row(), "timestamp": "t", "schema_version": 99}], schema=SCHEMA)
+    pq.write_table(table.replace_schema_metadata({"proxybench_schema": "99"}), tmp_path / "part-future.parquet")
+    with pytest.raises(CacheError, match="schema version 99") as e:
+        cache.load()
+    assert "newer" in str(e.value) and str(SCHEMA_VERSION) in str(e.value)
+
+
+def test_a_part_without_schema_metadata_is_refused(tmp_path):
+    cache = ScoreCache(tmp_path)
+    pd.DataFrame([row()]).to_parquet(tmp_path / "part-foreign.parquet")
+    with pytest.raises(CacheError, match="schema version 0"):
+        cache.load()
+
+
+def test_a_part_missing_columns_is_refused(tmp_path):
+    cache = ScoreCache(tmp_path)
+    table = pa.table({"space": ["nb201"]}).replace_schema_metadata({"proxybench_schema": str(SCHEMA_VERSION)})
+    pq.write_table(table, tmp_path / "part-x.parquet")
+    with pytest.raises(CacheError, match="lacks columns"):
+        cache.load()
+
+
+def test_a_file_path_is_refused(tmp_path):
+    f = tmp_path / "scores.parquet"
+    f.write_bytes(b"not a directory")
+    with pytest.raises(CacheError, match="is a file"):
+        ScoreCache(f)

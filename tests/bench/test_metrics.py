@@ -1,0 +1,109 @@
+"""Rank-correlation metrics: agreement with scipy, hand-computed cases, sign, NaN handling, intervals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bench.metrics import bootstrap_ci, correlation_summary, kendall_tau, spearman_rho
+
+
+def _random_pairs(seed: int, n: int, ties: bool):
+    rng = np.random.default_rng(seed)
+    if ties:  # few distinct values on both sides: most pairs are tied somewhere
+        s = rng.integers(0, 4, n).astype(float)
+        t = np.round(s + rng.normal(0, 1.5, n))
+    else:
+        s = rng.normal(size=n)
+        t = 0.5 * s + rng.normal(size=n)
+    return s, t
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["continuous", "many-ties"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equal_to_scipy(seed, ties):
+    s, t = _random_pairs(seed, 50, ties)
+    if ties:
+        assert len(np.unique(s)) <= 4 and len(np.unique(t)) < 20
+    assert kendall_tau(s, t) == pytest.approx(stats.kendalltau(s, t).statistic, abs=1e-12)
+    assert spearman_rho(s, t) == pytest.approx(stats.spearmanr(s, t).statistic, abs=1e-12)
+
+
+def test_hand_computed_small_case():
+    # One discordant pair (2, 3) out of 6: tau = (5 - 1) / 6; sum d^2 = 2: rho = 1 - 6*2 / (4*15) = 0.8.
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+
+
+def test_ties_use_tau_b_and_average_ranks():
+    # x has one tied pair: concordant 5, discordant 0, tau-b = 5 / sqrt(5 * 6).
+    x, y = [1, 1, 2, 3], [1, 2, 3, 4]
+    assert kendall_tau(x, y) == pytest.approx(5 / math.sqrt(30))
+    # Average ranks of x: 1.5, 1.5, 3, 4; rho is their Pearson correlation with 1..4.
+    assert spearman_rho(x, y) == pytest.approx(np.corrcoef([1.5, 1.5, 3, 4], [1, 2, 3, 4])[0, 1])
+
+
+def test_perfect_inverse_is_signed_minus_one():
+    x = np.arange(20.0)
+    assert kendall_tau(x, -x) == pytest.approx(-1.0)
+    assert spearman_rho(x, -x) == pytest.approx(-1.0)
+    assert kendall_tau(x, x**3) == pytest.approx(1.0)
+    s = correlation_summary(x, -x, higher_is_better=True, n_resamples=0)
+    assert s["tau"] == pytest.approx(-1.0) and s["rho"] == pytest.approx(-1.0)
+
+
+def test_lower_is_better_negates_the_score():
+    s, t = _random_pairs(3, 40, ties=False)
+    up = correlation_summary(s, t, higher_is_better=True, n_resamples=0)
+    down = correlation_summary(s, t, higher_is_better=False, n_resamples=0)
+    assert up["tau"] > 0
+    assert down["tau"] == pytest.approx(-up["tau"]) and down["rho"] == pytest.approx(-up["rho"])
+    # A lower-is-better proxy that ranks perfectly as declared scores +1.
+    x = np.arange(10.0)
+    assert correlation_summary(-x, x, higher_is_better=False, n_resamples=0)["rho"] == pytest.approx(1.0)
+    assert "tau_lo" not in up  # no resampling asked, no interval
+
+
+def test_nonfinite_scores_are_excluded_and_counted():
+    s, t = _random_pairs(4, 30, ties=False)
+    bad = s.copy()
+    bad[[0, 5, 9]] = [np.nan, np.inf, -np.inf]
+    out = correlation_summary(bad, t, n_resamples=0)
+    keep = np.ones(30, bool)
+    keep[[0, 5, 9]] = False
+    assert out["n"] == 27 and out["n_nonfinite"] == 3
+    assert out["tau"] == pytest.approx(stats.kendalltau(s[keep], t[keep]).statistic)
+    assert out["rho"] == pytest.approx(stats.spearmanr(s[keep], t[keep]).statistic)
+    # A non-finite truth value drops the pair too.
+    t2 = t.copy()
+    t2[1] = np.nan
+    assert correlation_summary(s, t2, n_resamples=0)["n_nonfinite"] == 1
+
+
+def test_interval_contains_estimate_and_is_seed_deterministic():
+    s, t = _random_pairs(5, 60, ties=False)
+    a = correlation_summary(s, t, n_resamples=300, seed=7)
+    b = correlation_summary(s, t, n_resamples=300, seed=7)
+    assert a == b
+    for m in ("tau", "rho"):
+        assert -1 <= a[f"{m}_lo"] <= a[m] <= a[f"{m}_hi"] <= 1
+        assert a[f"{m}_lo"] < a[f"{m}_hi"]
+    c = correlation_summary(s, t, n_resamples=300, seed=8)
+    assert (c["tau_lo"], c["tau_hi"]) != (a["tau_lo"], a["tau_hi"])
+    assert c["tau"] == a["tau"]
+
+
+def test_bootstrap_needs_three_points():
+    assert all(math.isnan(v) for v in bootstrap_ci([1, 2], [2, 1], kendall_tau, n_resamples=10))
+    assert math.isnan(kendall_tau([1.0], [2.0])) and math.isnan(spearman_rho([1.0], [2.0]))
+
+
+@pytest.mark.parametrize("fn", [kendall_tau, spearman_rho, correlation_summary])
+def test_shape_mismatch_raises(fn):
+    with pytest.raises(ValueError, match="equal length"):
+        fn([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError):
+        fn(np.ones((2, 2)), np.ones((2, 2)))
