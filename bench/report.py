@@ -16,7 +16,7 @@ import seaborn as sns  # noqa: E402
 
 from bench import metrics, provenance  # noqa: E402
 from bench.references import published_for  # noqa: E402
-from datasets import files  # noqa: E402
+from datasets import files, get_space  # noqa: E402
 from proxies import get_proxy  # noqa: E402
 
 TRUTH_LABELS = {
@@ -39,7 +39,11 @@ def summarise(df: pd.DataFrame, truth: str = "test_acc_200", n_resamples: int = 
             "substitute": bool(g["substitute"].any()), "data_source": ";".join(sorted(set(g["data_source"]))),
             "batch_size": int(g["batch_size"].max()), "sec_per_arch": float(g["seconds"].mean()),
         })
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if not out.empty:  # tasks in the space's own order (cifar10, cifar100, ImageNet16-120), not alphabetical
+        order = out.apply(lambda r: get_space(r["space"]).tasks.index(r["task"]), axis=1)
+        out = out.assign(_o=order).sort_values(["space", "_o", "proxy"], kind="stable").drop(columns="_o")
+    return out.reset_index(drop=True)
 
 
 def _fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
