@@ -8,6 +8,7 @@ computes exactly what is missing. ``pandas.read_parquet(DIR)`` reads the whole c
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,4 +111,8 @@ class ScoreCache:
         merged = self._write(table, f"scores-{uuid.uuid4().hex[:8]}")
         for p in parts:
             p.unlink(missing_ok=True)
+        # temporary files of writers killed mid-write; an hour old, they belong to no live writer
+        for tmp in self.path.glob(".*.parquet.tmp"):
+            if time.time() - tmp.stat().st_mtime > 3600:
+                tmp.unlink(missing_ok=True)
         return merged

@@ -11,13 +11,15 @@ from bench.provenance import REPO_ROOT
 
 DEFAULT_CACHE = REPO_ROOT / "reports" / "scores"
 DEFAULT_OUT = REPO_ROOT / "reports"
-DEFAULT_PROXIES = "params,flops,synflow,synflow_bn"
-DEFAULT_SAMPLE = 1000
+DEFAULT_PROXIES = "*"
+SUITE = "default-suite"  # `bench` without --sample/--task: the DEFAULT_SUITE below
 
 
 def _sample(v: str):
     if v.lower() == "all":
         return None
+    if v == SUITE:
+        return SUITE
     try:
         n = int(v)
     except ValueError:
@@ -89,20 +91,35 @@ def _report(args, study=None) -> None:
 
     cache = ScoreCache(args.cache)
     if study is not None:
-        df = study_scores(study, cache)
-        n = len(study.arch_list())
-        how = (f"all {n}" if study.sample is None and study.archs is None
-               else f"{n} (from --archs-file)" if study.archs is not None
-               else f"a seeded sample of {n} (sample seed {study.sample_seed})")
-        note = (f"**Study:** space `{study.space}`, tasks {', '.join(study.tasks)}; architectures: {how}; "
-                f"proxies: {', '.join(study.proxies)}; init/minibatch seed {study.seed}; minibatch "
-                f"{study.batch_size} {'with' if study.augment else 'without'} augmentation (for proxies that read "
+        studies = study if isinstance(study, list) else [study]
+        df = pd.concat([study_scores(s, cache) for s in studies], ignore_index=True)
+        first = studies[0]
+
+        def how(s):
+            n = len(s.arch_list())
+            return (f"all {n}" if s.sample is None and s.archs is None
+                    else f"{n} (from --archs-file)" if s.archs is not None
+                    else f"a seeded sample of {n} (sample seed {s.sample_seed}; smaller samples of one seed are "
+                         f"nested)")
+
+        note = (f"**Study:** space `{first.space}`; " + "; ".join(f"{', '.join(s.tasks)}: {how(s)}" for s in studies)
+                + f"; proxies: {', '.join(first.proxies)}; init/minibatch seed {first.seed}; minibatch "
+                f"{first.batch_size} {'with' if first.augment else 'without'} augmentation (for proxies that read "
                 f"images).")
-        descr = _image_descriptions(study)
+        descr = {}
+        for s in studies:
+            descr.update(_image_descriptions(s))
     else:
         df = cache.load()
         if df.empty:
             raise SystemExit(f"the cache {cache.path} holds no scores: run `proxybench run …` first")
+        from proxies import list_proxies
+
+        registered = set(list_proxies())
+        gone = sorted(set(df["proxy"]) - registered)
+        if gone:
+            print(f"note: skipping cached scores of proxies no longer registered: {', '.join(gone)}", file=sys.stderr)
+        df = df[df["proxy"].isin(registered)]
         current = {p: get_proxy(p).version for p in df["proxy"].unique()}
         df = df[df["proxy_version"] == df["proxy"].map(current)]
         truth = []
@@ -173,10 +190,25 @@ def cmd_report(args) -> None:
     _report(args)
 
 
+# The default study of `make bench`: every registered proxy; 1,000 seeded cells on cifar10 (the sample
+# the literature's comparisons use) and the first 300 of the same permutation on the other tasks.
+DEFAULT_SUITE = {"cifar10": 1000, "cifar100": 300, "ImageNet16-120": 300}
+
+
 def cmd_bench(args) -> None:
-    study = _study(args, _tasks(args.space, args.task))
-    _run(args, study)
-    _report(args, study)
+    from dataclasses import replace
+
+    if args.sample != SUITE or args.task != "all" or args.archs_file:
+        if args.sample == SUITE:
+            args.sample = DEFAULT_SUITE["cifar10"]
+        studies = [_study(args, _tasks(args.space, args.task))]  # an explicit study
+    else:
+        args.sample = None
+        base = _study(args, (_tasks(args.space, "all")[0],))
+        studies = [replace(base, tasks=(t,), sample=n) for t, n in DEFAULT_SUITE.items()]
+    for study in studies:
+        _run(args, study)
+    _report(args, studies)
 
 
 def cmd_import_nb201(args) -> None:
@@ -216,15 +248,11 @@ def cmd_check_params(args) -> None:
         raise SystemExit(1)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=None, help="benchmark data directory (default: $PROXYBENCH_DATA, "
-                        "else ../shared/data beside the checkout)")
-    study = argparse.ArgumentParser(add_help=False)
+def _study_options(study, task: str, sample) -> None:
     study.add_argument("--space", default="nb201")
-    study.add_argument("--task", "--tasks", dest="task", default="cifar10", help="task(s), comma-separated, or 'all'")
+    study.add_argument("--task", "--tasks", dest="task", default=task, help="task(s), comma-separated, or 'all'")
     study.add_argument("--proxies", default=DEFAULT_PROXIES, help="names or wildcards, comma-separated")
-    study.add_argument("--sample", type=_sample, default=100, help="number of architectures, or 'all'")
+    study.add_argument("--sample", type=_sample, default=sample, help="number of architectures, or 'all'")
     study.add_argument("--archs-file", default=None, help="one canonical arch key per line (instead of --sample)")
     study.add_argument("--seed", type=int, default=42, help="init and minibatch seed (reference: 42)")
     study.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample")
@@ -236,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--chunk-size", type=int, default=8, help="cells per chunk (flushed to the cache as one part)")
     study.add_argument("--retry-errors", action="store_true", help="recompute scores cached as errors")
     study.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=None, help="benchmark data directory (default: $PROXYBENCH_DATA, "
+                        "else ../shared/data beside the checkout)")
+
+    def study_parent(task: str, sample):
+        # one parent per subcommand: argparse shares a parent's option objects, so defaults set on one
+        # subcommand would leak into the others
+        study = argparse.ArgumentParser(add_help=False)
+        _study_options(study, task, sample)
+        return study
+
     rep = argparse.ArgumentParser(add_help=False)
     rep.add_argument("--out", default=str(DEFAULT_OUT), help="report directory")
     rep.add_argument("--truth", default="test_acc_200", choices=["test_acc_200", "val_acc_200", "test_acc_12",
@@ -249,14 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pattern", nargs="?", help="wildcard, e.g. 'syn*'")
     s.set_defaults(fn=cmd_ls)
     sub.add_parser("data", parents=[common], help="list every known data file and its status").set_defaults(fn=cmd_data)
-    sub.add_parser("run", parents=[common, study], help="score a study into the cache").set_defaults(fn=cmd_run)
+    sub.add_parser("run", parents=[common, study_parent("cifar10", 100)],
+                   help="score a study into the cache").set_defaults(fn=cmd_run)
     s = sub.add_parser("report", parents=[common, rep], help="write tables and plots from the cache")
     s.add_argument("--cache", default=str(DEFAULT_CACHE))
     s.set_defaults(fn=cmd_report)
-    s = sub.add_parser("bench", parents=[common, study, rep], help="the default study on every task, then the report")
+    s = sub.add_parser("bench", parents=[common, study_parent("all", SUITE), rep],
+                       help="the default study on every task, then the report")
     s.add_argument("--readme", default=str(REPO_ROOT / "README.md"),
                    help="README whose bench:begin/end block gets the headline table ('' to skip)")
-    s.set_defaults(fn=cmd_bench, task="all", sample=DEFAULT_SAMPLE)
+    s.set_defaults(fn=cmd_bench)
     s = sub.add_parser("import-nb201", parents=[common], help="convert the official NAS-Bench-201 .pth once")
     s.add_argument("file")
     s.set_defaults(fn=cmd_import_nb201)

@@ -41,22 +41,77 @@ def bootstrap_ci(score, truth, statistic, n_resamples: int = 1000, confidence: f
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def oriented(score, higher_is_better: bool = True, nan_policy: str = "exclude") -> np.ndarray:
+    """The score as a "higher ranks better" array: negated for a lower-is-better proxy; under the
+    ``rank_last`` policy every non-finite score becomes -inf (below all finite ones, tied among themselves),
+    under ``exclude`` it becomes NaN (callers drop it)."""
+    s = np.asarray(score, dtype=np.float64)
+    s = s if higher_is_better else -s
+    if nan_policy == "rank_last":
+        s = np.where(np.isfinite(s), s, -np.inf)
+    elif nan_policy == "exclude":
+        s = np.where(np.isfinite(s), s, np.nan)
+    else:
+        raise ValueError(f"unknown nan_policy {nan_policy!r}")
+    return s
+
+
 def correlation_summary(score, truth, higher_is_better: bool = True, n_resamples: int = 1000,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, nan_policy: str = "exclude") -> dict:
     """τ and ρ of the proxy's *declared* ranking against the truth, with 95% bootstrap intervals.
 
     The score is negated for a proxy declared lower-is-better, so a positive value always means "ranks
     as it claims" and a negative one exposes a proxy that is anti-correlated with accuracy. Non-finite
-    scores are excluded and counted in ``n_nonfinite``; ``n`` is the number of architectures used.
+    scores are counted in ``n_nonfinite`` and, by the proxy's declared policy, either excluded
+    (``exclude``) or ranked below every finite score (``rank_last``); ``n`` is the number of
+    architectures in the correlation.
     """
     s, t = _pair(score, truth)
-    finite = np.isfinite(s) & np.isfinite(t)
-    s, t = s[finite], t[finite]
-    if not higher_is_better:
-        s = -s
-    out = {"n": int(len(s)), "n_nonfinite": int((~finite).sum()),
+    n_nonfinite = int((~np.isfinite(s)).sum())
+    s = oriented(s, higher_is_better, nan_policy)
+    keep = ~np.isnan(s) & np.isfinite(t)
+    s, t = s[keep], t[keep]
+    out = {"n": int(len(s)), "n_nonfinite": n_nonfinite,
            "tau": kendall_tau(s, t), "rho": spearman_rho(s, t)}
-    if n_resamples > 0:
-        out["tau_lo"], out["tau_hi"] = bootstrap_ci(s, t, kendall_tau, n_resamples, seed=seed)
-        out["rho_lo"], out["rho_hi"] = bootstrap_ci(s, t, spearman_rho, n_resamples, seed=seed)
+    nan = float("nan")
+    for key, stat in (("tau", kendall_tau), ("rho", spearman_rho)):
+        lo_hi = bootstrap_ci(s, t, stat, n_resamples, seed=seed) if n_resamples > 0 else (nan, nan)
+        out[f"{key}_lo"], out[f"{key}_hi"] = lo_hi
     return out
+
+
+def _pair_signs(x: np.ndarray, rows: slice) -> np.ndarray:
+    return np.sign(x[rows, None] - x[None, :])
+
+
+def pairwise_concordance(scores, truth, block: int = 512) -> float:
+    """Fraction of architecture pairs with different accuracy that a ranking orders like the accuracy.
+
+    ``scores`` is one score array, or a list of arrays whose pairwise majority vote is the ranking (the
+    "vote" of Abdelfattah et al. 2021: each proxy votes sign(s_i - s_j); the majority decides). A pair
+    the ranking leaves tied (equal scores, or a split vote) counts 1/2. Scores must be oriented (higher
+    ranks better; see ``oriented``), -inf allowed, NaN not. Computed in blocks of rows, O(n^2) time,
+    O(block * n) memory.
+    """
+    many = [np.asarray(s, dtype=np.float64) for s in (scores if isinstance(scores, (list, tuple)) else [scores])]
+    t = np.asarray(truth, dtype=np.float64)
+    if any(s.shape != t.shape for s in many) or any(np.isnan(s).any() for s in many):
+        raise ValueError("scores must match truth in shape and hold no NaN (orient them first)")
+    agree = pairs = 0.0
+    for start in range(0, len(t), block):
+        rows = slice(start, min(start + block, len(t)))
+        truth_sign = _pair_signs(t, rows)
+        with np.errstate(invalid="ignore"):  # -inf - -inf: a tie, counted as one
+            votes = sum(np.nan_to_num(_pair_signs(s, rows), nan=0.0) for s in many)
+        decided = np.sign(votes)
+        mask = truth_sign != 0
+        agree += float(np.sum((decided == truth_sign)[mask]) + 0.5 * np.sum((decided == 0)[mask]))
+        pairs += float(mask.sum())
+    return agree / pairs if pairs else float("nan")
+
+
+def rank_average(scores) -> np.ndarray:
+    """Rank-average ensemble: the mean over proxies of each architecture's average rank (ties as scipy's
+    rankdata, -inf lowest). Scores must be oriented (higher ranks better)."""
+    ranks = [stats.rankdata(np.asarray(s, dtype=np.float64)) for s in scores]
+    return np.mean(ranks, axis=0)

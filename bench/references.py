@@ -37,3 +37,7 @@ PUBLISHED: list[Published] = [
 
 def published_for(space: str, task: str, proxy: str) -> list[Published]:
     return [p for p in PUBLISHED if (p.space, p.task, p.proxy) == (space, task, proxy)]
+
+
+# The repo's "vote" figures: pairwise concordance of the majority of synflow, jacob_cov and snip (all cells).
+PUBLISHED_VOTE = {("nb201", "cifar10"): 0.82, ("nb201", "cifar100"): 0.83, ("nb201", "ImageNet16-120"): 0.81}

@@ -32,9 +32,10 @@ def summarise(df: pd.DataFrame, truth: str = "test_acc_200", n_resamples: int = 
         info = get_proxy(proxy)
         ok = g[g["status"] != "error"]
         s = metrics.correlation_summary(ok["score"].to_numpy(), ok[truth].to_numpy(), info.higher_is_better,
-                                        n_resamples=n_resamples)
+                                        n_resamples=n_resamples, nan_policy=info.nan_policy)
         rows.append({
             "space": space, "task": task, "proxy": proxy, "seed": seed, "direction": info.direction,
+            "nan_policy": info.nan_policy,
             "family": info.family, "version": info.version, **s, "n_errors": int((g["status"] == "error").sum()),
             "substitute": bool(g["substitute"].any()), "data_source": ";".join(sorted(set(g["data_source"]))),
             "batch_size": int(g["batch_size"].max()), "sec_per_arch": float(g["seconds"].mean()),
@@ -44,6 +45,39 @@ def summarise(df: pd.DataFrame, truth: str = "test_acc_200", n_resamples: int = 
         order = out.apply(lambda r: get_space(r["space"]).tasks.index(r["task"]), axis=1)
         out = out.assign(_o=order).sort_values(["space", "_o", "proxy"], kind="stable").drop(columns="_o")
     return out.reset_index(drop=True)
+
+
+VOTE = ("synflow", "jacob_cov", "snip")
+
+
+def ensembles(df: pd.DataFrame, truth: str = "test_acc_200", members=VOTE, n_resamples: int = 1000) -> pd.DataFrame:
+    """Per (space, task): the pairwise concordance of the majority vote of ``members`` (Abdelfattah et al.'s
+    "vote"), each member's own concordance, and τ/ρ of their rank-average ensemble, on the architectures
+    every member scored (errors dropped; non-finite scores handled by each member's declared policy)."""
+    rows = []
+    members = tuple(members)
+    for (space, task), g in df[df["status"] != "error"].groupby(["space", "task"], sort=False):
+        wide = g.pivot_table(index="arch", columns="proxy", values="score", aggfunc="first", dropna=False)
+        if not set(members) <= set(wide.columns):
+            continue
+        wide = wide[list(members)].dropna(how="any", subset=[m for m in members
+                                                             if get_proxy(m).nan_policy == "exclude"])
+        acc = g.drop_duplicates("arch").set_index("arch").loc[wide.index, truth].to_numpy()
+        oriented = [metrics.oriented(wide[m].to_numpy(), get_proxy(m).higher_is_better, "rank_last")
+                    for m in members]
+        avg = metrics.rank_average(oriented)
+        summ = metrics.correlation_summary(avg, acc, True, n_resamples=n_resamples)
+        rows.append({"space": space, "task": task, "members": "+".join(members), "n": len(acc),
+                     "vote_concordance": metrics.pairwise_concordance(oriented, acc),
+                     **{f"concordance_{m}": metrics.pairwise_concordance(o, acc) for m, o in zip(members, oriented, strict=True)},
+                     **{f"rankavg_{k}": v for k, v in summ.items() if k not in ("n", "n_nonfinite")}})
+    return pd.DataFrame(rows)
+
+
+def _nonfinite(r) -> str:
+    if not r["n_nonfinite"]:
+        return "0"
+    return f"{r['n_nonfinite']} ({'ranked last' if r['nan_policy'] == 'rank_last' else 'excluded'})"
 
 
 def _fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
@@ -137,8 +171,27 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
         for _, r in g.sort_values("rho", ascending=False).iterrows():
             data = ("⚠ substitute" if r["substitute"] else "real") if r["data_source"] != "none" else "none needed"
             L.append(f"| [{r['proxy']}](figures/scatter_{r['proxy']}.png) | {r['direction']} | {r['family']} | {r['n']} "
-                     f"| {r['n_nonfinite']} | {r['n_errors']} | {_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | "
+                     f"| {_nonfinite(r)} | {r['n_errors']} | {_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | "
                      f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | {data} | {r['sec_per_arch']:.3f} |")
+        L.append("")
+    ens = ensembles(df, truth, n_resamples=n_resamples)
+    if not ens.empty:
+        from bench.references import PUBLISHED_VOTE
+
+        L += ["## Ensembles", "",
+              f"`vote` is the pairwise majority of {', '.join(VOTE)} (Abdelfattah et al. 2021): the figure is the "
+              "fraction of architecture pairs (with different accuracy) it orders like the accuracy, a split or tied "
+              "vote counting 1/2. It is a pairwise concordance, not a correlation; each member's own concordance is "
+              "beside it. `rank-average` is the mean of the members' ranks, scored by τ/ρ like any proxy.", "",
+              "| space · task | n | vote concordance | published vote | " + " | ".join(f"{m} concordance" for m in VOTE)
+              + " | rank-average τ [95% CI] | rank-average ρ [95% CI] |",
+              "|---|---|---|---|" + "---|" * len(VOTE) + "---|---|"]
+        for _, r in ens.iterrows():
+            pub = PUBLISHED_VOTE.get((r["space"], r["task"]))
+            L.append(f"| {r['space']} · {r['task']} | {r['n']} | {r['vote_concordance']:.3f} | "
+                     f"{f'{pub:.2f}' if pub else '–'} | " + " | ".join(f"{r[f'concordance_{m}']:.3f}" for m in VOTE)
+                     + f" | {_fmt(r['rankavg_tau'], r['rankavg_tau_lo'], r['rankavg_tau_hi'])} | "
+                     f"{_fmt(r['rankavg_rho'], r['rankavg_rho_lo'], r['rankavg_rho_hi'])} |")
         L.append("")
     L += ["## Against published numbers", "",
           "| space · task | proxy | measured ρ [95% CI] (n) | published ρ | n (published) | published inside CI? | source |",
@@ -147,7 +200,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     for _, r in summary.iterrows():
         for p in published_for(r["space"], r["task"], r["proxy"]):
             any_pub = True
-            inside = "yes" if r["rho_lo"] <= p.rho <= r["rho_hi"] else (
+            inside = "n/a (no interval)" if not np.isfinite(r["rho_lo"]) else "yes" if r["rho_lo"] <= p.rho <= r["rho_hi"] else (
                 f"**no** (measured {r['rho']:+.3f}, {r['rho'] - p.rho:+.3f} from published)")
             L.append(f"| {r['space']} · {r['task']} | {r['proxy']} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} ({r['n']}) "
                      f"| {p.rho:.2f} | {p.n} | {inside} | {p.source} |")
@@ -207,17 +260,18 @@ def headline_table(summary: pd.DataFrame, study_note: str = "") -> str:
     return (study_note + "\n\n" if study_note else "") + out
 
 
-def update_readme(readme: str | os.PathLike, block: str) -> bool:
-    """Replace the text between the bench markers of a README; False when it has no markers."""
+def update_readme(readme: str | os.PathLike, block: str, markers: tuple[str, str] = (BEGIN, END)) -> bool:
+    """Replace the text between a pair of markers of a README; False when it has no such markers."""
+    begin, end = markers
     p = Path(readme)
     if not p.is_file():
         return False
     text = p.read_text()
-    if BEGIN not in text or END not in text:
+    if begin not in text or end not in text:
         return False
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    tmp.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
     os.replace(tmp, p)
     return True

@@ -68,7 +68,8 @@ class Study:
         every = space.all_archs(self.data_dir)
         if self.sample is None or self.sample >= len(every):
             return every
-        idx = np.sort(np.random.default_rng(self.sample_seed).choice(len(every), self.sample, replace=False))
+        # a prefix of one seeded permutation: samples of one seed are nested (the 300 are among the 1000)
+        idx = np.sort(np.random.default_rng(self.sample_seed).permutation(len(every))[: self.sample])
         return [every[i] for i in idx]
 
 
@@ -134,7 +135,7 @@ def score_job(job: Job) -> list[dict]:
     for arch, names in job.items:
         ctx = ProxyContext(arch=arch, task=job.task, seed=job.seed, build=space.builder(arch, job.task),
                            input_shape=(3, res, res), num_classes=space.num_classes[job.task], batch=batch,
-                           device=torch.device(job.device))
+                           device=torch.device(job.device), requested=names)
         for name in names:
             info = infos[name]
             ctx.allow_data, ctx.allow_labels = info.needs_data, info.needs_labels

@@ -1,6 +1,13 @@
-"""The proxy registry and the built-in proxies. Importing this package registers them all."""
+"""The proxy registry and the built-in proxies.
 
-from proxies import cost, zero_cost  # noqa: E402,F401  (registration side effects)
+Importing this package imports every module in ``proxies/`` (so a new file with a ``@register_proxy``
+function is picked up by the CLI, the reports, the contract tests and worker processes without
+touching any other file).
+"""
+
+import importlib
+import pkgutil
+
 from proxies.context import LabelAccessError, ProxyContext
 from proxies.registry import (
     FAMILIES,
@@ -11,6 +18,11 @@ from proxies.registry import (
     register_proxy,
     resolve_proxies,
 )
+
+_INFRASTRUCTURE = {"context", "registry"}
+for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _mod not in _INFRASTRUCTURE and not _mod.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod}")
 
 __all__ = ["FAMILIES", "LabelAccessError", "ProxyContext", "ProxyInfo", "UnknownProxyError", "get_proxy",
            "list_proxies", "register_proxy", "resolve_proxies"]

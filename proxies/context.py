@@ -33,6 +33,12 @@ class ProxyContext:
     memo: dict = field(default_factory=dict)
     allow_data: bool = True
     allow_labels: bool = True
+    requested: tuple[str, ...] = ()  # every proxy the runner will compute on this cell: shared passes
+    # compute only what these need
+
+    def input_batch(self) -> torch.Tensor:
+        """The minibatch images (alias of ``inputs``)."""
+        return self.inputs
 
     def network(self, bn: bool = True) -> nn.Module:
         """A fresh network with the cell's seeded PyTorch-default initialisation (safe to modify)."""

@@ -11,6 +11,8 @@ from datasets.errors import did_you_mean
 FAMILIES = ("baseline", "zero-cost", "reduced-training", "self-supervised", "hardware")
 NAN_POLICIES = {
     "exclude": "non-finite scores are left out of the correlations and counted in the report",
+    "rank_last": "non-finite scores (a degenerate network: e.g. an output that ignores the input) rank below "
+                 "every finite score, tied among themselves; counted in the report",
 }
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from datasets import files
 
@@ -20,9 +21,22 @@ def derived_cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("proxybench-derived")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_derived_cache(derived_cache_dir, monkeypatch):
-    monkeypatch.setenv(files.ENV_CACHE_DIR, str(derived_cache_dir))
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_derived_cache(derived_cache_dir):
+    # Module scope: in place before the module-scoped fixtures that score studies.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(files.ENV_CACHE_DIR, str(derived_cache_dir))
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Score with one torch thread, as the process executor's workers do: the networks are tiny, and on a
+    busy 2-core machine two OpenMP threads per process are ~10x slower, not faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -36,9 +50,10 @@ def real_data() -> Path:
 @pytest.fixture
 def cli_env(derived_cache_dir) -> dict:
     """Environment of a `python -m bench.cli` subprocess: the default data directory (no $PROXYBENCH_DATA),
-    derived files in the session's temporary cache, the checkout importable."""
+    derived files in the session's temporary cache, the checkout importable, one torch thread."""
     env = {k: v for k, v in os.environ.items() if k != files.ENV_DATA_DIR}
     env[files.ENV_CACHE_DIR] = str(derived_cache_dir)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"  # see _one_torch_thread
     return env

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.metrics import bootstrap_ci, correlation_summary, kendall_tau, spearman_rho
+from bench.metrics import (
+    bootstrap_ci,
+    correlation_summary,
+    kendall_tau,
+    pairwise_concordance,
+    rank_average,
+    spearman_rho,
+)
 
 
 def _random_pairs(seed: int, n: int, ties: bool):
@@ -64,7 +71,6 @@ def test_lower_is_better_negates_the_score():
     # A lower-is-better proxy that ranks perfectly as declared scores +1.
     x = np.arange(10.0)
     assert correlation_summary(-x, x, higher_is_better=False, n_resamples=0)["rho"] == pytest.approx(1.0)
-    assert "tau_lo" not in up  # no resampling asked, no interval
 
 
 def test_nonfinite_scores_are_excluded_and_counted():
@@ -77,10 +83,42 @@ def test_nonfinite_scores_are_excluded_and_counted():
     assert out["n"] == 27 and out["n_nonfinite"] == 3
     assert out["tau"] == pytest.approx(stats.kendalltau(s[keep], t[keep]).statistic)
     assert out["rho"] == pytest.approx(stats.spearmanr(s[keep], t[keep]).statistic)
-    # A non-finite truth value drops the pair too.
+    # A non-finite truth value drops the pair too, but is not the proxy's non-finite score.
     t2 = t.copy()
     t2[1] = np.nan
-    assert correlation_summary(s, t2, n_resamples=0)["n_nonfinite"] == 1
+    out2 = correlation_summary(s, t2, n_resamples=0)
+    assert out2["n"] == 29 and out2["n_nonfinite"] == 0
+
+
+def test_rank_last_policy_ranks_nonfinite_scores_below_all_others():
+    s, t = _random_pairs(4, 30, ties=False)
+    bad = s.copy()
+    bad[[0, 5]] = [np.nan, -np.inf]
+    out = correlation_summary(bad, t, n_resamples=0, nan_policy="rank_last")
+    lowest = s.copy()
+    lowest[[0, 5]] = s.min() - 1  # tied below every finite score
+    assert out["n"] == 30 and out["n_nonfinite"] == 2
+    assert out["rho"] == pytest.approx(stats.spearmanr(lowest, t).statistic)
+    assert out["tau"] == pytest.approx(stats.kendalltau(lowest, t).statistic)
+    with pytest.raises(ValueError, match="nan_policy"):
+        correlation_summary(s, t, nan_policy="to_minus_1e8")
+
+
+def test_pairwise_concordance_matches_kendall_without_ties_and_votes_by_majority():
+    s, t = _random_pairs(6, 40, ties=False)
+    assert pairwise_concordance(s, t) == pytest.approx((stats.kendalltau(s, t).statistic + 1) / 2)
+    t3 = np.array([1.0, 2.0, 3.0])
+    up, down = np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])
+    assert pairwise_concordance([up, up, down], t3) == 1.0   # the majority orders every pair right
+    assert pairwise_concordance([up, down, down], t3) == 0.0
+    assert pairwise_concordance([up, down], t3) == 0.5       # every vote split: counted 1/2
+    assert pairwise_concordance(np.array([1.0, 1.0, 1.0]), t3) == 0.5  # all tied
+    assert pairwise_concordance([up], t3, block=1) == 1.0    # blocks change nothing
+
+
+def test_rank_average_is_the_mean_of_scipy_ranks():
+    a, b = np.array([3.0, 1.0, 2.0]), np.array([1.0, 2.0, -np.inf])
+    assert rank_average([a, b]).tolist() == [2.5, 2.0, 1.5]  # ranks [3, 1, 2] and [2, 3, 1]
 
 
 def test_interval_contains_estimate_and_is_seed_deterministic():

@@ -38,9 +38,11 @@ def test_contract_finite_deterministic_and_honest_about_inputs(name, arch):
     ctx = _ctx(arch, proxy=p, with_batch=p.needs_data)
     a = p.fn(ctx)
     assert isinstance(a, float)
-    assert math.isfinite(a), f"{name} gave {a} on {arch}; declare and test a policy if this is expected"
+    if not math.isfinite(a):
+        # only a degenerate network may give a non-finite score, and only under a declared policy
+        assert arch == CELLS[2] and p.nan_policy == "rank_last", f"{name} gave {a} on {arch}"
     b = p.fn(_ctx(arch, proxy=p, with_batch=p.needs_data))
-    assert a == b, f"{name} is not deterministic under a fixed seed"
+    assert a == b or (math.isnan(a) and math.isnan(b)), f"{name} is not deterministic under a fixed seed"
 
 
 def test_reading_labels_without_declaring_it_is_caught():

@@ -1,0 +1,174 @@
+"""Speed and memory benchmark of the proxies: ratios against one forward+backward pass, measured in one run.
+
+    python -m bench.perf [--cells 12] [--memory-cells 1000] [--out reports]
+
+For each of a seeded sample of NB201 cells (cifar10, batch 64 of real augmented images, seed 42) it times,
+in the same process and in interleaved order:
+  - one forward+backward pass of the cross-entropy loss (the unit),
+  - the six classic proxies together through the registry (shared passes),
+  - the same six in the reference style (``bench/reference_impl.py``: a deep copy and passes per proxy),
+  - every registered proxy alone.
+Ratios are medians over cells of (time / forward+backward time of that cell), so the machine's speed
+cancels out. Then it scores ``--memory-cells`` cells with the six in one process and reports the growth
+of resident memory. Results go to ``<out>/perf.json``, ``<out>/perf.md`` and the README's perf block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench import provenance
+from bench import reference_impl as ref
+from bench.report import update_readme
+from datasets import nb201
+from datasets.images import image_source, sample_batch
+from proxies import ProxyContext, get_proxy, list_proxies
+
+SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
+BEGIN_END = ("<!-- perf:begin -->", "<!-- perf:end -->")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _ctx(arch, batch, requested):
+    return ProxyContext(arch, "cifar10", 42, partial(nb201.build_network, arch, "cifar10"), (3, 32, 32), 10,
+                        batch, requested=tuple(requested))
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _fwd_bwd(arch, batch):
+    torch.manual_seed(42)
+    net = nb201.build_network(arch, "cifar10")
+    F.cross_entropy(net(batch[0]), batch[1]).backward()
+
+
+def _shared_six(arch, batch):
+    ctx = _ctx(arch, batch, SIX)
+    return {n: get_proxy(n).fn(ctx) for n in SIX}
+
+
+def _reference_six(arch, batch):
+    torch.manual_seed(42)
+    net = nb201.build_network(arch, "cifar10")
+    return ref.all_six(net, batch[0], batch[1], partial(nb201.build_network, arch, "cifar10", bn=False), (3, 32, 32))
+
+
+def _one(arch, batch, name):
+    p = get_proxy(name)
+    ctx = _ctx(arch, batch, (name,))
+    ctx.allow_data, ctx.allow_labels = p.needs_data, p.needs_labels
+    return p.fn(ctx)
+
+
+def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None, threads: int = 1,
+        repeats: int = 2) -> dict:
+    torch.set_num_threads(threads)  # as each worker process of a study runs
+    batch = sample_batch(image_source("cifar10", data_dir), 64, 42)
+    every = nb201.all_archs(data_dir)
+    rng = np.random.default_rng(seed)
+    archs = [every[i] for i in rng.choice(len(every), cells, replace=False)]
+    names = list_proxies()
+    _fwd_bwd(archs[0], batch)  # warm-up: allocator, kernels, imports
+    _shared_six(archs[0], batch)
+    rows = []
+    for arch in archs:
+        # every measurement is the best of `repeats` runs, so background noise inflates none of them
+        best = lambda fn: min(_timed(fn) for _ in range(repeats))  # noqa: E731
+        row = {"arch": arch, "fwd_bwd": best(lambda a=arch: _fwd_bwd(a, batch))}
+        row["shared_six"] = best(lambda a=arch: _shared_six(a, batch))
+        row["reference_six"] = best(lambda a=arch: _reference_six(a, batch))
+        for n in names:
+            row[n] = best(lambda a=arch, n=n: _one(a, batch, n))
+        rows.append(row)
+    ratio = lambda k: float(np.median([r[k] / r["fwd_bwd"] for r in rows]))  # noqa: E731
+    result = {
+        "cells": cells, "batch_size": 64, "task": "cifar10", "threads": torch.get_num_threads(), "repeats": repeats,
+        "fwd_bwd_seconds_median": float(np.median([r["fwd_bwd"] for r in rows])),
+        "shared_six_over_fwd_bwd": ratio("shared_six"),
+        "reference_six_over_fwd_bwd": ratio("reference_six"),
+        "speedup_vs_reference": float(np.median([r["reference_six"] / r["shared_six"] for r in rows])),
+        "shared_six_seconds_median": float(np.median([r["shared_six"] for r in rows])),
+        "reference_six_seconds_median": float(np.median([r["reference_six"] for r in rows])),
+        "per_proxy": {n: {"seconds_median": float(np.median([r[n] for r in rows])), "over_fwd_bwd": ratio(n)}
+                      for n in names},
+        "environment": provenance.environment(),
+    }
+    if memory_cells:
+        mem_archs = [every[i] for i in rng.choice(len(every), memory_cells, replace=False)]
+        _shared_six(mem_archs[0], batch)
+        before = _rss_mb()
+        peak = before
+        t0 = time.perf_counter()
+        for a in mem_archs:
+            _shared_six(a, batch)
+            peak = max(peak, _rss_mb())
+        result["memory"] = {"cells": memory_cells, "rss_before_mb": before, "rss_after_mb": _rss_mb(),
+                            "rss_peak_mb": peak, "growth_mb": _rss_mb() - before,
+                            "seconds_per_cell": (time.perf_counter() - t0) / memory_cells}
+    return result
+
+
+def markdown(r: dict) -> str:
+    env = r["environment"]
+    L = [f"Measured by `make perf` (`python -m bench.perf`) on {r['cells']} seeded NB201 cells, cifar10, batch "
+         f"{r['batch_size']}, CPU with {r['threads']} torch threads, torch {env['torch']}, commit {env['git_commit']}. "
+         f"Times are medians over cells; ratios are per-cell time divided by that cell's forward+backward time "
+         f"(median {r['fwd_bwd_seconds_median']:.3f} s).", "",
+         "| what | seconds per cell | ÷ one forward+backward |", "|---|---|---|",
+         f"| six classic proxies, shared passes (proxybench) | {r['shared_six_seconds_median']:.3f} | "
+         f"**{r['shared_six_over_fwd_bwd']:.2f}** |",
+         f"| six classic proxies, reference style (a copy and passes per proxy) | "
+         f"{r['reference_six_seconds_median']:.3f} | {r['reference_six_over_fwd_bwd']:.2f} |",
+         "", f"Speed-up over the reference style: {r['speedup_vs_reference']:.1f}x.", ""]
+    if "memory" in r:
+        m = r["memory"]
+        L += [f"Memory: scoring {m['cells']} cells with the six in one process grew resident memory by "
+              f"{m['growth_mb']:+.0f} MB ({m['rss_before_mb']:.0f} → {m['rss_after_mb']:.0f} MB, peak "
+              f"{m['rss_peak_mb']:.0f} MB); {m['seconds_per_cell']:.3f} s per cell.", ""]
+    L += ["| proxy (alone) | seconds per cell | ÷ forward+backward |", "|---|---|---|"]
+    for n, v in sorted(r["per_proxy"].items(), key=lambda kv: kv[1]["seconds_median"]):
+        L.append(f"| {n} | {v['seconds_median']:.3f} | {v['over_fwd_bwd']:.2f} |")
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", type=int, default=12)
+    ap.add_argument("--memory-cells", type=int, default=1000)
+    ap.add_argument("--out", default=str(provenance.REPO_ROOT / "reports"))
+    ap.add_argument("--readme", default=str(provenance.REPO_ROOT / "README.md"))
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (studies run 1 per worker process)")
+    ap.add_argument("--repeats", type=int, default=2, help="each time is the best of this many runs")
+    args = ap.parse_args(argv)
+    r = run(args.cells, args.memory_cells, data_dir=args.data_dir, threads=args.threads, repeats=args.repeats)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perf.json").write_text(json.dumps(r, indent=1))
+    md = markdown(r)
+    (out / "perf.md").write_text("# Proxy speed and memory\n\n" + md + "\n")
+    print(md)
+    if args.readme and update_readme(args.readme, md, markers=BEGIN_END):
+        print(f"updated the perf block of {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

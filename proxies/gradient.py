@@ -1,0 +1,187 @@
+"""Gradient- and activation-based zero-cost proxies of Abdelfattah et al. (ICLR 2021) and NAS-Bench-Suite-Zero,
+computed from ONE shared pass per cell.
+
+The reference code runs every proxy on its own copy of the network (about ten forward+backward passes
+per cell). Here one forward pass of the minibatch feeds all of them:
+
+- one backward of the cross-entropy loss gives the weight gradients (grad_norm, snip, plain) and the
+  gradients at every Conv/Linear output (fisher); it is taken with ``create_graph`` only when grasp is
+  requested, whose Hessian-gradient product is then one double-backward;
+- one input-only backward of the summed logits gives the per-image input Jacobians (jacob_cov, epe_nas);
+- forward pre-hooks on the ReLUs accumulate the binary-code kernel (nwot) during the same forward.
+
+Only what the cell's requested proxies need is computed (``ctx.requested``). Each value equals what the
+separate reference computation gives (tests compare both on real cells). Network in train mode (BN on
+batch statistics), PyTorch default init seeded per cell, mean cross-entropy, sums over Conv2d/Linear.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from proxies.registry import register_proxy
+
+_LAYERS = (nn.Conv2d, nn.Linear)
+# what each proxy needs from the shared pass
+NEEDS = {
+    "grad_norm": {"wgrad"}, "snip": {"wgrad"}, "plain": {"wgrad"}, "grasp": {"wgrad", "hvp"},
+    "fisher": {"actgrad"}, "jacob_cov": {"jacobian"}, "epe_nas": {"jacobian"}, "nwot": {"codes"},
+}
+_ABDELFATTAH = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021"
+
+
+def _requested_needs(ctx, name: str) -> set[str]:
+    need = set(NEEDS[name])
+    for other in ctx.requested:
+        need |= NEEDS.get(other, set())
+    return need
+
+
+def shared_pass(ctx, name: str) -> dict:
+    """The per-cell pass results (memoised in ``ctx.memo``), computed once for every requested proxy."""
+    memo = ctx.memo.get("_shared_pass")
+    if memo is not None and NEEDS[name] <= memo["have"]:
+        return memo
+    need = _requested_needs(ctx, name)
+    memo = _run_pass(ctx, need)
+    ctx.memo["_shared_pass"] = memo
+    return memo
+
+
+def _run_pass(ctx, need: set[str]) -> dict:
+    net = ctx.network()
+    net.train()
+    layers = [m for m in net.modules() if isinstance(m, _LAYERS)]
+    weights = [m.weight for m in layers]
+    out: dict = {"have": set(need)}
+    acts: list[torch.Tensor] = []
+    hooks = []
+    if "actgrad" in need:
+        hooks += [m.register_forward_hook(lambda _m, _i, o: acts.append(o)) for m in layers]
+    if "codes" in need:
+        b = ctx.inputs.shape[0]
+        kernel = torch.zeros(b, b, dtype=torch.float64)
+
+        def codes_hook(_m, inp):
+            with torch.no_grad():
+                s = (inp[0].reshape(b, -1) > 0).to(torch.float32) * 2 - 1  # codes as +-1
+                # x x^T + (1-x)(1-x)^T == (d + s s^T) / 2 for binary x and s = 2x - 1: one matmul, exact
+                kernel.add_(((s @ s.T + s.shape[1]) / 2).to(torch.float64))
+
+        hooks += [m.register_forward_pre_hook(codes_hook) for m in net.modules() if isinstance(m, nn.ReLU)]
+    x = ctx.inputs.detach().clone()
+    if "jacobian" in need:
+        x.requires_grad_(True)
+    try:
+        logits = net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    grad_needed = bool(need & {"wgrad", "actgrad", "hvp"})
+    if "jacobian" in need:
+        (jac,) = torch.autograd.grad(logits.sum(), x, retain_graph=grad_needed)
+        out["jacobian"] = jac.reshape(jac.shape[0], -1).detach()
+    if grad_needed:
+        loss = F.cross_entropy(logits, ctx.targets)
+        wanted = weights + (acts if "actgrad" in need else [])
+        grads = torch.autograd.grad(loss, wanted, create_graph="hvp" in need, allow_unused=True)
+        gw = [g if g is not None else torch.zeros_like(w) for g, w in zip(grads[:len(weights)], weights, strict=True)]
+        with torch.no_grad():
+            if "wgrad" in need:
+                out["grad_norm"] = [float(g.norm()) for g in gw]
+                out["snip"] = [float((g * w).abs().sum()) for g, w in zip(gw, weights, strict=True)]
+                out["plain"] = [float((g * w).sum()) for g, w in zip(gw, weights, strict=True)]
+            if "actgrad" in need:
+                fisher = []
+                for a, g in zip(acts, grads[len(weights):], strict=True):
+                    if g is None:
+                        fisher.append(0.0)
+                        continue
+                    prod = a * g
+                    per_channel = prod.sum(dim=tuple(range(2, prod.dim()))) if prod.dim() > 2 else prod
+                    fisher.append(float(0.5 * per_channel.pow(2).mean(0).sum()))
+                out["fisher"] = fisher
+        if "hvp" in need:
+            z = sum((g.detach() * g).sum() for g in gw if g.requires_grad)
+            hg = torch.autograd.grad(z, weights, allow_unused=True) if torch.is_tensor(z) else [None] * len(weights)
+            with torch.no_grad():
+                out["grasp"] = [0.0 if h is None else float((-w * h).sum()) for w, h in zip(weights, hg, strict=True)]
+    if "codes" in need:
+        out["kernel"] = kernel
+    return out
+
+
+def _layer_sum(name: str):
+    def fn(ctx) -> float:
+        return float(sum(shared_pass(ctx, name)[name]))
+
+    return fn
+
+
+for _name, _doc in [
+    ("grad_norm", "Sum over Conv/Linear layers of the L2 norm of the layer's loss gradient."),
+    ("snip", "SNIP (Lee et al. 2019): sum of |dL/dw * w| over Conv/Linear weights."),
+    ("plain", "Plain (Mozer & Smolensky 1989, as in NAS-Bench-Suite-Zero): sum of dL/dw * w."),
+    ("grasp", "GraSP (Wang et al. 2020): sum of -w * (H g) over Conv/Linear weights, H the loss Hessian."),
+    ("fisher", "Fisher (Theis et al. 2018; Turner et al. 2020): per output channel 0.5 * mean over the batch "
+               "of (sum over positions of activation * its gradient)^2, summed."),
+]:
+    register_proxy(_name, higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True,
+                   paper=_ABDELFATTAH, description=_doc, cost="one shared pass")(_layer_sum(_name))
+
+
+def _jacob_cov_from(jac: torch.Tensor) -> float:
+    j = jac.to(torch.float64)
+    corr = torch.corrcoef(j)
+    if not torch.isfinite(corr).all():
+        return float("nan")  # a Jacobian row of zeros: the output ignores the input
+    v = torch.linalg.eigvalsh(corr)
+    k = 1e-5
+    return float(-(torch.log(v + k) + 1.0 / (v + k)).sum())
+
+
+@register_proxy("jacob_cov", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False,
+                paper="Mellor et al. 2021 (NASWOT v1); " + _ABDELFATTAH, nan_policy="rank_last",
+                cost="one shared pass")
+def jacob_cov(ctx) -> float:
+    """NASWOT v1: -sum over eigenvalues v of the per-image input-Jacobian correlation matrix of log(v+k)+1/(v+k)."""
+    return _jacob_cov_from(shared_pass(ctx, "jacob_cov")["jacobian"])
+
+
+def _epe_from(jac: torch.Tensor, labels: np.ndarray, n_outputs: int) -> float:
+    k = 1e-5
+    per_class = []
+    j = jac.to(torch.float64).numpy()
+    for c in np.unique(labels):
+        rows = j[labels == c]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.corrcoef(rows) if len(rows) > 1 else np.ones((1, 1))
+            s = float(np.sum(np.log(np.abs(corr) + k)))
+        if n_outputs > 100:
+            s /= len(corr)
+        per_class.append(s)
+    s = np.asarray(per_class)
+    if n_outputs <= 100:
+        return float(np.abs(s).sum())
+    return float(np.abs(s[:, None] - s[None, :]).sum() / len(s))
+
+
+@register_proxy("epe_nas", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True,
+                paper="Lopes et al., EPE-NAS, ICANN 2021", nan_policy="rank_last", cost="one shared pass")
+def epe_nas(ctx) -> float:
+    """EPE-NAS: per class, sum of log(|corr|+k) of the input-Jacobian correlations; combined over classes as
+    the reference (sum of |s_c| for <=100 outputs, mean pairwise |s_c - s_c'| otherwise)."""
+    jac = shared_pass(ctx, "epe_nas")["jacobian"]
+    return _epe_from(jac, ctx.targets.cpu().numpy(), ctx.num_classes)
+
+
+@register_proxy("nwot", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False,
+                paper="Mellor et al., Neural Architecture Search without Training, ICML 2021 (v2)",
+                nan_policy="rank_last", cost="one shared pass")
+def nwot(ctx) -> float:
+    """NASWOT v2: log|det K|, K the Hamming-similarity kernel of the binary ReLU input codes of the batch."""
+    sign, logdet = torch.linalg.slogdet(shared_pass(ctx, "nwot")["kernel"])
+    return float(logdet) if sign > 0 else float("-inf")
