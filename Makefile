@@ -9,7 +9,7 @@ N      ?=
 PROXIES ?=
 ARGS   ?=
 
-.PHONY: setup bench test lint report data check-params clean-cache
+.PHONY: setup bench test lint report data check-params perf compare regress baseline
 
 setup: $(STAMP)
 
@@ -38,3 +38,19 @@ data: $(STAMP)
 
 check-params: $(STAMP)
 	$(BIN)/proxybench check-params --all
+
+# speed of the proxies as ratios to one forward+backward pass, and memory growth (writes reports/perf.md)
+perf: $(STAMP)
+	$(BIN)/python -m bench.perf $(ARGS)
+
+# one proxy against every baseline on the default study: make compare PROXY=my_proxy
+compare: $(STAMP)
+	$(BIN)/proxybench compare $(PROXY) $(ARGS)
+
+# recompute the golden study and fail on a correlation regression (CI runs this)
+regress: $(STAMP)
+	$(BIN)/proxybench regress --no-progress $(ARGS)
+
+# write reports/baseline.json on purpose, after an intended change of a proxy's numbers
+baseline: $(STAMP)
+	$(BIN)/proxybench regress --write $(ARGS)

@@ -266,6 +266,63 @@ def _study_options(study, task: str, sample) -> None:
     study.add_argument("--no-progress", action="store_true")
 
 
+def cmd_compare(args) -> None:
+    from dataclasses import replace
+
+    from bench.cache import ScoreCache
+    from bench.compare import compare, markdown
+    from bench.runner import study_scores
+    from proxies import get_proxy, resolve_proxies
+
+    proxy = get_proxy(args.proxy).name
+    baselines = [p for p in resolve_proxies(args.baselines) if p != proxy]
+    args.proxies = ",".join([proxy, *baselines])
+    args.sample = None
+    base = _study(args, (_tasks(args.space, "all")[0],))
+    tasks = _tasks(args.space, args.task)
+    suite = DEFAULT_SUITE if args.task == "all" else {t: DEFAULT_SUITE.get(t, 300) for t in tasks}
+    studies = [replace(base, tasks=(t,), sample=n) for t, n in suite.items()]
+    for study in studies:
+        _run(args, study)  # computes only what the cache lacks: normally just the new proxy
+    cache = ScoreCache(args.cache)
+    import pandas as pd
+
+    df = pd.concat([study_scores(s, cache) for s in studies], ignore_index=True)
+    result = compare(df, proxy, truth=args.truth, n_resamples=args.bootstrap)
+    note = (f"Default study ({', '.join(f'{t}: {n} cells' for t, n in suite.items())}, seed {base.seed}); truth "
+            f"`{args.truth}`; cache `{cache.path}`.")
+    md = markdown(result, proxy, note)
+    out = Path(args.out) / f"compare_{proxy}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md + "\n")
+    result.to_csv(out.with_suffix(".csv"), index=False)
+    print(md)
+    print(f"\nwritten: {out}")
+
+
+def cmd_regress(args) -> None:
+    import json
+
+    from bench import regress
+
+    path = Path(args.baseline)
+    if not args.write and not path.is_file():
+        raise FileNotFoundError(f"no baseline at {path}: create it on purpose with `make baseline`")
+    study = regress.golden_study(data_dir=args.data_dir)
+    current = regress.compute(study, progress=not args.no_progress, workers=args.workers)
+    if args.write:
+        regress.write_baseline(current, path)
+        print(f"baseline written: {path} ({len(current)} proxies, golden study {regress.GOLDEN})")
+        return
+    rows, ok = regress.check(json.loads(path.read_text()), current)
+    print(regress.table(rows))
+    if not ok:
+        print("\nREGRESSION: see the FAIL rows above. If a change of numbers is intended, bump the proxy's "
+              "version and run `make baseline`.", file=sys.stderr)
+        raise SystemExit(1)
+    print("\nno regression")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", default=None, help="benchmark data directory (default: $PROXYBENCH_DATA, "
@@ -301,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--readme", default=str(REPO_ROOT / "README.md"),
                    help="README whose bench:begin/end block gets the headline table ('' to skip)")
     s.set_defaults(fn=cmd_bench)
+    s = sub.add_parser("compare", parents=[common, study_parent("all", SUITE), rep],
+                       help="one proxy against every baseline on the default study, with significance")
+    s.add_argument("proxy")
+    s.add_argument("--baselines", default="*", help="names or wildcards (default: every other proxy)")
+    s.set_defaults(fn=cmd_compare)
+    s = sub.add_parser("regress", parents=[common], help="recompute the golden study and compare with the baseline")
+    s.add_argument("--baseline", default=str(REPO_ROOT / "reports" / "baseline.json"))
+    s.add_argument("--write", action="store_true", help="write the baseline instead of checking it (make baseline)")
+    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_regress)
     s = sub.add_parser("import-nb201", parents=[common], help="convert the official NAS-Bench-201 .pth once")
     s.add_argument("file")
     s.set_defaults(fn=cmd_import_nb201)

@@ -115,3 +115,61 @@ def rank_average(scores) -> np.ndarray:
     rankdata, -inf lowest). Scores must be oriented (higher ranks better)."""
     ranks = [stats.rankdata(np.asarray(s, dtype=np.float64)) for s in scores]
     return np.mean(ranks, axis=0)
+
+
+def _top_k_count(n: int, frac: float) -> int:
+    if not 0 < frac <= 1:
+        raise ValueError(f"frac must be in (0, 1], got {frac}")
+    return max(2, int(round(frac * n)))
+
+
+def top_k_spearman(score, truth, frac: float = 0.1) -> float:
+    """Spearman ρ within the ``frac`` most accurate architectures (the literature's "top-10%" ρ).
+
+    The subset is chosen by the truth (ties at the cut broken by order of appearance, stable sort), so it
+    asks: among the good architectures, does the proxy still rank correctly?
+    """
+    s, t = _pair(score, truth)
+    k = _top_k_count(len(t), frac)
+    top = np.argsort(-t, kind="stable")[:k]
+    return spearman_rho(s[top], t[top])
+
+
+def precision_at_k(score, truth, frac: float = 0.1) -> float:
+    """Fraction of the proxy's top-k architectures that are among the truly top-k (k = ``frac`` * n).
+
+    Ties at either cut are broken by order of appearance (stable sort); scores must be oriented.
+    """
+    s, t = _pair(score, truth)
+    k = _top_k_count(len(t), frac)
+    by_score = set(np.argsort(-s, kind="stable")[:k].tolist())
+    by_truth = set(np.argsort(-t, kind="stable")[:k].tolist())
+    return len(by_score & by_truth) / k
+
+
+def paired_bootstrap_test(score_a, score_b, truth, statistic=spearman_rho, n_resamples: int = 1000,
+                          seed: int = 0) -> dict:
+    """Does proxy A rank better than proxy B on the same architectures?
+
+    Resamples architectures (the same indices for both proxies) and returns ``delta`` = stat(A) - stat(B)
+    on the full sample, its 95% percentile interval, and the two-sided bootstrap p-value (twice the smaller
+    fraction of resampled deltas on either side of 0). Scores must be oriented and finite.
+    """
+    a, t = _pair(score_a, truth)
+    b, _ = _pair(score_b, truth)
+    rng = np.random.default_rng(seed)
+    n = len(t)
+    deltas = np.empty(n_resamples)
+    for i in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        deltas[i] = statistic(a[idx], t[idx]) - statistic(b[idx], t[idx])
+    deltas = deltas[np.isfinite(deltas)]
+    p = min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())) if len(deltas) else float("nan")
+    return {"delta": statistic(a, t) - statistic(b, t), "delta_lo": float(np.percentile(deltas, 2.5)),
+            "delta_hi": float(np.percentile(deltas, 97.5)), "p_value": float(p), "n": n}
+
+
+def seed_spread(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1) of a metric across seeds (sd NaN for one seed)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")

@@ -41,3 +41,20 @@ def published_for(space: str, task: str, proxy: str) -> list[Published]:
 
 # The repo's "vote" figures: pairwise concordance of the majority of synflow, jacob_cov and snip (all cells).
 PUBLISHED_VOTE = {("nb201", "cifar10"): 0.82, ("nb201", "cifar100"): 0.83, ("nb201", "ImageNet16-120"): 0.81}
+
+
+# Known differences between our definition/setting and the one behind the published figure (facts, not numbers).
+DEFINITION_NOTES = {
+    "nwot": ["batch 64 (the suite's shared minibatch); NASWOT used 128"],
+    "zen": ["follows the Zen-NAS paper (per-image L2 of the feature change, BN batch variance); the official code "
+            "uses an L1 sum and running variances"],
+    "zico": ["each half-batch's own gradient, as the paper defines; the official code accumulates across halves"],
+    "meco": ["one Gaussian input sample; the paper's NB201 script feeds one real image"],
+    "meco_opt": ["one Gaussian input sample; the paper's NB201 script feeds one real image"],
+    "jacob_cov": ["a degenerate cell (output ignores input) is ranked last; the reference maps errors to a constant"],
+    "synflow_bn": ["BatchNorm kept in train mode on one all-ones image: not the setting of the published synflow"],
+}
+
+
+def definition_notes(proxy: str) -> list[str]:
+    return DEFINITION_NOTES.get(proxy, [])

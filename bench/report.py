@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench import metrics, provenance  # noqa: E402
-from bench.references import published_for  # noqa: E402
+from bench.references import definition_notes, published_for  # noqa: E402
 from datasets import files, get_space  # noqa: E402
 from proxies import get_proxy  # noqa: E402
 
@@ -33,9 +33,14 @@ def summarise(df: pd.DataFrame, truth: str = "test_acc_200", n_resamples: int = 
         ok = g[g["status"] != "error"]
         s = metrics.correlation_summary(ok["score"].to_numpy(), ok[truth].to_numpy(), info.higher_is_better,
                                         n_resamples=n_resamples, nan_policy=info.nan_policy)
+        o = metrics.oriented(ok["score"].to_numpy(), info.higher_is_better, info.nan_policy)
+        keep = ~np.isnan(o) & np.isfinite(ok[truth].to_numpy())
+        o, tt = o[keep], ok[truth].to_numpy()[keep]
+        top = {"top10_rho": metrics.top_k_spearman(o, tt, 0.1) if len(tt) >= 20 else float("nan"),
+               "precision_at_10": metrics.precision_at_k(o, tt, 0.1) if len(tt) >= 20 else float("nan")}
         rows.append({
             "space": space, "task": task, "proxy": proxy, "seed": seed, "direction": info.direction,
-            "nan_policy": info.nan_policy,
+            "nan_policy": info.nan_policy, **top,
             "family": info.family, "version": info.version, **s, "n_errors": int((g["status"] == "error").sum()),
             "substitute": bool(g["substitute"].any()), "data_source": ";".join(sorted(set(g["data_source"]))),
             "batch_size": int(g["batch_size"].max()), "sec_per_arch": float(g["seconds"].mean()),
@@ -72,6 +77,16 @@ def ensembles(df: pd.DataFrame, truth: str = "test_acc_200", members=VOTE, n_res
                      **{f"concordance_{m}": metrics.pairwise_concordance(o, acc) for m, o in zip(members, oriented, strict=True)},
                      **{f"rankavg_{k}": v for k, v in summ.items() if k not in ("n", "n_nonfinite")}})
     return pd.DataFrame(rows)
+
+
+def _rho_against(df: pd.DataFrame, column: str) -> dict:
+    """Signed ρ of each (space, task, proxy, seed) against another ground-truth column (no intervals)."""
+    out = {}
+    for key, g in df[df["status"] != "error"].groupby(["space", "task", "proxy", "seed"]):
+        info = get_proxy(key[2])
+        out[key] = metrics.correlation_summary(g["score"].to_numpy(), g[column].to_numpy(), info.higher_is_better,
+                                               n_resamples=0, nan_policy=info.nan_policy)["rho"]
+    return out
 
 
 def _nonfinite(r) -> str:
@@ -122,6 +137,68 @@ def _heatmap(summary: pd.DataFrame, out: Path) -> Path:
     return path
 
 
+def _bars(summary: pd.DataFrame, out: Path) -> Path:
+    tasks = list(dict.fromkeys(summary["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 0.8 + 0.32 * summary["proxy"].nunique()),
+                             squeeze=False, sharey=True)
+    order = summary.groupby("proxy")["rho"].mean().sort_values().index.tolist()
+    for ax, task in zip(axes[0], tasks, strict=True):
+        g = summary[summary["task"] == task].set_index("proxy").reindex(order)
+        y = np.arange(len(order))
+        err = np.vstack([g["rho"] - g["rho_lo"], g["rho_hi"] - g["rho"]])
+        colors = ["tab:red" if sub else "tab:blue" for sub in g["substitute"].fillna(False)]
+        ax.barh(y, g["rho"], xerr=np.nan_to_num(err), color=colors, alpha=0.8, capsize=2)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, order)
+        n = int(g["n"].max()) if g["n"].notna().any() else 0
+        ax.set_title(f"{task} (n={n}; red = substitute images)", fontsize=9)
+        ax.set_xlabel("Spearman ρ with 95% CI")
+        ax.set_xlim(-1, 1)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = out / "rho_bars.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _proxy_matrix(df: pd.DataFrame, out: Path) -> Path:
+    """Spearman correlation between proxies' scores on the first task's architectures they share."""
+    task = df["task"].iloc[0]
+    wide = df[(df["task"] == task) & (df["status"] != "error")].pivot_table(
+        index="arch", columns="proxy", values="score", aggfunc="first")
+    wide = wide.replace([np.inf, -np.inf], np.nan)
+    corr = wide.rank().corr(method="pearson", min_periods=10)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.5 * len(corr), 1.0 + 0.45 * len(corr)))
+    sns.heatmap(corr, annot=len(corr) <= 20, fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1, ax=ax,
+                annot_kws={"fontsize": 7}, cbar_kws={"label": "Spearman ρ between scores"})
+    ax.set_title(f"How similar are the proxies? ({task}, n={len(wide)} architectures)")
+    fig.tight_layout()
+    path = out / "proxy_correlation.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _cost(summary: pd.DataFrame, out: Path) -> Path:
+    task = summary["task"].iloc[0]
+    g = summary[summary["task"] == task]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter(g["sec_per_arch"], g["rho"], color="tab:blue")
+    for _, r in g.iterrows():
+        ax.annotate(r["proxy"], (r["sec_per_arch"], r["rho"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per architecture (as cached; shared passes charged to the first proxy of a cell)")
+    ax.set_ylabel("Spearman ρ")
+    ax.set_title(f"Cost vs ranking quality ({task}, n={int(g['n'].max())})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "cost_vs_rho.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _data_section(data_dir) -> list[str]:
     lines = ["| file | status | version | what |", "|---|---|---|---|"]
     for r in files.status_table(data_dir):
@@ -148,6 +225,9 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     os.replace(tmp, out / "summary.csv")
     figs = {p: _scatter(df[df["proxy"] == p], p, truth, out / "figures", summary) for p in sorted(df["proxy"].unique())}
     heat = _heatmap(summary, out / "figures")
+    extra = [(_bars(summary, out / "figures"), "Spearman ρ with 95% intervals, per task"),
+             (_proxy_matrix(df, out / "figures"), "how similar the proxies' rankings are (Spearman ρ between scores)"),
+             (_cost(summary, out / "figures"), "seconds per architecture vs ρ")]
     env = provenance.environment()
     substitute_tasks = sorted(summary.loc[summary["substitute"], "task"].unique())
 
@@ -166,13 +246,13 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
         L += [study_note, ""]
     for (space, task), g in summary.groupby(["space", "task"], sort=False):
         L += [f"## {space} · {task}", "",
-              "| proxy | dir | family | n | non-finite | errors | Kendall τ [95% CI] | Spearman ρ [95% CI] | data | s/arch |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| proxy | dir | family | n | non-finite | errors | Kendall τ [95% CI] | Spearman ρ [95% CI] | top-10% ρ | precision@10% | data | s/arch |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in g.sort_values("rho", ascending=False).iterrows():
             data = ("⚠ substitute" if r["substitute"] else "real") if r["data_source"] != "none" else "none needed"
             L.append(f"| [{r['proxy']}](figures/scatter_{r['proxy']}.png) | {r['direction']} | {r['family']} | {r['n']} "
                      f"| {_nonfinite(r)} | {r['n_errors']} | {_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | "
-                     f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | {data} | {r['sec_per_arch']:.3f} |")
+                     f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | {_fmt(r['top10_rho'])} | {r['precision_at_10']:.2f} | {data} | {r['sec_per_arch']:.3f} |")
         L.append("")
     ens = ensembles(df, truth, n_resamples=n_resamples)
     if not ens.empty:
@@ -194,21 +274,42 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
                      f"{_fmt(r['rankavg_rho'], r['rankavg_rho_lo'], r['rankavg_rho_hi'])} |")
         L.append("")
     L += ["## Against published numbers", "",
-          "| space · task | proxy | measured ρ [95% CI] (n) | published ρ | n (published) | published inside CI? | source |",
-          "|---|---|---|---|---|---|---|"]
+          "Every proxy with a published ρ, its measured ρ, and the difference. A difference over 0.05 is marked "
+          "⚑ and the facts that can explain it are listed: the sample, substitute images, the ρ against the "
+          "200-epoch *validation* accuracy (some papers correlate with it), and known definition differences.", "",
+          "| space · task | proxy | measured ρ [95% CI] (n) | ρ vs val. acc. | published ρ (n) | difference | "
+          "published inside CI? | what may explain a difference | source |",
+          "|---|---|---|---|---|---|---|---|---|"]
     any_pub = False
+    val_rho = _rho_against(df, "val_acc_200") if truth != "val_acc_200" and "val_acc_200" in df else {}
     for _, r in summary.iterrows():
         for p in published_for(r["space"], r["task"], r["proxy"]):
             any_pub = True
-            inside = "n/a (no interval)" if not np.isfinite(r["rho_lo"]) else "yes" if r["rho_lo"] <= p.rho <= r["rho_hi"] else (
-                f"**no** (measured {r['rho']:+.3f}, {r['rho'] - p.rho:+.3f} from published)")
+            diff = r["rho"] - p.rho
+            inside = "n/a (no interval)" if not np.isfinite(r["rho_lo"]) else (
+                "yes" if r["rho_lo"] <= p.rho <= r["rho_hi"] else "no")
+            facts = []
+            if abs(diff) > 0.05:
+                if p.n.startswith("all") and r["n"] < 15625:
+                    facts.append(f"our sample is {r['n']} cells, theirs all 15,625")
+                if r["substitute"]:
+                    facts.append("substitute images")
+                v = val_rho.get((r["space"], r["task"], r["proxy"], r["seed"]))
+                if v is not None and abs(v - p.rho) < abs(diff):
+                    facts.append(f"against validation accuracy ρ={v:+.3f}, closer to the published value")
+                facts += [n for n in definition_notes(r["proxy"])]
+            flag = " ⚑" if abs(diff) > 0.05 else ""
+            vtxt = f"{val_rho[(r['space'], r['task'], r['proxy'], r['seed'])]:+.3f}" if (
+                r["space"], r["task"], r["proxy"], r["seed"]) in val_rho else "–"
             L.append(f"| {r['space']} · {r['task']} | {r['proxy']} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} ({r['n']}) "
-                     f"| {p.rho:.2f} | {p.n} | {inside} | {p.source} |")
+                     f"| {vtxt} | {p.rho:.2f} ({p.n}) | {diff:+.3f}{flag} | {inside} | {'; '.join(facts) or '–'} | {p.source} |")
     if not any_pub:
-        L.append("| - | - | - | - | - | - | no published figure for these proxies |")
+        L.append("| - | - | - | - | - | - | - | - | no published figure for these proxies |")
     L += ["", "Published figures are |ρ| on the sample named; ours is signed and on the sample of this study, so "
           "a smaller sample gives a wider interval.", "",
           "## Figures", "", f"![ρ heatmap](figures/{heat.name})", ""]
+    for path, what in extra:
+        L += [f"![{what}](figures/{path.name})", ""]
     for p, f in figs.items():
         L.append(f"- [{p}](figures/{f.name}): rank of score vs accuracy, one panel per task")
     L += ["", "## Provenance", "",

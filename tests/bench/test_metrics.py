@@ -12,9 +12,13 @@ from bench.metrics import (
     bootstrap_ci,
     correlation_summary,
     kendall_tau,
+    paired_bootstrap_test,
     pairwise_concordance,
+    precision_at_k,
     rank_average,
+    seed_spread,
     spearman_rho,
+    top_k_spearman,
 )
 
 
@@ -145,3 +149,37 @@ def test_shape_mismatch_raises(fn):
         fn([1, 2, 3], [1, 2])
     with pytest.raises(ValueError):
         fn(np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_top_k_spearman_uses_the_most_accurate_architectures():
+    t = np.arange(20, dtype=float)
+    s = t.copy()
+    s[:10] = s[:10][::-1]  # the worse half is scrambled: the top-10% is still perfectly ranked
+    assert top_k_spearman(s, t, frac=0.5) == pytest.approx(1.0)
+    s2 = t.copy()
+    s2[-4:] = s2[-4:][::-1]  # the best four reversed
+    assert top_k_spearman(s2, t, frac=0.2) == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        top_k_spearman(s, t, frac=0)
+
+
+def test_precision_at_k_by_hand():
+    t = np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    s = np.array([10.0, 2, 3, 4, 5, 6, 7, 8, 9, 1])  # proxy's top-2: indices 0 and 8; truth's: 9 and 8
+    assert precision_at_k(s, t, frac=0.2) == 0.5
+    assert precision_at_k(t, t, frac=0.3) == 1.0
+
+
+def test_paired_bootstrap_detects_a_better_proxy_and_not_an_equal_one():
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=200)
+    good, bad = t + 0.3 * rng.normal(size=200), t + 3 * rng.normal(size=200)
+    res = paired_bootstrap_test(good, bad, t, n_resamples=300)
+    assert res["delta"] > 0 and res["delta_lo"] > 0 and res["p_value"] < 0.01
+    same = paired_bootstrap_test(good, good, t, n_resamples=50)
+    assert same["delta"] == 0 and same["p_value"] == 1.0
+
+
+def test_seed_spread():
+    assert seed_spread([0.5, 0.7]) == pytest.approx((0.6, np.std([0.5, 0.7], ddof=1)))
+    assert np.isnan(seed_spread([0.5])[1])

@@ -1,0 +1,100 @@
+"""CI regression of correlations and the compare command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import compare as cmp
+from bench import regress
+from proxies import get_proxy, registry
+
+
+def _entry(scores, version=1, rho=0.5, tau=0.4):
+    return {"version": version, "direction": "↑", "nan_policy": "exclude", "rho": rho, "tau": tau,
+            "n": len(scores), "n_nonfinite": 0, "scores": dict(scores)}
+
+
+SC = {"a": 1.0, "b": 2.0, "c": 3.0}
+
+
+def test_check_passes_identical_and_flags_each_kind_of_change():
+    base = {"proxies": {"p": _entry(SC), "q": _entry(SC), "r": _entry(SC), "gone": _entry(SC)}, "tolerance": 0.02}
+    current = {"p": _entry(SC),                                              # unchanged
+               "q": _entry({k: -v for k, v in SC.items()}, rho=-0.5, tau=-0.4),  # sign flipped, same version
+               "r": _entry({k: 2 * v for k, v in SC.items()}, version=2),    # intended change, version bumped
+               "new": _entry(SC)}
+    rows, ok = regress.check(base, current)
+    status = {r["proxy"]: r["status"] for r in rows}
+    assert not ok
+    assert status["p"] == "ok"
+    assert status["q"].startswith("FAIL: scores changed but version 1 did not")
+    assert status["r"].startswith("not comparable")
+    assert status["new"].startswith("new") and status["gone"].startswith("missing")
+    assert "| q |" in regress.table(rows)
+
+
+def test_check_flags_a_correlation_drop_beyond_the_tolerance_only():
+    base = {"proxies": {"p": _entry(SC, rho=0.50, tau=0.40)}, "tolerance": 0.02}
+    assert regress.check(base, {"p": _entry(SC, rho=0.49, tau=0.39)})[1]
+    rows, ok = regress.check(base, {"p": _entry(SC, rho=0.45, tau=0.40)})
+    assert not ok and "correlation dropped" in rows[0]["status"]
+
+
+def test_tiny_float_noise_is_not_a_change_but_a_real_one_is():
+    base = {"proxies": {"p": _entry({"a": 1000.0, "b": -3.0})}, "tolerance": 0.02}
+    assert regress.check(base, {"p": _entry({"a": 1000.0 * (1 + 1e-7), "b": -3.0})})[1]
+    assert not regress.check(base, {"p": _entry({"a": 1000.0, "b": -2.0})})[1]
+    assert not regress.check(base, {"p": _entry({"a": 1000.0, "b": None})})[1]
+
+
+@pytest.fixture
+def small_golden(monkeypatch, real_data):
+    monkeypatch.setattr(regress, "GOLDEN", {**regress.GOLDEN, "sample": 12})
+    return regress.golden_study(proxies=["params", "synflow"])
+
+
+def test_a_sign_flipped_proxy_fails_the_regression_end_to_end(small_golden, monkeypatch, tmp_path):
+    good = regress.compute(small_golden, progress=False, workers=1)
+    path = regress.write_baseline(good, tmp_path / "baseline.json")
+    assert regress.check(json.loads(path.read_text()), regress.compute(small_golden, progress=False, workers=1))[1]
+    original = get_proxy("params")
+    flipped = replace(original, fn=lambda ctx: -original.fn(ctx))  # a bug: same version, sign flipped
+    monkeypatch.setitem(registry._REGISTRY, "params", flipped)
+    rows, ok = regress.check(json.loads(path.read_text()), regress.compute(small_golden, progress=False, workers=1))
+    assert not ok
+    status = {r["proxy"]: r["status"] for r in rows}
+    assert status["params"].startswith("FAIL: scores changed") and status["synflow"] == "ok"
+
+
+def test_regress_without_a_baseline_says_how_to_make_one(tmp_path, cli_env):
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "regress", "--baseline", str(tmp_path / "none.json"),
+                        "--no-progress"], capture_output=True, text=True, env=cli_env, timeout=900)
+    assert p.returncode == 2 and "make baseline" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_compare_finds_the_better_proxy_and_adjusts_for_many_baselines():
+    rng = np.random.default_rng(0)
+    n = 150
+    acc = rng.normal(size=n)
+    archs = [f"a{i}" for i in range(n)]
+    scores = {"params": acc + 0.2 * rng.normal(size=n), "flops": acc + 3 * rng.normal(size=n),
+              "synflow": acc + 0.25 * rng.normal(size=n)}
+    df = pd.concat([pd.DataFrame({"space": "nb201", "task": "cifar10", "arch": archs, "proxy": p, "score": s,
+                                  "status": "ok", "test_acc_200": acc}) for p, s in scores.items()])
+    res = cmp.compare(df, "params", n_resamples=300).set_index("baseline")
+    assert set(res.index) == {"flops", "synflow"}
+    assert res.loc["flops", "significant"] and res.loc["flops", "delta"] > 0
+    assert (res["p_holm"] >= res["p_value"]).all()
+    md = cmp.markdown(res.reset_index(), "params")
+    assert "| flops |" in md and "params better" in md
+
+
+def test_holm_adjustment_by_hand():
+    assert cmp._holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
