@@ -85,8 +85,7 @@ def _report(args, study=None) -> None:
 
     from bench.cache import ScoreCache
     from bench.report import write_report
-    from bench.runner import study_scores
-    from datasets import get_space
+    from bench.runner import study_scores, with_truth
     from proxies import get_proxy
 
     cache = ScoreCache(args.cache)
@@ -122,15 +121,13 @@ def _report(args, study=None) -> None:
         df = df[df["proxy"].isin(registered)]
         current = {p: get_proxy(p).version for p in df["proxy"].unique()}
         df = df[df["proxy_version"] == df["proxy"].map(current)]
-        truth = []
-        for space in df["space"].unique():
-            sp = get_space(space)
-            truth += [sp.truth(t, args.data_dir).assign(space=space)
-                      for t in df.loc[df["space"] == space, "task"].unique()]
-        df = df.merge(pd.concat(truth), on=["space", "task", "arch"], how="left")
+        df = with_truth(df, args.data_dir)
         note, descr = f"**Study:** every current-version score in `{cache.path}`.", {}
+    from proxies import resolve_proxies
+
     path = write_report(df, args.out, truth=args.truth, study_note=note, data_dir=args.data_dir,
-                        n_resamples=args.bootstrap, image_descriptions=descr)
+                        n_resamples=args.bootstrap, image_descriptions=descr,
+                        ensemble=tuple(resolve_proxies(args.ensemble)))
     print(f"report: {path}")
     if getattr(args, "readme", None):
         from bench.report import headline_table, update_readme
@@ -337,9 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = argparse.ArgumentParser(add_help=False)
     rep.add_argument("--out", default=str(DEFAULT_OUT), help="report directory")
-    rep.add_argument("--truth", default="test_acc_200", choices=["test_acc_200", "val_acc_200", "test_acc_12",
-                                                                 "val_acc_12"])
+    rep.add_argument("--truth", default="accuracy", help="ground-truth column: accuracy (each space's headline: "
+                     "NB201 200-epoch test accuracy), or e.g. val_acc_200, test_acc_12")
     rep.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    rep.add_argument("--ensemble", default="synflow,jacob_cov,snip",
+                     help="members of the vote and rank-average ensembles (comma-separated)")
 
     p = argparse.ArgumentParser(prog="proxybench", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)

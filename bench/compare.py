@@ -21,7 +21,7 @@ def _holm(pvalues: list[float]) -> list[float]:
     return adj.tolist()
 
 
-def compare(df: pd.DataFrame, proxy: str, truth: str = "test_acc_200", n_resamples: int = 1000,
+def compare(df: pd.DataFrame, proxy: str, truth: str = "accuracy", n_resamples: int = 1000,
             alpha: float = 0.05) -> pd.DataFrame:
     """Per task: ``proxy``'s ρ against every other proxy in ``df`` on the architectures both scored.
 

@@ -22,7 +22,7 @@ from bench.runner import Study, run_study, study_scores
 from proxies import get_proxy, list_proxies
 
 GOLDEN = {"space": "nb201", "tasks": ("cifar10",), "sample": 64, "sample_seed": 1, "seed": 42, "batch_size": 64}
-TRUTH = "test_acc_200"
+TRUTH = "accuracy"  # the space's headline ground truth (NB201: 200-epoch test accuracy)
 TOLERANCE = 0.02  # the largest allowed drop of the declared-direction Spearman ρ (and Kendall τ)
 SCORE_RTOL = 1e-5  # scores may move by this fraction of the proxy's largest |score| (float32 across CPUs)
 

@@ -20,12 +20,13 @@ from datasets import files, get_space  # noqa: E402
 from proxies import get_proxy  # noqa: E402
 
 TRUTH_LABELS = {
+    "accuracy": "benchmark accuracy (NB201: 200-epoch test accuracy)",
     "test_acc_200": "200-epoch test accuracy", "val_acc_200": "200-epoch validation accuracy",
     "test_acc_12": "12-epoch-schedule test accuracy", "val_acc_12": "12-epoch-schedule validation accuracy",
 }
 
 
-def summarise(df: pd.DataFrame, truth: str = "test_acc_200", n_resamples: int = 1000) -> pd.DataFrame:
+def summarise(df: pd.DataFrame, truth: str = "accuracy", n_resamples: int = 1000) -> pd.DataFrame:
     """One row per (space, task, proxy, seed): n, failures and signed τ/ρ with 95% bootstrap intervals."""
     rows = []
     for (space, task, proxy, seed), g in df.groupby(["space", "task", "proxy", "seed"], sort=True):
@@ -55,7 +56,7 @@ def summarise(df: pd.DataFrame, truth: str = "test_acc_200", n_resamples: int = 
 VOTE = ("synflow", "jacob_cov", "snip")
 
 
-def ensembles(df: pd.DataFrame, truth: str = "test_acc_200", members=VOTE, n_resamples: int = 1000) -> pd.DataFrame:
+def ensembles(df: pd.DataFrame, truth: str = "accuracy", members=VOTE, n_resamples: int = 1000) -> pd.DataFrame:
     """Per (space, task): the pairwise concordance of the majority vote of ``members`` (Abdelfattah et al.'s
     "vote"), each member's own concordance, and τ/ρ of their rank-average ensemble, on the architectures
     every member scored (errors dropped; non-finite scores handled by each member's declared policy)."""
@@ -101,6 +102,13 @@ def _fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
     return f"{v:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and np.isfinite(lo) else "")
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _scatter(df: pd.DataFrame, proxy: str, truth: str, out: Path, summary: pd.DataFrame) -> Path:
     tasks = sorted(df["task"].unique(), key=lambda t: ["cifar10", "cifar100", "ImageNet16-120"].index(t)
                    if t in ("cifar10", "cifar100", "ImageNet16-120") else 9)
@@ -118,11 +126,7 @@ def _scatter(df: pd.DataFrame, proxy: str, truth: str, out: Path, summary: pd.Da
         ax.set_xlabel(f"rank of {proxy} score ({info.direction}), percentile")
         ax.set_ylabel(TRUTH_LABELS.get(truth, truth) + " (%)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / f"scatter_{proxy}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"scatter_{proxy}.png")
 
 
 def _heatmap(summary: pd.DataFrame, out: Path) -> Path:
@@ -130,11 +134,7 @@ def _heatmap(summary: pd.DataFrame, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(1.6 + 1.6 * pivot.shape[1], 0.8 + 0.45 * pivot.shape[0]))
     sns.heatmap(pivot, annot=True, fmt="+.2f", cmap="RdBu_r", vmin=-1, vmax=1, ax=ax, cbar_kws={"label": "ρ"})
     ax.set_title("Spearman ρ of each proxy's declared ranking vs accuracy")
-    fig.tight_layout()
-    path = out / "rho_heatmap.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "rho_heatmap.png")
 
 
 def _bars(summary: pd.DataFrame, out: Path) -> Path:
@@ -155,11 +155,7 @@ def _bars(summary: pd.DataFrame, out: Path) -> Path:
         ax.set_xlabel("Spearman ρ with 95% CI")
         ax.set_xlim(-1, 1)
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path = out / "rho_bars.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "rho_bars.png")
 
 
 def _proxy_matrix(df: pd.DataFrame, out: Path) -> Path:
@@ -173,11 +169,7 @@ def _proxy_matrix(df: pd.DataFrame, out: Path) -> Path:
     sns.heatmap(corr, annot=len(corr) <= 20, fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1, ax=ax,
                 annot_kws={"fontsize": 7}, cbar_kws={"label": "Spearman ρ between scores"})
     ax.set_title(f"How similar are the proxies? ({task}, n={len(wide)} architectures)")
-    fig.tight_layout()
-    path = out / "proxy_correlation.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "proxy_correlation.png")
 
 
 def _cost(summary: pd.DataFrame, out: Path) -> Path:
@@ -192,11 +184,7 @@ def _cost(summary: pd.DataFrame, out: Path) -> Path:
     ax.set_ylabel("Spearman ρ")
     ax.set_title(f"Cost vs ranking quality ({task}, n={int(g['n'].max())})")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "cost_vs_rho.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "cost_vs_rho.png")
 
 
 def _data_section(data_dir) -> list[str]:
@@ -211,14 +199,20 @@ def _data_section(data_dir) -> list[str]:
     return lines
 
 
-def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "test_acc_200",
+def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "accuracy",
                  study_note: str = "", data_dir=None, n_resamples: int = 1000,
-                 image_descriptions: dict | None = None) -> Path:
-    """Write ``summary.csv``, figures and ``README.md`` into ``out_dir`` from scored rows joined with truth."""
+                 image_descriptions: dict | None = None, ensemble: tuple[str, ...] = VOTE) -> Path:
+    """Write ``summary.csv``, figures and ``README.md`` into ``out_dir`` from scored rows joined with truth.
+
+    ``ensemble``: the members of the vote / rank-average ensemble (default: synflow, jacob_cov, snip).
+    """
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     if df.empty:
         raise ValueError("no cached scores to report: run `proxybench run …` (or `make bench`) first")
+    if truth not in df.columns:
+        raise ValueError(f"--truth {truth!r} is not a ground-truth column here; columns: "
+                         f"{', '.join(c for c in df.columns if 'acc' in c)}")
     summary = summarise(df, truth, n_resamples)
     tmp = out / ".summary.csv.tmp"
     summary.to_csv(tmp, index=False)
@@ -254,22 +248,23 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
                      f"| {_nonfinite(r)} | {r['n_errors']} | {_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | "
                      f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | {_fmt(r['top10_rho'])} | {r['precision_at_10']:.2f} | {data} | {r['sec_per_arch']:.3f} |")
         L.append("")
-    ens = ensembles(df, truth, n_resamples=n_resamples)
+    ens = ensembles(df, truth, members=ensemble, n_resamples=n_resamples)
     if not ens.empty:
         from bench.references import PUBLISHED_VOTE
 
         L += ["## Ensembles", "",
-              f"`vote` is the pairwise majority of {', '.join(VOTE)} (Abdelfattah et al. 2021): the figure is the "
+              f"`vote` is the pairwise majority of {', '.join(ensemble)} (Abdelfattah et al. 2021 use synflow, "
+              "jacob_cov, snip): the figure is the "
               "fraction of architecture pairs (with different accuracy) it orders like the accuracy, a split or tied "
               "vote counting 1/2. It is a pairwise concordance, not a correlation; each member's own concordance is "
               "beside it. `rank-average` is the mean of the members' ranks, scored by τ/ρ like any proxy.", "",
-              "| space · task | n | vote concordance | published vote | " + " | ".join(f"{m} concordance" for m in VOTE)
+              "| space · task | n | vote concordance | published vote | " + " | ".join(f"{m} concordance" for m in ensemble)
               + " | rank-average τ [95% CI] | rank-average ρ [95% CI] |",
-              "|---|---|---|---|" + "---|" * len(VOTE) + "---|---|"]
+              "|---|---|---|---|" + "---|" * len(ensemble) + "---|---|"]
         for _, r in ens.iterrows():
-            pub = PUBLISHED_VOTE.get((r["space"], r["task"]))
+            pub = PUBLISHED_VOTE.get((r["space"], r["task"])) if tuple(ensemble) == VOTE else None
             L.append(f"| {r['space']} · {r['task']} | {r['n']} | {r['vote_concordance']:.3f} | "
-                     f"{f'{pub:.2f}' if pub else '–'} | " + " | ".join(f"{r[f'concordance_{m}']:.3f}" for m in VOTE)
+                     f"{f'{pub:.2f}' if pub else '–'} | " + " | ".join(f"{r[f'concordance_{m}']:.3f}" for m in ensemble)
                      + f" | {_fmt(r['rankavg_tau'], r['rankavg_tau_lo'], r['rankavg_tau_hi'])} | "
                      f"{_fmt(r['rankavg_rho'], r['rankavg_rho_lo'], r['rankavg_rho_hi'])} |")
         L.append("")

@@ -273,10 +273,21 @@ def study_scores(study: Study, cache: ScoreCache) -> pd.DataFrame:
     """The study's cached scores joined with the ground truth (one row per task, arch, proxy)."""
     df = cache.load()
     archs = set(study.arch_list())
-    space = get_space(study.space)
     df = df[(df["space"] == study.space) & (df["seed"] == study.seed) & df["task"].isin(study.tasks)
             & df["proxy"].isin(study.proxies) & df["arch"].isin(archs)]
     current = {n: get_proxy(n).version for n in study.proxies}
     df = df[df["proxy_version"] == df["proxy"].map(current)]
-    truth = pd.concat([space.truth(t, study.data_dir) for t in study.tasks], ignore_index=True)
-    return df.merge(truth, on=["task", "arch"], how="left")
+    return with_truth(df, study.data_dir)
+
+
+def with_truth(df: pd.DataFrame, data_dir=None) -> pd.DataFrame:
+    """Scores joined with their space's ground truth; ``accuracy`` is each space's headline column."""
+    parts = []
+    for space_name, g in df.groupby("space", sort=False):
+        space = get_space(space_name)
+        truth = pd.concat([space.truth(t, data_dir) for t in g["task"].unique()], ignore_index=True)
+        truth = truth.assign(accuracy=truth[space.default_truth])
+        parts.append(g.merge(truth, on=["task", "arch"], how="left"))
+    if not parts:
+        return df.assign(accuracy=pd.Series(dtype=float))
+    return pd.concat(parts, ignore_index=True)

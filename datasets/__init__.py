@@ -2,37 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 from datasets import files, nb201
 from datasets.errors import ArchError, DataFileError, ProxybenchDataError, did_you_mean
 
 
-@dataclass(frozen=True)
 class Space:
-    """A search space as the bench sees it: tasks, canonical keys, ground truth, network builder."""
+    """A search space as the bench sees it: tasks, canonical keys, ground truth, network builder.
 
-    name: str
-    tasks: tuple[str, ...]
-    num_classes: dict
-    resolution: dict
-    description: str
-    truth_keys: tuple[str, ...]
+    Subclasses set the class attributes and implement ``canonical``, ``all_archs``, ``truth`` and
+    ``builder``. ``truth(task)`` returns one row per architecture with at least ``arch``, ``task`` and
+    the column named by ``default_truth`` (the space's headline accuracy).
+    """
+
+    name: str = ""
+    tasks: tuple[str, ...] = ()
+    num_classes: dict = {}
+    resolution: dict = {}
+    description: str = ""
+    default_truth: str = "test_acc_200"
 
     def canonical(self, arch, data_dir=None) -> str:
-        return nb201.canonical(arch) if not str(arch).strip().isdigit() else nb201.index_to_arch(
-            int(arch), data_dir)
+        raise NotImplementedError
 
     def all_archs(self, data_dir=None) -> list[str]:
-        return nb201.all_archs(data_dir)
+        raise NotImplementedError
 
     def truth(self, task: str, data_dir=None):
-        return nb201.load_truth(task, data_dir)
+        raise NotImplementedError
 
     def builder(self, arch: str, task: str):
-        """A picklable ``build(bn=True) -> nn.Module`` for one cell and task."""
-        return partial(nb201.build_network, arch, task)
+        """A picklable ``build(bn=True) -> nn.Module`` for one architecture and task."""
+        raise NotImplementedError
 
     def check_task(self, task: str) -> str:
         if task not in self.tasks:
@@ -41,11 +43,40 @@ class Space:
         return task
 
 
-SPACES = {
-    "nb201": Space("nb201", nb201.TASKS, nb201.NUM_CLASSES, nb201.RESOLUTION,
-                   "NAS-Bench-201 (15,625 cells)", tuple(k for k, f in files.CATALOGUE.items()
-                                                         if f.space == "nb201" and f.required)),
-}
+class NB201Space(Space):
+    name = "nb201"
+    tasks = nb201.TASKS
+    num_classes = nb201.NUM_CLASSES
+    resolution = nb201.RESOLUTION
+    description = "NAS-Bench-201 (15,625 cells)"
+    default_truth = "test_acc_200"
+
+    def canonical(self, arch, data_dir=None) -> str:
+        if str(arch).strip().isdigit():
+            return nb201.index_to_arch(int(arch), data_dir)
+        return nb201.canonical(arch)
+
+    def all_archs(self, data_dir=None) -> list[str]:
+        return nb201.all_archs(data_dir)
+
+    def truth(self, task: str, data_dir=None):
+        return nb201.load_truth(self.check_task(task), data_dir)
+
+    def builder(self, arch: str, task: str):
+        return partial(nb201.build_network, arch, task)
+
+
+SPACES: dict[str, Space] = {}
+
+
+def register_space(space: Space) -> Space:
+    if space.name in SPACES:
+        raise ValueError(f"space {space.name!r} is already registered")
+    SPACES[space.name] = space
+    return space
+
+
+register_space(NB201Space())
 
 
 def get_space(name: str) -> Space:
@@ -53,7 +84,8 @@ def get_space(name: str) -> Space:
         return SPACES[name]
     except KeyError:
         raise ArchError(f"unknown search space {name!r}{did_you_mean(name, SPACES)}; spaces: "
-                        f"{', '.join(SPACES)} (NB101 and NDS loaders are planned)") from None
+                        f"{', '.join(SPACES)}") from None
 
 
-__all__ = ["SPACES", "ArchError", "DataFileError", "ProxybenchDataError", "Space", "get_space"]
+__all__ = ["SPACES", "ArchError", "DataFileError", "NB201Space", "ProxybenchDataError", "Space", "files",
+           "get_space", "register_space"]

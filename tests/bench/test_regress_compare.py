@@ -87,7 +87,7 @@ def test_compare_finds_the_better_proxy_and_adjusts_for_many_baselines():
     scores = {"params": acc + 0.2 * rng.normal(size=n), "flops": acc + 3 * rng.normal(size=n),
               "synflow": acc + 0.25 * rng.normal(size=n)}
     df = pd.concat([pd.DataFrame({"space": "nb201", "task": "cifar10", "arch": archs, "proxy": p, "score": s,
-                                  "status": "ok", "test_acc_200": acc}) for p, s in scores.items()])
+                                  "status": "ok", "accuracy": acc}) for p, s in scores.items()])
     res = cmp.compare(df, "params", n_resamples=300).set_index("baseline")
     assert set(res.index) == {"flops", "synflow"}
     assert res.loc["flops", "significant"] and res.loc["flops", "delta"] > 0
@@ -98,3 +98,22 @@ def test_compare_finds_the_better_proxy_and_adjusts_for_many_baselines():
 
 def test_holm_adjustment_by_hand():
     assert cmp._holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_vote_and_rank_average_ensembles_on_a_synthetic_study():
+    from bench.report import ensembles
+
+    rng = np.random.default_rng(2)
+    n = 80
+    acc = rng.normal(size=n)
+    archs = [f"a{i}" for i in range(n)]
+    scores = {"synflow": acc + 0.5 * rng.normal(size=n), "jacob_cov": acc + 0.5 * rng.normal(size=n),
+              "snip": acc + 0.5 * rng.normal(size=n)}
+    scores["jacob_cov"][0] = np.nan  # a degenerate cell: jacob_cov ranks it last, it is not dropped
+    df = pd.concat([pd.DataFrame({"space": "nb201", "task": "cifar10", "arch": archs, "proxy": p, "score": s,
+                                  "status": "ok", "accuracy": acc}) for p, s in scores.items()])
+    e = ensembles(df, n_resamples=50).iloc[0]
+    assert e["n"] == n
+    members = [e[f"concordance_{m}"] for m in ("synflow", "jacob_cov", "snip")]
+    assert 0.5 < min(members) and e["vote_concordance"] > np.mean(members)  # independent errors: the vote helps
+    assert e["rankavg_rho"] > 0.8
