@@ -33,11 +33,27 @@ NEEDS = {
 _ABDELFATTAH = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021"
 
 
+_LABEL_NEEDS = {"wgrad", "actgrad", "hvp"}
+
+
 def _requested_needs(ctx, name: str) -> set[str]:
     need = set(NEEDS[name])
     for other in ctx.requested:
         need |= NEEDS.get(other, set())
     return need
+
+
+def _pass_targets(ctx, need: set[str]) -> torch.Tensor:
+    """Labels for the pass. The pass may run on behalf of another requested proxy that declared it needs
+    labels (e.g. jacob_cov first, snip later in the same cell); the calling proxy's value never uses them."""
+    label_users = [n for n in ctx.requested if NEEDS.get(n, set()) & _LABEL_NEEDS]
+    if ctx.allow_labels or not label_users:
+        return ctx.targets  # guarded: raises for an undeclared read
+    from proxies.registry import get_proxy
+
+    if all(get_proxy(n).needs_labels for n in label_users):
+        return ctx.batch[1].to(ctx.device)
+    return ctx.targets
 
 
 def shared_pass(ctx, name: str) -> dict:
@@ -63,7 +79,7 @@ def _run_pass(ctx, need: set[str]) -> dict:
         hooks += [m.register_forward_hook(lambda _m, _i, o: acts.append(o)) for m in layers]
     if "codes" in need:
         b = ctx.inputs.shape[0]
-        kernel = torch.zeros(b, b, dtype=torch.float64)
+        kernel = torch.zeros(b, b, dtype=torch.float64, device=ctx.device)
 
         def codes_hook(_m, inp):
             with torch.no_grad():
@@ -85,7 +101,7 @@ def _run_pass(ctx, need: set[str]) -> dict:
         (jac,) = torch.autograd.grad(logits.sum(), x, retain_graph=grad_needed)
         out["jacobian"] = jac.reshape(jac.shape[0], -1).detach()
     if grad_needed:
-        loss = F.cross_entropy(logits, ctx.targets)
+        loss = F.cross_entropy(logits, _pass_targets(ctx, need))
         wanted = weights + (acts if "actgrad" in need else [])
         grads = torch.autograd.grad(loss, wanted, create_graph="hvp" in need, allow_unused=True)
         gw = [g if g is not None else torch.zeros_like(w) for g, w in zip(grads[:len(weights)], weights, strict=True)]
@@ -154,15 +170,19 @@ def jacob_cov(ctx) -> float:
 def _epe_from(jac: torch.Tensor, labels: np.ndarray, n_outputs: int) -> float:
     k = 1e-5
     per_class = []
-    j = jac.to(torch.float64).numpy()
+    j = jac.detach().to("cpu", torch.float64).numpy()
     for c in np.unique(labels):
         rows = j[labels == c]
+        if len(rows) == 1 and n_outputs > 100:
+            continue  # the reference's per-size normalisation fails on a one-image class and skips it
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = np.corrcoef(rows) if len(rows) > 1 else np.ones((1, 1))
             s = float(np.sum(np.log(np.abs(corr) + k)))
         if n_outputs > 100:
             s /= len(corr)
         per_class.append(s)
+    if not per_class:
+        return float("nan")
     s = np.asarray(per_class)
     if n_outputs <= 100:
         return float(np.abs(s).sum())

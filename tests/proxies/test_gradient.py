@@ -115,3 +115,21 @@ def test_degenerate_cell_is_declared_not_hidden():
         v = get_proxy(n).fn(ctx)
         assert math.isnan(v) and get_proxy(n).nan_policy == "rank_last"
     assert get_proxy("snip").fn(_ctx(arch, (x, y), ["snip"])) == 0.0  # no path from input to loss
+
+
+def test_a_label_free_proxy_first_in_a_cell_with_label_users_works_through_the_runner():
+    from bench.runner import Job, score_job
+
+    job = Job("nb201", "cifar10", 42, 16, True, None, "cpu", ((CELLS[1], ("jacob_cov", "snip")),), "test", threads=1)
+    rows = {r["proxy"]: r for r in score_job(job)}
+    assert rows["jacob_cov"]["status"] == "ok" and rows["snip"]["status"] == "ok", rows
+
+
+def test_epe_nas_skips_one_image_classes_above_100_outputs_like_the_reference():
+    rng = np.random.default_rng(1)
+    jac = torch.tensor(rng.normal(size=(5, 7)))
+    labels = np.array([0, 0, 0, 1, 2])  # classes 1 and 2 have one image each
+    s0 = np.sum(np.log(np.abs(np.corrcoef(jac.numpy()[:3])) + 1e-5)) / 3
+    assert _epe_from(jac, labels, 120) == pytest.approx(0.0)  # one class left: no pairwise difference
+    assert math.isfinite(s0)
+    assert math.isnan(_epe_from(jac[3:], labels[3:], 120))  # only singletons: nothing to score
