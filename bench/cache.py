@@ -47,6 +47,8 @@ class ScoreCache:
             raise CacheError(f"cache path {self.path} is a file; the cache is a directory of parquet parts")
 
     def parts(self) -> list[Path]:
+        # merged parts ("scores-*") sort after chunk parts ("part-*"), so a concurrent reader that lists
+        # both during a compaction still sees every row
         return sorted(self.path.glob("*.parquet")) if self.path.is_dir() else []
 
     def load(self) -> pd.DataFrame:
@@ -55,6 +57,8 @@ class ScoreCache:
         for part in self.parts():
             try:
                 table = pq.read_table(part)
+            except FileNotFoundError:
+                continue  # removed by a concurrent compaction, whose merged part holds its rows
             except Exception as e:
                 raise CacheError(f"unreadable cache part {part} ({type(e).__name__}: {e}); it was not written "
                                  f"by a completed flush of this suite: move it away and rerun") from None

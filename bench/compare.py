@@ -21,6 +21,26 @@ def _holm(pvalues: list[float]) -> list[float]:
     return adj.tolist()
 
 
+def aligned(g: pd.DataFrame, members, truth: str) -> tuple[list[np.ndarray], np.ndarray, pd.Index]:
+    """Oriented scores of ``members`` on the architectures that every one of them scored (rows with
+    status "error" or no row at all drop the architecture; a *stored* non-finite score follows its proxy's
+    declared policy) and with a known truth. ``g`` holds one seed and setting per (arch, proxy)."""
+    ok = g[(g["status"] != "error") & g["proxy"].isin(members)]
+    if ok.duplicated(["arch", "proxy"]).any():
+        raise ValueError("several scores per (arch, proxy): compare one seed and setting at a time")
+    wide = ok.pivot(index="arch", columns="proxy", values="score").reindex(columns=list(members))
+    present = ok.assign(_n=1).pivot(index="arch", columns="proxy", values="_n").reindex(
+        index=wide.index, columns=list(members)).notna().all(axis=1)
+    wide = wide[present]
+    acc = g.drop_duplicates("arch").set_index("arch")[truth].reindex(wide.index).to_numpy(dtype=float)
+    cols = [metrics.oriented(wide[m].to_numpy(dtype=float), get_proxy(m).higher_is_better, get_proxy(m).nan_policy)
+            for m in members]
+    keep = np.isfinite(acc)
+    for c in cols:
+        keep &= ~np.isnan(c)
+    return [c[keep] for c in cols], acc[keep], wide.index[keep]
+
+
 def compare(df: pd.DataFrame, proxy: str, truth: str = "accuracy", n_resamples: int = 1000,
             alpha: float = 0.05) -> pd.DataFrame:
     """Per task: ``proxy``'s ρ against every other proxy in ``df`` on the architectures both scored.
@@ -30,27 +50,21 @@ def compare(df: pd.DataFrame, proxy: str, truth: str = "accuracy", n_resamples: 
     ``significant`` when the adjusted p-value is below ``alpha``.
     """
     rows = []
-    new = get_proxy(proxy)
-    for (space, task), g in df[df["status"] != "error"].groupby(["space", "task"], sort=False):
-        wide = g.pivot_table(index="arch", columns="proxy", values="score", aggfunc="first", dropna=False)
-        if proxy not in wide.columns:
+    get_proxy(proxy)  # an unknown name fails here, with "did you mean"
+    for (space, task, _seed), g in df.groupby(["space", "task", "seed"], sort=False):
+        if proxy not in set(g["proxy"]):
             continue
-        acc = g.drop_duplicates("arch").set_index("arch")[truth]
         task_rows = []
-        for other in [c for c in wide.columns if c != proxy]:
+        for other in sorted(set(g["proxy"]) - {proxy}):
             info = get_proxy(other)
-            a = metrics.oriented(wide[proxy].to_numpy(), new.higher_is_better, new.nan_policy)
-            b = metrics.oriented(wide[other].to_numpy(), info.higher_is_better, info.nan_policy)
-            t = acc.reindex(wide.index).to_numpy()
-            keep = ~np.isnan(a) & ~np.isnan(b) & np.isfinite(t)
-            if keep.sum() < 10:
+            (a, b), t, _ = aligned(g, (proxy, other), truth)
+            if len(t) < 10:
                 continue
-            test = metrics.paired_bootstrap_test(a[keep], b[keep], t[keep], n_resamples=n_resamples)
+            test = metrics.paired_bootstrap_test(a, b, t, n_resamples=max(1, n_resamples))
             task_rows.append({"space": space, "task": task, "proxy": proxy, "baseline": other,
-                              "direction": info.direction, "n": int(keep.sum()),
-                              "rho_proxy": metrics.spearman_rho(a[keep], t[keep]),
-                              "rho_baseline": metrics.spearman_rho(b[keep], t[keep]),
-                              "tau_baseline": metrics.kendall_tau(b[keep], t[keep]), **test})
+                              "direction": info.direction, "n": len(t),
+                              "rho_proxy": metrics.spearman_rho(a, t), "rho_baseline": metrics.spearman_rho(b, t),
+                              "tau_baseline": metrics.kendall_tau(b, t), **test})
         if task_rows:
             for r, p_adj in zip(task_rows, _holm([r["p_value"] for r in task_rows]), strict=True):
                 r["p_holm"] = p_adj
@@ -67,13 +81,14 @@ def markdown(table: pd.DataFrame, proxy: str, note: str = "") -> str:
          "p two-sided, Holm-adjusted over the baselines of a task; significant at 0.05.", ""]
     for (space, task), g in table.groupby(["space", "task"], sort=False):
         L += [f"## {space} · {task}", "",
-              f"{proxy}: ρ = {g['rho_proxy'].iloc[0]:+.3f} (n = {g['n'].max()})", "",
-              "| baseline | dir | n | baseline ρ | Δρ [95% CI] | p (Holm) | verdict |",
-              "|---|---|---|---|---|---|---|"]
+              f"{proxy}'s ρ is computed with each baseline on the architectures both scored (column n).", "",
+              f"| baseline | dir | n | {proxy} ρ | baseline ρ | Δρ [95% CI] | p (Holm) | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
         for _, r in g.sort_values("rho_baseline", ascending=False).iterrows():
             verdict = (f"{proxy} {'better' if r['delta'] > 0 else 'worse'}" if r["significant"]
                        else "no significant difference")
-            L.append(f"| {r['baseline']} | {r['direction']} | {r['n']} | {r['rho_baseline']:+.3f} | "
+            L.append(f"| {r['baseline']} | {r['direction']} | {r['n']} | {r['rho_proxy']:+.3f} | "
+                     f"{r['rho_baseline']:+.3f} | "
                      f"{r['delta']:+.3f} [{r['delta_lo']:+.3f}, {r['delta_hi']:+.3f}] "
                      f"| {r['p_holm']:.3g} | {verdict} |")
         L.append("")

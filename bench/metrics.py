@@ -97,6 +97,8 @@ def pairwise_concordance(scores, truth, block: int = 512) -> float:
     t = np.asarray(truth, dtype=np.float64)
     if any(s.shape != t.shape for s in many) or any(np.isnan(s).any() for s in many):
         raise ValueError("scores must match truth in shape and hold no NaN (orient them first)")
+    known = np.isfinite(t)  # a pair with an unknown accuracy is no evidence either way
+    many, t = [s[known] for s in many], t[known]
     agree = pairs = 0.0
     for start in range(0, len(t), block):
         rows = slice(start, min(start + block, len(t)))
@@ -138,13 +140,21 @@ def top_k_spearman(score, truth, frac: float = 0.1) -> float:
 def precision_at_k(score, truth, frac: float = 0.1) -> float:
     """Fraction of the proxy's top-k architectures that are among the truly top-k (k = ``frac`` * n).
 
-    Ties at either cut are broken by order of appearance (stable sort); scores must be oriented.
+    Ties at either cut count by their expected share under a random tie-break (params, for example, has
+    only 22 distinct values on NB201), so the result never depends on row order. Scores must be oriented.
     """
     s, t = _pair(score, truth)
     k = _top_k_count(len(t), frac)
-    by_score = set(np.argsort(-s, kind="stable")[:k].tolist())
-    by_truth = set(np.argsort(-t, kind="stable")[:k].tolist())
-    return len(by_score & by_truth) / k
+    return float(np.sum(_top_k_membership(s, k) * _top_k_membership(t, k)) / k)
+
+
+def _top_k_membership(x: np.ndarray, k: int) -> np.ndarray:
+    """Probability that each item is in the top k when ties at the cut are broken at random."""
+    v = np.sort(x)[::-1][k - 1]  # the k-th largest value
+    above, tied = x > v, x == v
+    p = above.astype(float)
+    p[tied] = (k - above.sum()) / tied.sum()
+    return p
 
 
 def paired_bootstrap_test(score_a, score_b, truth, statistic=spearman_rho, n_resamples: int = 1000,
@@ -153,7 +163,8 @@ def paired_bootstrap_test(score_a, score_b, truth, statistic=spearman_rho, n_res
 
     Resamples architectures (the same indices for both proxies) and returns ``delta`` = stat(A) - stat(B)
     on the full sample, its 95% percentile interval, and the two-sided bootstrap p-value (twice the smaller
-    fraction of resampled deltas on either side of 0). Scores must be oriented and finite.
+    fraction of resampled deltas on either side of 0, as (1 + count) / (B + 1)). Scores must be oriented;
+    -inf (a rank_last non-finite score) is allowed, NaN is not.
     """
     a, t = _pair(score_a, truth)
     b, _ = _pair(score_b, truth)
@@ -164,8 +175,15 @@ def paired_bootstrap_test(score_a, score_b, truth, statistic=spearman_rho, n_res
         idx = rng.integers(0, n, n)
         deltas[i] = statistic(a[idx], t[idx]) - statistic(b[idx], t[idx])
     deltas = deltas[np.isfinite(deltas)]
-    p = min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean())) if len(deltas) else float("nan")
-    return {"delta": statistic(a, t) - statistic(b, t), "delta_lo": float(np.percentile(deltas, 2.5)),
+    delta = statistic(a, t) - statistic(b, t)
+    if not len(deltas):
+        return {"delta": delta, "delta_lo": float("nan"), "delta_hi": float("nan"), "p_value": float("nan"), "n": n}
+    if np.all(deltas == 0):
+        p = 1.0  # identical rankings
+    else:  # (1 + count) / (B + 1): a bootstrap p-value is never exactly 0
+        tail = min(np.sum(deltas <= 0), np.sum(deltas >= 0))
+        p = min(1.0, 2 * (1 + tail) / (len(deltas) + 1))
+    return {"delta": delta, "delta_lo": float(np.percentile(deltas, 2.5)),
             "delta_hi": float(np.percentile(deltas, 97.5)), "p_value": float(p), "n": n}
 
 

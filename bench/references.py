@@ -52,6 +52,7 @@ DEFINITION_NOTES = {
     "meco": ["one Gaussian input sample; the paper's NB201 script feeds one real image"],
     "meco_opt": ["one Gaussian input sample; the paper's NB201 script feeds one real image"],
     "jacob_cov": ["a degenerate cell (output ignores input) is ranked last; the reference maps errors to a constant"],
+    "flops": ["FLOPs of Conv2d/Linear only (torch FlopCounterMode); on NB201 it ranks cells exactly as params does"],
     "synflow_bn": ["BatchNorm kept in train mode on one all-ones image: not the setting of the published synflow"],
 }
 

@@ -60,20 +60,21 @@ def ensembles(df: pd.DataFrame, truth: str = "accuracy", members=VOTE, n_resampl
     """Per (space, task): the pairwise concordance of the majority vote of ``members`` (Abdelfattah et al.'s
     "vote"), each member's own concordance, and τ/ρ of their rank-average ensemble, on the architectures
     every member scored (errors dropped; non-finite scores handled by each member's declared policy)."""
+    from bench.compare import aligned
+
     rows = []
     members = tuple(members)
-    for (space, task), g in df[df["status"] != "error"].groupby(["space", "task"], sort=False):
-        wide = g.pivot_table(index="arch", columns="proxy", values="score", aggfunc="first", dropna=False)
-        if not set(members) <= set(wide.columns):
+    for (space, task, seed), g in df.groupby(["space", "task", "seed"], sort=False):
+        if not set(members) <= set(g["proxy"]):
             continue
-        wide = wide[list(members)].dropna(how="any", subset=[m for m in members
-                                                             if get_proxy(m).nan_policy == "exclude"])
-        acc = g.drop_duplicates("arch").set_index("arch").loc[wide.index, truth].to_numpy()
-        oriented = [metrics.oriented(wide[m].to_numpy(), get_proxy(m).higher_is_better, "rank_last")
-                    for m in members]
+        oriented, acc, _ = aligned(g, members, truth)
+        if len(acc) < 3:
+            continue
+        # the vote and the rank average see every member's declared ranking, non-finite scores ranked last
+        oriented = [np.where(np.isnan(o), -np.inf, o) for o in oriented]
         avg = metrics.rank_average(oriented)
         summ = metrics.correlation_summary(avg, acc, True, n_resamples=n_resamples)
-        rows.append({"space": space, "task": task, "members": "+".join(members), "n": len(acc),
+        rows.append({"space": space, "task": task, "seed": seed, "members": "+".join(members), "n": len(acc),
                      "vote_concordance": metrics.pairwise_concordance(oriented, acc),
                      **{f"concordance_{m}": metrics.pairwise_concordance(o, acc) for m, o in zip(members, oriented, strict=True)},
                      **{f"rankavg_{k}": v for k, v in summ.items() if k not in ("n", "n_nonfinite")}})
@@ -214,14 +215,18 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
         raise ValueError(f"--truth {truth!r} is not a ground-truth column here; columns: "
                          f"{', '.join(c for c in df.columns if 'acc' in c)}")
     summary = summarise(df, truth, n_resamples)
+    seeds = sorted(summary["seed"].unique())
+    fig_seed = seeds[0]  # figures show one seed; the spread over seeds is a table below
+    fig_df, fig_summary = df[df["seed"] == fig_seed], summary[summary["seed"] == fig_seed]
     tmp = out / ".summary.csv.tmp"
     summary.to_csv(tmp, index=False)
     os.replace(tmp, out / "summary.csv")
-    figs = {p: _scatter(df[df["proxy"] == p], p, truth, out / "figures", summary) for p in sorted(df["proxy"].unique())}
-    heat = _heatmap(summary, out / "figures")
-    extra = [(_bars(summary, out / "figures"), "Spearman ρ with 95% intervals, per task"),
-             (_proxy_matrix(df, out / "figures"), "how similar the proxies' rankings are (Spearman ρ between scores)"),
-             (_cost(summary, out / "figures"), "seconds per architecture vs ρ")]
+    figs = {p: _scatter(fig_df[fig_df["proxy"] == p], p, truth, out / "figures", fig_summary)
+            for p in sorted(fig_df["proxy"].unique())}
+    heat = _heatmap(fig_summary, out / "figures")
+    extra = [(_bars(fig_summary, out / "figures"), "Spearman ρ with 95% intervals, per task"),
+             (_proxy_matrix(fig_df, out / "figures"), "how similar the proxies' rankings are (Spearman ρ between scores)"),
+             (_cost(fig_summary, out / "figures"), "seconds per architecture vs ρ")]
     env = provenance.environment()
     substitute_tasks = sorted(summary.loc[summary["substitute"], "task"].unique())
 
@@ -244,9 +249,18 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for _, r in g.sort_values("rho", ascending=False).iterrows():
             data = ("⚠ substitute" if r["substitute"] else "real") if r["data_source"] != "none" else "none needed"
-            L.append(f"| [{r['proxy']}](figures/scatter_{r['proxy']}.png) | {r['direction']} | {r['family']} | {r['n']} "
+            seed_tag = f" (seed {r['seed']})" if len(seeds) > 1 else ""
+            L.append(f"| [{r['proxy']}](figures/scatter_{r['proxy']}.png){seed_tag} | {r['direction']} | {r['family']} | {r['n']} "
                      f"| {_nonfinite(r)} | {r['n_errors']} | {_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | "
                      f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | {_fmt(r['top10_rho'])} | {r['precision_at_10']:.2f} | {data} | {r['sec_per_arch']:.3f} |")
+        L.append("")
+    if len(seeds) > 1:
+        L += ["## Spread across seeds", "", f"Seeds {', '.join(str(x) for x in seeds)}: each proxy scored at "
+              "several random initialisations (and minibatches); mean ± sd (ddof 1) of ρ over seeds. Figures show "
+              f"seed {fig_seed}.", "", "| space · task | proxy | seeds | ρ mean ± sd |", "|---|---|---|---|"]
+        for (space, task, proxy), g in summary.groupby(["space", "task", "proxy"], sort=False):
+            mean, sd = metrics.seed_spread(g["rho"].to_numpy())
+            L.append(f"| {space} · {task} | {proxy} | {len(g)} | {mean:+.3f} ± {sd:.3f} |")
         L.append("")
     ens = ensembles(df, truth, members=ensemble, n_resamples=n_resamples)
     if not ens.empty:
@@ -285,8 +299,9 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
                 "yes" if r["rho_lo"] <= p.rho <= r["rho_hi"] else "no")
             facts = []
             if abs(diff) > 0.05:
-                if p.n.startswith("all") and r["n"] < 15625:
-                    facts.append(f"our sample is {r['n']} cells, theirs all 15,625")
+                theirs = 15625 if p.n.startswith("all") else int(p.n.replace(",", ""))
+                if theirs != r["n"]:
+                    facts.append(f"our sample is {r['n']} cells, theirs {p.n}")
                 if r["substitute"]:
                     facts.append("substitute images")
                 v = val_rho.get((r["space"], r["task"], r["proxy"], r["seed"]))

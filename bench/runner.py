@@ -213,6 +213,16 @@ def _cached_keys(cache: ScoreCache, study: Study, retry_errors: bool) -> set[tup
     return set(df[KEY_COLUMNS].itertuples(index=False, name=None))
 
 
+def setting_keys(study: Study, task: str) -> dict[str, tuple[int, int, str]]:
+    """Per proxy, the (version, batch_size, data_source) part of its cache key in this study and task."""
+    keys = {}
+    for name in study.proxies:
+        info = get_proxy(name)
+        src = data_source_id(task, study.data_dir, study.augment)[0] if info.needs_data else "none"
+        keys[name] = (info.version, study.batch_size if info.needs_data else 0, src)
+    return keys
+
+
 def plan(study: Study, cache: ScoreCache, retry_errors: bool = False, chunk_size: int = 8) -> tuple[list[Job], int]:
     """The jobs still to run and the number of scores already cached."""
     archs = study.arch_list()
@@ -220,11 +230,7 @@ def plan(study: Study, cache: ScoreCache, retry_errors: bool = False, chunk_size
     commit = provenance.git_commit()
     jobs, cached = [], 0
     for task in study.tasks:
-        keys = {}
-        for name in study.proxies:
-            info = get_proxy(name)
-            src = data_source_id(task, study.data_dir, study.augment)[0] if info.needs_data else "none"
-            keys[name] = (info.version, study.batch_size if info.needs_data else 0, src)
+        keys = setting_keys(study, task)
         items = []
         for arch in archs:
             missing = tuple(n for n in study.proxies if (study.space, task, arch, n, keys[n][0], study.seed,
@@ -274,9 +280,12 @@ def study_scores(study: Study, cache: ScoreCache) -> pd.DataFrame:
     df = cache.load()
     archs = set(study.arch_list())
     df = df[(df["space"] == study.space) & (df["seed"] == study.seed) & df["task"].isin(study.tasks)
-            & df["proxy"].isin(study.proxies) & df["arch"].isin(archs)]
-    current = {n: get_proxy(n).version for n in study.proxies}
-    df = df[df["proxy_version"] == df["proxy"].map(current)]
+            & df["proxy"].isin(study.proxies) & df["arch"].isin(archs) & (df["init"] == INIT)]
+    # exactly the study's settings: the current version, batch and images of each proxy (the cache may
+    # also hold other batch sizes, substitute and real images, older versions)
+    wanted = {(t, p, *k) for t in study.tasks for p, k in setting_keys(study, t).items()}
+    key = list(zip(df["task"], df["proxy"], df["proxy_version"], df["batch_size"], df["data_source"], strict=True))
+    df = df[[k in wanted for k in key]]
     return with_truth(df, study.data_dir)
 
 

@@ -95,7 +95,8 @@ for _task, _name, _digest in [
     _add(DataFile(
         f"nb201/val200/{_name}", f"nb201/val200/{_name}", "nb201", (_task,),
         f"200-epoch validation accuracy of all 15,625 cells ({'cifar10-valid' if _task == 'cifar10' else _task})",
-        "JSON list of [cell, accuracy] in official index order; cell = [[e01],[e02,e12],[e03,e13,e23]] "
+        "JSON list of [cell, accuracy] (cells in base-5 counting order, matched by arch string); "
+        "cell = [[e01],[e02,e12],[e03,e13,e23]] "
         "as indices into (none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3)",
         NB201_SOURCE, _mirror(_digest)))
 _add(DataFile(

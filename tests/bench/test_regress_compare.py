@@ -16,9 +16,9 @@ from bench import regress
 from proxies import get_proxy, registry
 
 
-def _entry(scores, version=1, rho=0.5, tau=0.4):
+def _entry(scores, version=1, rho=0.5, tau=0.4, errors=()):
     return {"version": version, "direction": "↑", "nan_policy": "exclude", "rho": rho, "tau": tau,
-            "n": len(scores), "n_nonfinite": 0, "scores": dict(scores)}
+            "n": len(scores), "n_nonfinite": 0, "scores": dict(scores), "errors": list(errors)}
 
 
 SC = {"a": 1.0, "b": 2.0, "c": 3.0}
@@ -52,6 +52,15 @@ def test_tiny_float_noise_is_not_a_change_but_a_real_one_is():
     assert regress.check(base, {"p": _entry({"a": 1000.0 * (1 + 1e-7), "b": -3.0})})[1]
     assert not regress.check(base, {"p": _entry({"a": 1000.0, "b": -2.0})})[1]
     assert not regress.check(base, {"p": _entry({"a": 1000.0, "b": None})})[1]
+    # a small score of a proxy whose scores span many orders of magnitude (synflow) is checked on its own
+    wide = {"p": _entry({"a": 1e50, "b": 1e10, "c": 1e30})}
+    assert not regress.check({"proxies": wide, "tolerance": 0.02}, {"p": _entry({"a": 1e50, "b": 2e10, "c": 1e30})})[1]
+
+
+def test_errors_and_nan_correlations_fail():
+    base = {"proxies": {"p": _entry(SC)}, "tolerance": 0.02}
+    assert not regress.check(base, {"p": _entry(SC, errors=["a"])})[1]
+    assert not regress.check(base, {"p": _entry(SC, rho=float("nan"))})[1]
 
 
 @pytest.fixture
@@ -87,7 +96,7 @@ def test_compare_finds_the_better_proxy_and_adjusts_for_many_baselines():
     scores = {"params": acc + 0.2 * rng.normal(size=n), "flops": acc + 3 * rng.normal(size=n),
               "synflow": acc + 0.25 * rng.normal(size=n)}
     df = pd.concat([pd.DataFrame({"space": "nb201", "task": "cifar10", "arch": archs, "proxy": p, "score": s,
-                                  "status": "ok", "accuracy": acc}) for p, s in scores.items()])
+                                  "status": "ok", "seed": 42, "accuracy": acc}) for p, s in scores.items()])
     res = cmp.compare(df, "params", n_resamples=300).set_index("baseline")
     assert set(res.index) == {"flops", "synflow"}
     assert res.loc["flops", "significant"] and res.loc["flops", "delta"] > 0
@@ -111,7 +120,7 @@ def test_vote_and_rank_average_ensembles_on_a_synthetic_study():
               "snip": acc + 0.5 * rng.normal(size=n)}
     scores["jacob_cov"][0] = np.nan  # a degenerate cell: jacob_cov ranks it last, it is not dropped
     df = pd.concat([pd.DataFrame({"space": "nb201", "task": "cifar10", "arch": archs, "proxy": p, "score": s,
-                                  "status": "ok", "accuracy": acc}) for p, s in scores.items()])
+                                  "status": "ok", "seed": 42, "accuracy": acc}) for p, s in scores.items()])
     e = ensembles(df, n_resamples=50).iloc[0]
     assert e["n"] == n
     members = [e[f"concordance_{m}"] for m in ("synflow", "jacob_cov", "snip")]
