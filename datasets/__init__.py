@@ -90,4 +90,5 @@ def get_space(name: str) -> Space:
 __all__ = ["SPACES", "ArchError", "DataFileError", "NB201Space", "ProxybenchDataError", "Space", "files",
            "get_space", "register_space"]
 from datasets import nb101  # noqa: E402
+
 register_space(nb101.NB101Space())

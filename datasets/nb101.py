@@ -281,7 +281,7 @@ def parse_spec(arch) -> Spec:
             side = int(round(len(bits) ** 0.5))
             if not bits or side * side != len(bits) or set(bits) - {"0", "1"}:
                 raise ArchError(f"malformed NB101 spec string {arch!r}: expected '<n*n 0/1 digits>|<n comma-"
-                                f"separated ops>', e.g. '0100010000|input,conv3x3-bn-relu,output'")
+                                f"separated ops>', e.g. '010001000|input,conv3x3-bn-relu,output'")
             return make_spec([[int(c) for c in bits[i * side:(i + 1) * side]] for i in range(side)], ops.split(","))
         try:
             arch = json.loads(s)
@@ -327,23 +327,24 @@ def canonical(arch, data_dir=None) -> str:
 
 
 def spec_of(arch_hash: str, data_dir=None) -> Spec:
-    """The pruned spec of a module hash, from the loaded table (or specs canonicalised in this process)."""
+    """The pruned spec of a module hash: the table's own (the numbering that was trained), else one
+    canonicalised in this process, else one from any NB101 table in the cache directory."""
     h = str(arch_hash).strip().lower()
-    if h in _KNOWN_SPECS:
-        return _KNOWN_SPECS[h]
     if not _HASH_RE.match(h):
         raise ArchError(f"not an NB101 module hash (32 hex digits): {arch_hash!r}")
     try:
         index = _spec_index(data_dir)
     except DataFileError:
         index = {}
-    if h not in index:
-        index = _cached_spec_index()  # tables converted earlier, e.g. from another --data-dir
+    if h in index:
+        return _spec_from_strings(*index[h])
+    if h in _KNOWN_SPECS:
+        return _KNOWN_SPECS[h]
+    index = _cached_spec_index()  # tables converted earlier, e.g. from another --data-dir
     if h not in index:
         raise ArchError(f"unknown NB101 module hash {h}: not in the ground-truth table of "
                         f"{files.resolve_data_dir(data_dir)} nor in any cached NB101 table")
-    spec = _spec_from_strings(*index[h])
-    _KNOWN_SPECS[h] = spec
+    spec = _KNOWN_SPECS[h] = _spec_from_strings(*index[h])
     return spec
 
 
@@ -594,22 +595,23 @@ def convert_tfrecord(src, dst=None, epochs: int = EPOCHS, verify_crc: bool = Tru
                 checked += 1
         elif (cell["matrix"], cell["ops"]) != (rec["matrix"], rec["ops"]):
             raise DataFileError(f"corrupt NB101 tfrecord {src}: module hash {h} appears with two different cells")
-        cell["runs"].append(final)
+        # keep only what the table needs: (validation, test, train accuracy, training time) of the final eval
+        cell["runs"].append((final["validation_accuracy"], final["test_accuracy"], final["train_accuracy"],
+                             final["training_time"]))
     if not cells:
         raise DataFileError(f"NB101 tfrecord {src} holds no {epochs}-epoch records")
     rows = []
     for h, c in cells.items():
         runs = c["runs"]
+        n = len(runs)
+        val, test, train, secs = (sum(x) / n for x in zip(*runs, strict=True))
         row = {"arch": h, "matrix": c["matrix"], "ops": c["ops"],
                "trainable_parameters": int(c["trainable_parameters"]),
-               "params": round(c["trainable_parameters"] / 1e6, 6), "n_repeats": len(runs)}
+               "params": round(c["trainable_parameters"] / 1e6, 6), "n_repeats": n}
         for r in range(3):
-            row[f"val_acc_{r + 1}"] = 100.0 * runs[r]["validation_accuracy"] if r < len(runs) else np.nan
-            row[f"test_acc_{r + 1}"] = 100.0 * runs[r]["test_accuracy"] if r < len(runs) else np.nan
-        row["val_acc"] = 100.0 * float(np.mean([x["validation_accuracy"] for x in runs]))
-        row["test_acc"] = 100.0 * float(np.mean([x["test_accuracy"] for x in runs]))
-        row["train_acc"] = 100.0 * float(np.mean([x["train_accuracy"] for x in runs]))
-        row["train_time"] = float(np.mean([x["training_time"] for x in runs]))
+            row[f"val_acc_{r + 1}"] = 100.0 * runs[r][0] if r < n else np.nan
+            row[f"test_acc_{r + 1}"] = 100.0 * runs[r][1] if r < n else np.nan
+        row.update(val_acc=100.0 * val, test_acc=100.0 * test, train_acc=100.0 * train, train_time=secs)
         rows.append(row)
     df = _with_notes(pd.DataFrame(rows).sort_values("arch", ignore_index=True))
     if dst is not None:
@@ -726,22 +728,36 @@ def load_truth(task: str = "cifar10", data_dir=None) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- network
 
+INITS = ("package", "pytorch", "tf")
+
+
 def build_network(matrix, ops, task: str = "cifar10", bn: bool = True, stem_channels: int = 128,
-                  num_stacks: int = 3, modules_per_stack: int = 3):
+                  num_stacks: int = 3, modules_per_stack: int = 3, init: str = "package"):
     """The NB101 network of a cell: ``nasbench_pytorch.model.Network`` (the official TF model ported to
     PyTorch), with the official skeleton (stem 128 channels, 3 stacks of 3 modules) by default.
 
-    Two changes to the package's module, neither affecting the computation: its ``Placeholder`` modules
-    (one scalar parameter each, never used in ``forward``) become ``nn.Identity`` and each cell's empty
-    ``dev_param`` becomes a buffer, so every parameter gets a gradient and the parameter count equals the
-    official ``trainable_parameters`` (checked on published cells: 8,555,530 and 2,694,282). ``bn=False``
-    replaces every BatchNorm2d by Identity. Note: the package gives the stem and the input projections
-    ``BatchNorm2d(momentum=0.997)`` (a TF-style value; PyTorch weighs the new batch by it) and the other
-    BNs the PyTorch default 0.1; only running statistics (eval mode) are affected. PyTorch default RNG
-    drives the package's init: seed torch before calling.
+    Changes to the package's module, none affecting what it computes in train mode:
+
+    - its ``Placeholder`` modules (one scalar parameter each, never used in ``forward``) become
+      ``nn.Identity`` and each cell's empty ``dev_param`` becomes a buffer, so every parameter gets a
+      gradient and the parameter count equals the official ``trainable_parameters`` (checked on two
+      published cells: 8,555,530 and 2,694,282; the package as is counts 45 and 36 more);
+    - every BatchNorm uses momentum 0.1 (PyTorch's default, which the package's interior ops and the
+      zero-cost-nas NB101 port already use); the package's default 0.997 for the stem and the input
+      projections is TF's value, which PyTorch would read as "weigh the new batch by 0.997". Only
+      running statistics (eval mode) depend on it;
+    - ``bn=False`` replaces every BatchNorm2d by Identity (as the zero-cost-nas port's ``bn=False``).
+
+    ``init``: "package" (default) keeps the package's initialisation, the same as the zero-cost-nas NB101
+    port: conv weights N(0, 2 / (k*k*out_channels)), linear N(0, 0.01), zero biases, BN weight 1 and bias
+    0; "pytorch" resets every layer to PyTorch's default initialisation; "tf" uses the package's
+    ``tf_like`` initialisation (conv N(0, 1/fan_in), linear Xavier-uniform). All draw from torch's global
+    RNG: seed torch before calling.
     """
     spec = make_spec(matrix, ops)
     check_task(task)
+    if init not in INITS:
+        raise ValueError(f"unknown NB101 init {init!r}; choose one of {', '.join(INITS)}")
     try:
         from nasbench_pytorch.model import Network
         from nasbench_pytorch.model.model import Placeholder
@@ -750,12 +766,15 @@ def build_network(matrix, ops, task: str = "cifar10", bn: bool = True, stem_chan
     from torch import nn
 
     net = Network((spec.to_numpy(), list(spec.ops)), num_labels=NUM_CLASSES[task], in_channels=3,
-                  stem_out_channels=stem_channels, num_stacks=num_stacks, num_modules_per_stack=modules_per_stack)
+                  stem_out_channels=stem_channels, num_stacks=num_stacks, num_modules_per_stack=modules_per_stack,
+                  momentum=0.1, tf_like=init == "tf")
     _swap_modules(net, lambda m: isinstance(m, Placeholder), lambda m: nn.Identity())
     for m in net.modules():
         if "dev_param" in m._parameters:
             p = m._parameters.pop("dev_param")
             m.register_buffer("dev_param", p.detach(), persistent=False)
+        if init == "pytorch" and isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            m.reset_parameters()
     if not bn:
         _swap_modules(net, lambda m: isinstance(m, nn.BatchNorm2d), lambda m: nn.Identity())
     return net
@@ -791,7 +810,7 @@ class NB101Space(Space):
     tasks = TASKS
     num_classes = NUM_CLASSES
     resolution = RESOLUTION
-    description = "NAS-Bench-101 (423,624 cells; the 2,500-cell mirror without the official tfrecord)"
+    description = "NAS-Bench-101 (2,500 or 423,624)"  # the mirror subset, or the official tfrecord
     default_truth = "test_acc"
 
     def canonical(self, arch, data_dir=None) -> str:

@@ -59,6 +59,12 @@ README_PARAMS = 2_694_282
 CHAIN3 = [[0, 1, 0], [0, 0, 1], [0, 0, 0]]
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Derived tables go to a per-test cache dir, never the checkout's ``.cache``."""
+    monkeypatch.setenv(files.ENV_CACHE_DIR, str(tmp_path / "cache"))
+
+
 def chain(n):
     return [[1 if j == i + 1 else 0 for j in range(n)] for i in range(n)]
 
@@ -191,7 +197,6 @@ def tiny_data(tmp_path, monkeypatch):
              [[CHAIN3, ["input", C1, "output"]], 0.5]]
     (root / nb101.MIRROR_KEY).write_text(json.dumps(cells))
     monkeypatch.setenv(files.ENV_DATA_DIR, str(root))
-    monkeypatch.setenv(files.ENV_CACHE_DIR, str(tmp_path / "cache"))
     return root
 
 
@@ -387,3 +392,20 @@ def test_small_network_forward_gives_every_parameter_a_gradient():
     assert out.shape == (2, 10)
     out.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_batchnorm_momentum_and_init_choices():
+    small = {"stem_channels": 8, "num_stacks": 1, "modules_per_stack": 1}
+    torch.manual_seed(0)
+    net = nb101.build_network(NNI_MATRIX, NNI_OPS, **small)
+    assert {m.momentum for m in net.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}
+    counts = set()
+    for init in nb101.INITS:
+        torch.manual_seed(0)
+        other = nb101.build_network(NNI_MATRIX, NNI_OPS, init=init, **small)
+        counts.add(nb101.count_params(other))
+        same = all(torch.equal(a, b) for a, b in zip(net.parameters(), other.parameters(), strict=True))
+        assert same == (init == "package")
+    assert counts == {nb101.count_params(net)}
+    with pytest.raises(ValueError, match="unknown NB101 init"):
+        nb101.build_network(NNI_MATRIX, NNI_OPS, init="xavier", **small)
