@@ -103,6 +103,15 @@ def _fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
     return f"{v:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and np.isfinite(lo) else "")
 
 
+def _perf(out: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((out / "perf.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -166,22 +175,32 @@ def _proxy_matrix(df: pd.DataFrame, out: Path) -> Path:
         index="arch", columns="proxy", values="score", aggfunc="first")
     wide = wide.replace([np.inf, -np.inf], np.nan)
     corr = wide.rank().corr(method="pearson", min_periods=10)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.5 * len(corr), 1.0 + 0.45 * len(corr)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.5 * len(corr)), max(4.5, 1.0 + 0.45 * len(corr))))
     sns.heatmap(corr, annot=len(corr) <= 20, fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1, ax=ax,
                 annot_kws={"fontsize": 7}, cbar_kws={"label": "Spearman ρ between scores"})
-    ax.set_title(f"How similar are the proxies? ({task}, n={len(wide)} architectures)")
+    ax.set_title(f"How similar are the proxies?\n{task}, n={len(wide)} architectures")
     return _save(fig, out / "proxy_correlation.png")
 
 
-def _cost(summary: pd.DataFrame, out: Path) -> Path:
+def _cost(summary: pd.DataFrame, out: Path, perf: dict | None = None) -> Path:
+    """ρ against cost. The cost of each proxy computed alone comes from ``make perf`` (reports/perf.json)
+    when present; the cached per-score seconds charge a shared pass to whichever proxy ran it first."""
     task = summary["task"].iloc[0]
-    g = summary[summary["task"] == task]
+    g = summary[summary["task"] == task].copy()
+    alone = {k: v["seconds_median"] for k, v in (perf or {}).get("per_proxy", {}).items()}
+    if alone and set(g["proxy"]) <= set(alone):
+        g["cost"] = g["proxy"].map(alone)
+        xlabel = (f"seconds per cell, each proxy alone (make perf: cifar10, batch 64, "
+                  f"{(perf or {}).get('threads', '?')} thread(s))")
+    else:
+        g["cost"] = g["sec_per_arch"]
+        xlabel = "seconds per architecture (as cached; shared passes charged to the first proxy of a cell)"
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.scatter(g["sec_per_arch"], g["rho"], color="tab:blue")
+    ax.scatter(g["cost"], g["rho"], color="tab:blue")
     for _, r in g.iterrows():
-        ax.annotate(r["proxy"], (r["sec_per_arch"], r["rho"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+        ax.annotate(r["proxy"], (r["cost"], r["rho"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel("seconds per architecture (as cached; shared passes charged to the first proxy of a cell)")
+    ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel("Spearman ρ")
     ax.set_title(f"Cost vs ranking quality ({task}, n={int(g['n'].max())})")
     ax.grid(alpha=0.3)
@@ -226,7 +245,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     heat = _heatmap(fig_summary, out / "figures")
     extra = [(_bars(fig_summary, out / "figures"), "Spearman ρ with 95% intervals, per task"),
              (_proxy_matrix(fig_df, out / "figures"), "how similar the proxies' rankings are (Spearman ρ between scores)"),
-             (_cost(fig_summary, out / "figures"), "seconds per architecture vs ρ")]
+             (_cost(fig_summary, out / "figures", _perf(out)), "seconds per architecture vs ρ")]
     env = provenance.environment()
     substitute_tasks = sorted(summary.loc[summary["substitute"], "task"].unique())
 
