@@ -103,6 +103,16 @@ def _fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
     return f"{v:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and np.isfinite(lo) else "")
 
 
+def _truth_source(data_dir) -> str:
+    from datasets import nb201
+
+    try:
+        return {"official-pth": "the converted official benchmark file",
+                "mirror-csv": "the CSV/JSON mirrors listed below"}[nb201.truth_source_id(data_dir)]
+    except Exception as e:  # the report must still render without NB201 files
+        return f"unavailable ({type(e).__name__})"
+
+
 def _perf(out: Path) -> dict | None:
     import json
 
@@ -350,7 +360,8 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
           f"- devices: {', '.join(sorted(set(df['device'])))}; init: {', '.join(sorted(set(df['init'])))}; "
           f"seeds: {', '.join(str(s) for s in sorted(set(df['seed'])))}; minibatch sizes: "
           f"{', '.join(str(b) for b in sorted(set(summary['batch_size'])) if b) or 'none (data-free proxies only)'}",
-          f"- data directory: `{files.resolve_data_dir(data_dir)}`", ""]
+          f"- data directory: `{files.resolve_data_dir(data_dir)}`; NB201 ground truth read from: "
+          f"{_truth_source(data_dir)}", ""]
     if image_descriptions:
         L += ["Images the data-using proxies see, per task:", ""]
         L += [f"- {t}: {d}" for t, d in image_descriptions.items()] + [""]

@@ -36,10 +36,6 @@ class ProxyContext:
     requested: tuple[str, ...] = ()  # every proxy the runner will compute on this cell: shared passes
     # compute only what these need
 
-    def input_batch(self) -> torch.Tensor:
-        """The minibatch images (alias of ``inputs``)."""
-        return self.inputs
-
     def network(self, bn: bool = True) -> nn.Module:
         """A fresh network with the cell's seeded PyTorch-default initialisation (safe to modify)."""
         torch.manual_seed(self.seed)
