@@ -88,15 +88,20 @@ def test_regress_without_a_baseline_says_how_to_make_one(tmp_path, cli_env):
     assert p.returncode == 2 and "make baseline" in p.stderr and "Traceback" not in p.stderr
 
 
+def _study_frame(scores: dict, acc: np.ndarray) -> pd.DataFrame:
+    """Scored rows of a synthetic one-task study, as study_scores returns them."""
+    archs = [f"a{i}" for i in range(len(acc))]
+    return pd.concat([pd.DataFrame({"space": "nb201", "task": "cifar10", "arch": archs, "proxy": p, "score": s,
+                                    "status": "ok", "seed": 42, "accuracy": acc}) for p, s in scores.items()])
+
+
 def test_compare_finds_the_better_proxy_and_adjusts_for_many_baselines():
     rng = np.random.default_rng(0)
     n = 150
     acc = rng.normal(size=n)
-    archs = [f"a{i}" for i in range(n)]
     scores = {"params": acc + 0.2 * rng.normal(size=n), "flops": acc + 3 * rng.normal(size=n),
               "synflow": acc + 0.25 * rng.normal(size=n)}
-    df = pd.concat([pd.DataFrame({"space": "nb201", "task": "cifar10", "arch": archs, "proxy": p, "score": s,
-                                  "status": "ok", "seed": 42, "accuracy": acc}) for p, s in scores.items()])
+    df = _study_frame(scores, acc)
     res = cmp.compare(df, "params", n_resamples=300).set_index("baseline")
     assert set(res.index) == {"flops", "synflow"}
     assert res.loc["flops", "significant"] and res.loc["flops", "delta"] > 0
@@ -115,12 +120,10 @@ def test_vote_and_rank_average_ensembles_on_a_synthetic_study():
     rng = np.random.default_rng(2)
     n = 80
     acc = rng.normal(size=n)
-    archs = [f"a{i}" for i in range(n)]
     scores = {"synflow": acc + 0.5 * rng.normal(size=n), "jacob_cov": acc + 0.5 * rng.normal(size=n),
               "snip": acc + 0.5 * rng.normal(size=n)}
     scores["jacob_cov"][0] = np.nan  # a degenerate cell: jacob_cov ranks it last, it is not dropped
-    df = pd.concat([pd.DataFrame({"space": "nb201", "task": "cifar10", "arch": archs, "proxy": p, "score": s,
-                                  "status": "ok", "seed": 42, "accuracy": acc}) for p, s in scores.items()])
+    df = _study_frame(scores, acc)
     e = ensembles(df, n_resamples=50).iloc[0]
     assert e["n"] == n
     members = [e[f"concordance_{m}"] for m in ("synflow", "jacob_cov", "snip")]
