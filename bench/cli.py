@@ -11,8 +11,16 @@ from bench.provenance import REPO_ROOT
 
 DEFAULT_CACHE = REPO_ROOT / "reports" / "scores"
 DEFAULT_OUT = REPO_ROOT / "reports"
-DEFAULT_PROXIES = "*"
+DEFAULT_PROXIES = "@training-free"  # families baseline + zero-cost; the other families have their own sections
 SUITE = "default-suite"  # `bench` without --sample/--task: the DEFAULT_SUITE below
+
+# Report sections beyond the training-free study. Each module defines
+#   add_cli(sub, common) -> None      its own subcommand(s) on the `proxybench` parser
+#   bench_section(args) -> str        computes what the cache lacks for its default study, writes
+#                                     reports/<name>.md and figures, returns a short markdown paragraph
+#                                     (headline numbers and a link) for reports/README.md
+# `args` carries data_dir, cache (the score cache directory), out (the report directory), no_progress, bootstrap.
+SECTIONS: tuple[str, ...] = ()
 
 
 def _sample(v: str):
@@ -206,6 +214,28 @@ def cmd_bench(args) -> None:
     for study in studies:
         _run(args, study)
     _report(args, studies)
+    if studies_are_default(args):
+        _sections(args)
+
+
+def studies_are_default(args) -> bool:
+    return args.sample is None and args.task == "all" and not args.archs_file and not args.skip_sections
+
+
+def _sections(args) -> None:
+    """Run every extra section (SECTIONS) and list them at the end of reports/README.md."""
+    import importlib
+
+    from bench.report import SECTIONS_BEGIN, SECTIONS_END, update_readme
+
+    parts = []
+    for name in SECTIONS:
+        mod = importlib.import_module(name)
+        print(f"section: {name}")
+        parts.append(mod.bench_section(args).strip())
+    if parts:
+        block = "## Further sections\n\n" + "\n\n".join(parts)
+        update_readme(Path(args.out) / "README.md", block, (SECTIONS_BEGIN, SECTIONS_END))
 
 
 def cmd_import_nb201(args) -> None:
@@ -356,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the default study on every task, then the report")
     s.add_argument("--readme", default=str(REPO_ROOT / "README.md"),
                    help="README whose bench:begin/end block gets the headline table ('' to skip)")
+    s.add_argument("--skip-sections", action="store_true", help="only the training-free study, no further sections")
     s.set_defaults(fn=cmd_bench)
     s = sub.add_parser("compare", parents=[common, study_parent("all", SUITE), rep],
                        help="one proxy against every baseline on the default study, with significance")
@@ -376,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=300)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_check_params)
+    import importlib
+
+    for name in SECTIONS:
+        importlib.import_module(name).add_cli(sub, common)
     return p
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from bench import metrics, provenance
 from bench.cache import ScoreCache
 from bench.runner import Study, run_study, study_scores
-from proxies import get_proxy, list_proxies
+from proxies import get_proxy, training_free
 
 GOLDEN = {"space": "nb201", "tasks": ("cifar10",), "sample": 64, "sample_seed": 1, "seed": 42, "batch_size": 64}
 TRUTH = "accuracy"  # the space's headline ground truth (NB201: 200-epoch test accuracy)
@@ -29,7 +29,7 @@ SCORE_ATOL = 1e-6  # ... plus this fraction of the proxy's 5th-percentile nonzer
 
 
 def golden_study(proxies=None, data_dir=None) -> Study:
-    return Study(proxies=tuple(proxies or list_proxies()), data_dir=data_dir, **GOLDEN)
+    return Study(proxies=tuple(proxies or training_free()), data_dir=data_dir, **GOLDEN)
 
 
 def compute(study: Study, progress: bool = True, workers: int | None = None) -> dict:

@@ -372,6 +372,11 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
           "loader matches them by arch string. The benchmark's `params` are checked against the networks built "
           "here by `proxybench check-params`.", ""]
     path = out / "README.md"
+    # the further sections (latency, search, ...) are written by `proxybench bench`; keep the last ones
+    kept = ""
+    if path.is_file() and SECTIONS_BEGIN in (old := path.read_text()) and SECTIONS_END in old:
+        kept = old.split(SECTIONS_BEGIN, 1)[1].split(SECTIONS_END, 1)[0].strip("\n")
+    L += [SECTIONS_BEGIN, kept, SECTIONS_END] if kept else [SECTIONS_BEGIN, SECTIONS_END]
     tmp = out / ".README.md.tmp"
     tmp.write_text("\n".join(L) + "\n")
     os.replace(tmp, path)
@@ -379,6 +384,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
 
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+SECTIONS_BEGIN, SECTIONS_END = "<!-- sections:begin -->", "<!-- sections:end -->"
 
 
 def headline_table(summary: pd.DataFrame, study_note: str = "") -> str:

@@ -11,12 +11,14 @@ import pkgutil
 from proxies.context import LabelAccessError, ProxyContext
 from proxies.registry import (
     FAMILIES,
+    TRAINING_FREE,
     ProxyInfo,
     UnknownProxyError,
     get_proxy,
     list_proxies,
     register_proxy,
     resolve_proxies,
+    training_free,
 )
 
 _INFRASTRUCTURE = {"context", "registry"}
@@ -25,4 +27,5 @@ for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_mod}")
 
 __all__ = ["FAMILIES", "LabelAccessError", "ProxyContext", "ProxyInfo", "UnknownProxyError", "get_proxy",
-           "list_proxies", "register_proxy", "resolve_proxies"]
+           "list_proxies", "register_proxy", "resolve_proxies", "TRAINING_FREE",
+           "training_free"]

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datasets.errors import did_you_mean
 
 FAMILIES = ("baseline", "zero-cost", "reduced-training", "self-supervised", "hardware")
+# the families of the default study and of the golden regression study: no training, no timing
+TRAINING_FREE = ("baseline", "zero-cost")
 NAN_POLICIES = {
     "exclude": "non-finite scores are left out of the correlations and counted in the report",
     "rank_last": "non-finite scores (a degenerate network: e.g. an output that ignores the input) rank below "
@@ -103,11 +105,29 @@ def list_proxies(pattern: str = "*", family: str | None = None) -> list[str]:
                   if fnmatch.fnmatchcase(n, pattern) and (family is None or p.family == family))
 
 
+def training_free() -> list[str]:
+    """Every registered proxy of the training-free families (the default study)."""
+    return [n for n in list_proxies() if get_proxy(n).family in TRAINING_FREE]
+
+
 def resolve_proxies(spec: str | list[str]) -> list[str]:
-    """Expand a comma-separated list of names and wildcards into registered names, in order, no repeats."""
+    """Expand a comma-separated list of names, wildcards and ``@family`` (or ``@training-free``) into
+    registered names, in order, no repeats."""
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     out: list[str] = []
     for item in items:
+        if item.startswith("@"):
+            fam = item[1:]
+            if fam == "training-free":
+                names = training_free()
+            elif fam in FAMILIES:
+                names = list_proxies(family=fam)
+            else:
+                hint = did_you_mean(fam, (*FAMILIES, "training-free"))
+                raise UnknownProxyError(f"unknown proxy family {item!r}{hint}; families: {', '.join(FAMILIES)}, "
+                                        "training-free")
+            out.extend(n for n in names if n not in out)
+            continue
         names = list_proxies(item) if any(ch in item for ch in "*?[") else [get_proxy(item).name]
         if not names:
             raise UnknownProxyError(f"no proxy matches {item!r}; `proxybench ls proxies` lists them")
