@@ -9,7 +9,7 @@ N      ?=
 PROXIES ?=
 ARGS   ?=
 
-.PHONY: setup bench test lint report data check-params perf compare regress baseline
+.PHONY: setup bench test lint report data check-params perf compare regress baseline scaling bench-full
 
 setup: $(STAMP)
 
@@ -46,6 +46,16 @@ perf: $(STAMP)
 # one proxy against every baseline on the default study: make compare PROXY=my_proxy
 compare: $(STAMP)
 	$(BIN)/proxybench compare $(PROXY) $(ARGS)
+
+# speed-ups of 1 and 2 local workers and Ray on 2 CPUs on one study (writes reports/scaling.md, README block)
+scaling: $(STAMP)
+	$(BIN)/python -m bench.scaling $(ARGS)
+
+# the complete NB201 training-free study: all 15,625 cells, every task (resumable), then the report;
+# executor and device through ARGS, e.g. ARGS="--executor ray --address auto" (see README: cluster or GPU)
+bench-full: $(STAMP)
+	$(BIN)/proxybench run --space nb201 --task all --sample all --proxies '@training-free' $(ARGS)
+	$(BIN)/proxybench bench $(ARGS)
 
 # recompute the golden study and fail on a correlation regression (CI runs this)
 regress: $(STAMP)

@@ -20,7 +20,8 @@ SUITE = "default-suite"  # `bench` without --sample/--task: the DEFAULT_SUITE be
 #                                     reports/<name>.md and figures, returns a short markdown paragraph
 #                                     (headline numbers and a link) for reports/README.md
 # `args` carries data_dir, cache (the score cache directory), out (the report directory), no_progress, bootstrap.
-SECTIONS: tuple[str, ...] = ()
+SECTIONS: tuple[str, ...] = ("bench.nb101_report", "bench.nds_report", "bench.latency", "bench.fullspace", "bench.dps",
+                             "bench.search", "bench.reduced")
 
 
 def _sample(v: str):
@@ -63,7 +64,8 @@ def _study(args, tasks):
     archs = _archs_file(args.archs_file) if getattr(args, "archs_file", None) else None
     return Study(space=args.space, tasks=tasks, proxies=tuple(args.proxies.split(",")),
                  sample=args.sample, archs=archs, seed=args.seed, sample_seed=args.sample_seed,
-                 batch_size=args.batch_size, data_dir=args.data_dir, augment=not args.no_augment)
+                 batch_size=args.batch_size, data_dir=args.data_dir, augment=not args.no_augment,
+                 device=getattr(args, "device", "cpu"))
 
 
 def _run(args, study) -> None:
@@ -71,12 +73,15 @@ def _run(args, study) -> None:
     from bench.runner import run_study
 
     cache = ScoreCache(args.cache)
+    ray = {"address": args.address, "gpus_per_task": args.gpus_per_task} if args.executor == "ray" else {}
     s = run_study(study, cache, executor=args.executor, workers=args.workers, chunk_size=args.chunk_size,
-                  retry_errors=args.retry_errors, progress=not args.no_progress)
+                  retry_errors=args.retry_errors, progress=not args.no_progress, **ray)
     print(f"scores: {s.computed} computed, {s.cached} already cached, {s.nonfinite} non-finite, "
           f"{s.errors} errors; {s.seconds:.1f} s; cache: {cache.path}")
     for e in s.error_examples:
         print(f"  error: {e}", file=sys.stderr)
+    if s.retried:
+        print(f"  {s.retried} chunk(s) resubmitted after a lost worker or node", file=sys.stderr)
 
 
 def _image_descriptions(study) -> dict:
@@ -160,7 +165,9 @@ def cmd_ls(args) -> None:
 
         status = files.status_table(args.data_dir)
         for name, sp in SPACES.items():
-            ok = all(r["status"] != "missing" for r in status if r["space"] == name and r["required"])
+            mine = [r for r in status if r["space"] == name]
+            ok = all(r["status"] != "missing" for r in mine if r["required"]) and (
+                any(r["required"] for r in mine) or not mine or any(r["status"] != "missing" for r in mine))
             print(f"{name:<8} {sp.description:<32} ground truth: {'available' if ok else 'MISSING (proxybench data)'}")
             for t in sp.tasks:
                 img = [r for r in status if r["space"] == "images" and t in r["tasks"].split(",") and r["required"]]
@@ -277,6 +284,7 @@ def cmd_check_params(args) -> None:
 
 def _study_options(study, task: str, sample) -> None:
     study.add_argument("--space", default="nb201")
+    study.add_argument("--family", default=None, help="NDS: --space nds --family DARTS is --space nds:DARTS")
     study.add_argument("--task", "--tasks", dest="task", default=task, help="task(s), comma-separated, or 'all'")
     study.add_argument("--proxies", default=DEFAULT_PROXIES, help="names or wildcards, comma-separated")
     study.add_argument("--sample", type=_sample, default=sample, help="number of architectures, or 'all'")
@@ -286,8 +294,15 @@ def _study_options(study, task: str, sample) -> None:
     study.add_argument("--batch-size", type=int, default=64)
     study.add_argument("--no-augment", action="store_true")
     study.add_argument("--cache", default=str(DEFAULT_CACHE), help="parquet score cache directory")
-    study.add_argument("--executor", default="auto", choices=["auto", "inprocess", "processes"])
-    study.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    study.add_argument("--executor", default="auto", choices=["auto", "inprocess", "processes", "ray"])
+    study.add_argument("--workers", type=int, default=None, help="worker processes, or the CPUs of a local Ray "
+                       "instance (default: all cores)")
+    study.add_argument("--address", default=None, help="Ray cluster to join ('auto' on a cluster node, or "
+                       "HOST:PORT of the head); without it --executor ray starts a local Ray instance")
+    study.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when there is one); "
+                       "recorded with every score")
+    study.add_argument("--gpus-per-task", type=float, default=None, help="Ray: GPUs each chunk reserves, e.g. "
+                       "0.25 runs four chunks per GPU (default: 1 with --device cuda, else 0)")
     study.add_argument("--chunk-size", type=int, default=8, help="cells per chunk (flushed to the cache as one part)")
     study.add_argument("--retry-errors", action="store_true", help="recompute scores cached as errors")
     study.add_argument("--no-progress", action="store_true")
@@ -416,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "family", None) and hasattr(args, "space"):  # --space nds --family DARTS -> nds:DARTS
+        args.space = f"{args.space}:{args.family}"
     if args.data_dir:
         os.environ["PROXYBENCH_DATA"] = str(Path(args.data_dir).resolve())  # spawned workers inherit it
     from bench.cache import CacheError

@@ -31,7 +31,7 @@ from bench import reference_impl as ref
 from bench.report import update_readme
 from datasets import nb201
 from datasets.images import image_source, sample_batch
-from proxies import ProxyContext, get_proxy, list_proxies
+from proxies import ProxyContext, get_proxy, list_proxies, training_free
 
 SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
 BEGIN_END = ("<!-- perf:begin -->", "<!-- perf:end -->")
@@ -78,14 +78,48 @@ def _one(arch, batch, name):
     return p.fn(ctx)
 
 
+def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
+    """Per-cell seconds on NB101 networks (stem 128): one forward+backward, the six classic proxies with
+    shared passes, and every training-free proxy of the default study together (one run each)."""
+    from datasets import nb101
+
+    every = nb101.all_archs(data_dir)
+    rng = np.random.default_rng(seed)
+    archs = [every[i] for i in rng.choice(len(every), cells, replace=False)]
+    every_proxy = training_free()
+    rows = []
+    for arch in archs:
+        build = nb101.builder(arch, "cifar10", data_dir)
+
+        def ctx(requested, build=build, arch=arch):
+            return ProxyContext(arch, "cifar10", 42, build, (3, 32, 32), 10, batch, requested=tuple(requested))
+
+        def fwd_bwd(build=build):
+            torch.manual_seed(42)
+            F.cross_entropy(build()(batch[0]), batch[1]).backward()
+
+        def together(names):
+            c = ctx(names)
+            return {n: get_proxy(n).fn(c) for n in names}
+
+        rows.append({"fwd_bwd": _timed(fwd_bwd), "six": _timed(lambda: together(SIX)),
+                     "all": _timed(lambda: together(every_proxy))})
+    med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
+    return {"cells": cells, "batch_size": int(batch[0].shape[0]), "fwd_bwd_seconds_median": med("fwd_bwd"),
+            "six_seconds_median": med("six"), "all_seconds_median": med("all"), "proxies": every_proxy,
+            "six_over_fwd_bwd": float(np.median([r["six"] / r["fwd_bwd"] for r in rows]))}
+
+
 def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None, threads: int = 1,
-        repeats: int = 2) -> dict:
+        repeats: int = 2, nb101_cells: int = 2) -> dict:
     torch.set_num_threads(threads)  # as each worker process of a study runs
     batch = sample_batch(image_source("cifar10", data_dir), 64, 42)
     every = nb201.all_archs(data_dir)
     rng = np.random.default_rng(seed)
     archs = [every[i] for i in rng.choice(len(every), cells, replace=False)]
-    names = list_proxies()
+    # the training-free proxies, and the self-supervised ones (Eproxy: a few SGD steps on 16 images); the
+    # proxies that train for epochs or time the hardware are measured by their own sections
+    names = training_free() + list_proxies(family="self-supervised")
     _fwd_bwd(archs[0], batch)  # warm-up: allocator, kernels, imports
     _shared_six(archs[0], batch)
     rows = []
@@ -111,6 +145,8 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
                       for n in names},
         "environment": provenance.environment(),
     }
+    if nb101_cells:
+        result["nb101"] = _nb101(nb101_cells, batch, seed, data_dir)
     if memory_cells:
         mem_archs = [every[i] for i in rng.choice(len(every), memory_cells, replace=False)]
         _shared_six(mem_archs[0], batch)
@@ -148,6 +184,12 @@ def markdown(r: dict) -> str:
         L += [f"Memory: scoring {m['cells']} cells with the six in one process grew resident memory by "
               f"{m['growth_mb']:+.0f} MB ({m['rss_before_mb']:.0f} → {m['rss_after_mb']:.0f} MB, peak "
               f"{m['rss_peak_mb']:.0f} MB); {m['seconds_per_cell']:.3f} s per cell.", ""]
+    if "nb101" in r:
+        b = r["nb101"]
+        L += [f"NAS-Bench-101 (stem 128 channels, batch {b['batch_size']}, {b['cells']} seeded cells): one "
+              f"forward+backward {b['fwd_bwd_seconds_median']:.2f} s; the six classic proxies "
+              f"{b['six_seconds_median']:.2f} s per cell ({b['six_over_fwd_bwd']:.2f}x); all "
+              f"{len(b['proxies'])} training-free proxies together {b['all_seconds_median']:.2f} s per cell.", ""]
     L += ["| proxy (alone) | seconds per cell | ÷ forward+backward |", "|---|---|---|"]
     for n, v in sorted(r["per_proxy"].items(), key=lambda kv: kv[1]["seconds_median"]):
         L.append(f"| {n} | {v['seconds_median']:.3f} | {v['over_fwd_bwd']:.2f} |")
@@ -163,6 +205,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (studies run 1 per worker process)")
     ap.add_argument("--repeats", type=int, default=2, help="each time is the best of this many runs")
+    ap.add_argument("--nb101-cells", type=int, default=2, help="NB101 cells timed (0: skip)")
     ap.add_argument("--render-only", action="store_true", help="re-render perf.md and the README from perf.json")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -170,7 +213,8 @@ def main(argv=None) -> int:
     if args.render_only:
         r = json.loads((out / "perf.json").read_text())
     else:
-        r = run(args.cells, args.memory_cells, data_dir=args.data_dir, threads=args.threads, repeats=args.repeats)
+        r = run(args.cells, args.memory_cells, data_dir=args.data_dir, threads=args.threads, repeats=args.repeats,
+                nb101_cells=args.nb101_cells)
         (out / "perf.json").write_text(json.dumps(r, indent=1))
     md = markdown(r)
     (out / "perf.md").write_text("# Proxy speed and memory\n\n" + md + "\n")

@@ -29,6 +29,9 @@ PUBLISHED: list[Published] = [
           "ImageNet16-120": {"grad_norm": 0.58, "snip": 0.58, "grasp": 0.55, "fisher": 0.33, "synflow": 0.75,
                              "jacob_cov": 0.70},
       }.items() for proxy, rho in row.items()],
+    *[Published("nb101", "cifar10", proxy, rho, "all 423,624", _AB + ", batch 256")
+      for proxy, rho in {"grad_norm": 0.20, "snip": 0.16, "grasp": 0.45, "fisher": 0.26, "synflow": 0.37,
+                         "jacob_cov": 0.38}.items()],
     *[Published("nb201", "cifar100", proxy, rho, "1,000", _SZ)
       for proxy, rho in {"synflow": 0.79, "params": 0.74, "jacob_cov": 0.72, "flops": 0.71, "snip": 0.68,
                          "grad_norm": 0.68, "grasp": 0.63, "fisher": 0.61}.items()],

@@ -1,8 +1,8 @@
 """Run a study: score every (architecture, proxy) the cache lacks, streaming results into the cache.
 
 A study is space x tasks x proxies x architectures (a seeded sample, all, or a given list) x seed.
-Work goes out in chunks of cells through an executor (in-process, or local worker processes; the seam
-is where a distributed engine plugs in); only the driver writes the cache, one atomic part per
+Work goes out in chunks of cells through an executor (in-process, local worker processes, or Ray tasks on
+a local instance or a cluster: ``bench.executors``); only the driver writes the cache, one atomic part per
 finished chunk, so a killed run loses at most the chunks in flight and a rerun resumes.
 """
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from multiprocessing import get_context
 
 import numpy as np
@@ -28,7 +29,8 @@ from datasets import get_space
 from datasets.errors import ArchError
 from proxies import ProxyContext, get_proxy, resolve_proxies
 
-INIT = "torch-default"
+INIT = "torch-default"  # NB201's; each space declares its own (Space.init)
+_DEVICE_RE = re.compile(r"cpu|auto|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Study:
         object.__setattr__(self, "proxies", tuple(resolve_proxies(list(self.proxies))))
         if self.sample is not None and self.sample < 1:
             raise ArchError(f"--sample must be a positive number of architectures, got {self.sample}")
+        if not _DEVICE_RE.fullmatch(self.device):
+            raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
 
     def arch_list(self) -> list[str]:
         """The study's architectures (canonical keys), in a deterministic order."""
@@ -97,6 +101,7 @@ class RunSummary:
     nonfinite: int = 0
     seconds: float = 0.0
     error_examples: list = field(default_factory=list)
+    retried: int = 0  # chunks resubmitted after a lost worker or node (Ray)
 
 
 # ------------------------------------------------------------------------------------------ the worker
@@ -121,21 +126,71 @@ def data_source_id(task: str, data_dir: str | None, augment: bool) -> tuple[str,
     return src.source_id + ("" if augment else "+noaug"), bool(src.substitute)
 
 
+@lru_cache(maxsize=4)
+def _training_data(task: str, data_dir: str | None):
+    """(training images, held-out images) of a task, for proxies that train (needs_training_data)."""
+    return _image_source(task, data_dir), _held_out_source(task, data_dir)
+
+
+@lru_cache(maxsize=4)
+def _held_out_source(task: str, data_dir: str | None):
+    from datasets.images import image_source
+
+    return image_source(task, data_dir, split="test")  # ImageNet16-120: its val file
+
+
+def training_source_id(task: str, data_dir: str | None) -> tuple[str, bool]:
+    """Cache key of the images a training proxy trains and is scored on, and whether they are a substitute."""
+    train, test = _training_data(task, data_dir)
+    return f"train={train.source_id};heldout={test.source_id}", bool(train.substitute or test.substitute)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The torch device of ``--device`` (cpu, cuda, cuda:N, auto) in this process; a clear error when CUDA is asked
+    for and absent. Resolved where the chunk runs: a Ray worker on a GPU node sees its GPU, the driver may not."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec}: torch {torch.__version__} sees no CUDA device here "
+                         f"({os.uname().nodename}); install a CUDA build of torch, or use --device cpu or auto")
+    return torch.device(spec)
+
+
+def device_label(device: torch.device) -> str:
+    """What the cache records as a score's device: ``cpu``, or ``cuda`` with the GPU model."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
 def score_job(job: Job) -> list[dict]:
     """Compute every score of a chunk; one row per (cell, proxy). Errors are rows too, never raised."""
     if job.threads:
         torch.set_num_threads(job.threads)
+    device = resolve_device(job.device)  # outside the per-cell guard: a missing GPU fails the chunk, loudly
+    label = device_label(device)
     space = get_space(job.space)
     infos = {n: get_proxy(n) for _, names in job.items for n in names}
     needs_data = any(i.needs_data for i in infos.values())
     batch = _batch(job.task, job.data_dir, job.batch_size, job.seed, job.augment) if needs_data else None
     src, substitute = data_source_id(job.task, job.data_dir, job.augment) if needs_data else ("none", False)
     res = space.resolution[job.task]
+    # proxies that train get the task's images, proxies that read the benchmark's table get its row
+    train_data = (partial(_training_data, job.task, job.data_dir)
+                  if any(i.needs_training_data for i in infos.values()) else None)
+    if train_data is not None:
+        tsrc, tsub = training_source_id(job.task, job.data_dir)
+    table = None
+    if any(i.needs_table for i in infos.values()):
+        table = space.truth(job.task, job.data_dir).set_index("arch")
+        # never the ground truth itself: a table proxy reads cheaper results (NB201's 12-epoch columns)
+        table = table.drop(columns=[c for c in table.columns if c == space.default_truth or "_200" in c])
     rows = []
     for arch, names in job.items:
         ctx = ProxyContext(arch=arch, task=job.task, seed=job.seed, build=space.builder(arch, job.task),
                            input_shape=(3, res, res), num_classes=space.num_classes[job.task], batch=batch,
-                           device=torch.device(job.device), requested=names)
+                           device=device, requested=names, train_data=train_data,
+                           table=table.loc[arch].to_dict() if table is not None and arch in table.index else None)
         for name in names:
             info = infos[name]
             ctx.allow_data, ctx.allow_labels = info.needs_data, info.needs_labels
@@ -150,12 +205,14 @@ def score_job(job: Job) -> list[dict]:
                 "space": job.space, "task": job.task, "arch": arch, "proxy": name,
                 "proxy_version": info.version, "seed": job.seed,
                 "batch_size": job.batch_size if info.needs_data else 0,
-                "data_source": src if info.needs_data else "none", "init": INIT,
+                "data_source": src if info.needs_data else "none", "init": space.init,
                 "score": score, "status": status, "error": error, "seconds": time.perf_counter() - t0,
-                "substitute": substitute if info.needs_data else False, "device": job.device,
+                "substitute": substitute if info.needs_data else False, "device": label,
                 "dtype": "float32", "torch_version": torch.__version__,
                 "proxybench_version": provenance.version("proxybench"), "git_commit": job.git_commit,
             })
+            if info.needs_training_data:  # keyed by the training/held-out images, not the minibatch
+                rows[-1].update(batch_size=0, data_source=tsrc, substitute=tsub)
     return rows
 
 
@@ -190,7 +247,8 @@ class ProcessExecutor:
                 raise
 
 
-def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 0):
+def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 0, **ray_options):
+    """``ray_options`` (address, gpus_per_task, max_retries) go to :class:`bench.executors.RayExecutor`."""
     cores = os.cpu_count() or 1
     if kind == "auto":
         kind = "processes" if (workers or cores) > 1 and n_jobs >= 4 else "inprocess"
@@ -198,7 +256,13 @@ def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 
         return InProcessExecutor()
     if kind == "processes":
         return ProcessExecutor(workers or cores)
-    raise ValueError(f"unknown executor {kind!r}: use auto, inprocess or processes")
+    if kind == "ray":
+        from bench.executors import RayExecutor
+
+        ex = RayExecutor(workers, **ray_options)
+        ex.connect()  # now, so that a bad address fails before any work and ``workers`` is the cluster's CPUs
+        return ex
+    raise ValueError(f"unknown executor {kind!r}: use auto, inprocess, processes or ray")
 
 
 # ----------------------------------------------------------------------------------------- the driver
@@ -220,6 +284,8 @@ def setting_keys(study: Study, task: str) -> dict[str, tuple[int, int, str]]:
         info = get_proxy(name)
         src = data_source_id(task, study.data_dir, study.augment)[0] if info.needs_data else "none"
         keys[name] = (info.version, study.batch_size if info.needs_data else 0, src)
+        if info.needs_training_data:
+            keys[name] = (info.version, 0, training_source_id(task, study.data_dir)[0])
     return keys
 
 
@@ -228,13 +294,14 @@ def plan(study: Study, cache: ScoreCache, retry_errors: bool = False, chunk_size
     archs = study.arch_list()
     have = _cached_keys(cache, study, retry_errors)
     commit = provenance.git_commit()
+    init = get_space(study.space).init
     jobs, cached = [], 0
     for task in study.tasks:
         keys = setting_keys(study, task)
         items = []
         for arch in archs:
             missing = tuple(n for n in study.proxies if (study.space, task, arch, n, keys[n][0], study.seed,
-                                                         keys[n][1], keys[n][2], INIT) not in have)
+                                                         keys[n][1], keys[n][2], init) not in have)
             cached += len(study.proxies) - len(missing)
             if missing:
                 items.append((arch, missing))
@@ -245,14 +312,18 @@ def plan(study: Study, cache: ScoreCache, retry_errors: bool = False, chunk_size
 
 
 def run_study(study: Study, cache: ScoreCache, executor: str = "auto", workers: int | None = None,
-              chunk_size: int = 8, retry_errors: bool = False, progress: bool = True) -> RunSummary:
-    """Compute what the cache lacks for ``study``; returns counts. Safe to interrupt and rerun."""
+              chunk_size: int = 8, retry_errors: bool = False, progress: bool = True, **ray_options) -> RunSummary:
+    """Compute what the cache lacks for ``study``; returns counts. Safe to interrupt and rerun.
+
+    ``ray_options`` (``address``, ``gpus_per_task``, ``max_retries``) configure ``executor="ray"``."""
     t0 = time.perf_counter()
     jobs, cached = plan(study, cache, retry_errors, chunk_size)
     summary = RunSummary(cached=cached)
     n_cells = sum(len(j.items) for j in jobs)
     if jobs:
-        ex = make_executor(executor, workers, len(jobs))
+        ex = make_executor(executor, workers, len(jobs), **ray_options)
+        if executor != "ray":
+            resolve_device(study.device)  # fail here, before any work, when this machine lacks the device
         bar = tqdm(total=n_cells, unit="cell", disable=not progress, dynamic_ncols=True,
                    desc=f"{study.space} {','.join(study.tasks)} [{ex.workers} worker(s)]")
         try:
@@ -269,6 +340,7 @@ def run_study(study: Study, cache: ScoreCache, executor: str = "auto", workers: 
                 bar.update(len({r["arch"] for r in rows}))
         finally:
             bar.close()
+            summary.retried = getattr(ex, "retried", 0)
         if len(cache.parts()) > 1:
             cache.compact()
     summary.seconds = time.perf_counter() - t0
@@ -280,12 +352,12 @@ def study_scores(study: Study, cache: ScoreCache) -> pd.DataFrame:
     df = cache.load()
     archs = set(study.arch_list())
     df = df[(df["space"] == study.space) & (df["seed"] == study.seed) & df["task"].isin(study.tasks)
-            & df["proxy"].isin(study.proxies) & df["arch"].isin(archs) & (df["init"] == INIT)]
+            & df["proxy"].isin(study.proxies) & df["arch"].isin(archs) & (df["init"] == get_space(study.space).init)]
     # exactly the study's settings: the current version, batch and images of each proxy (the cache may
     # also hold other batch sizes, substitute and real images, older versions)
     wanted = {(t, p, *k) for t in study.tasks for p, k in setting_keys(study, t).items()}
     key = list(zip(df["task"], df["proxy"], df["proxy_version"], df["batch_size"], df["data_source"], strict=True))
-    df = df[[k in wanted for k in key]]
+    df = df[np.fromiter((k in wanted for k in key), dtype=bool, count=len(df))]  # df[[]] would drop columns
     return with_truth(df, study.data_dir)
 
 

@@ -22,6 +22,8 @@ class Space:
     resolution: dict = {}
     description: str = ""
     default_truth: str = "test_acc_200"
+    # the initialisation its builder applies (recorded with every score, part of the cache key)
+    init: str = "torch-default"
 
     def canonical(self, arch, data_dir=None) -> str:
         raise NotImplementedError
@@ -50,6 +52,7 @@ class NB201Space(Space):
     resolution = nb201.RESOLUTION
     description = "NAS-Bench-201 (15,625 cells)"
     default_truth = "test_acc_200"
+    init = "torch-default"
 
     def canonical(self, arch, data_dir=None) -> str:
         if str(arch).strip().isdigit():
@@ -92,3 +95,7 @@ __all__ = ["SPACES", "ArchError", "DataFileError", "NB201Space", "ProxybenchData
 from datasets import nb101  # noqa: E402
 
 register_space(nb101.NB101Space())
+from datasets import nds  # noqa: E402
+
+for _nds_space in nds.spaces():  # one space per NDS sweep file: nds:DARTS, nds:ResNeXt-A_in, ...
+    register_space(_nds_space)

@@ -765,7 +765,7 @@ def build_network(matrix, ops, task: str = "cifar10", bn: bool = True, stem_chan
         raise ImportError(f"the NB101 network needs the `nasbench-pytorch` package ({e})") from None
     from torch import nn
 
-    net = Network((spec.to_numpy(), list(spec.ops)), num_labels=NUM_CLASSES[task], in_channels=3,
+    net = _network_class(Network)((spec.to_numpy(), list(spec.ops)), num_labels=NUM_CLASSES[task], in_channels=3,
                   stem_out_channels=stem_channels, num_stacks=num_stacks, num_modules_per_stack=modules_per_stack,
                   momentum=0.1, tf_like=init == "tf")
     _swap_modules(net, lambda m: isinstance(m, Placeholder), lambda m: nn.Identity())
@@ -778,6 +778,20 @@ def build_network(matrix, ops, task: str = "cifar10", bn: bool = True, stem_chan
     if not bn:
         _swap_modules(net, lambda m: isinstance(m, nn.BatchNorm2d), lambda m: nn.Identity())
     return net
+
+
+@lru_cache(maxsize=1)
+def _network_class(base):
+    """The package's Network plus ``forward_pre_GAP`` (the Zen-NAS API: the feature map before the global
+    mean), which feature-based proxies such as zen need; ``forward`` is the package's, unchanged."""
+
+    class NB101Network(base):
+        def forward_pre_GAP(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    return NB101Network
 
 
 def _swap_modules(module, predicate, make) -> None:
@@ -812,6 +826,7 @@ class NB101Space(Space):
     resolution = RESOLUTION
     description = "NAS-Bench-101 (2,500 or 423,624)"  # the mirror subset, or the official tfrecord
     default_truth = "test_acc"
+    init = "nasbench-pytorch"  # the package's He-normal convolutions (the zero-cost-nas port's init); see build_network
 
     def canonical(self, arch, data_dir=None) -> str:
         return canonical(arch, data_dir)

@@ -327,10 +327,12 @@ class NB201Network(nn.Module):
         return self.classifier(torch.flatten(self.pool(x), 1))
 
 
-def build_network(arch: str, task: str = "cifar10", bn: bool = True) -> NB201Network:
-    """The NB201 network of a cell for a task (PyTorch default init: seed torch before calling)."""
+def build_network(arch: str, task: str = "cifar10", bn: bool = True, channels: int = 16) -> NB201Network:
+    """The NB201 network of a cell for a task (PyTorch default init: seed torch before calling).
+
+    ``channels``: the first stage's width (the benchmark's 16; reduced-training proxies pass fewer)."""
     return NB201Network(canonical(arch) if not isinstance(arch, str) else arch,
-                        NUM_CLASSES[check_task(task)], bn=bn)
+                        NUM_CLASSES[check_task(task)], channels=channels, bn=bn)
 
 
 def count_params(model: nn.Module) -> int:

@@ -35,6 +35,9 @@ class ProxyContext:
     allow_labels: bool = True
     requested: tuple[str, ...] = ()  # every proxy the runner will compute on this cell: shared passes
     # compute only what these need
+    # filled by the runner only for proxies that declare needs_training_data / needs_table:
+    train_data: Callable[[], tuple] | None = None  # () -> (training images, held-out images): ImageSource-like
+    table: dict | None = None  # the benchmark's own row for this (arch, task), e.g. {"test_acc_12": ...}
 
     def network(self, bn: bool = True) -> nn.Module:
         """A fresh network with the cell's seeded PyTorch-default initialisation (safe to modify)."""

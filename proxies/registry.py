@@ -46,6 +46,9 @@ class ProxyInfo:
     cost: str = "cheap"
     nan_policy: str = "exclude"
     description: str = ""
+    needs_training_data: bool = False  # trains on ctx.train_data() (the task's training/held-out images)
+    needs_table: bool = False  # reads the benchmark's own table row (ctx.table)
+    deterministic: bool = True  # False for timings: two calls under one seed may differ (contract tests skip a == b)
 
     @property
     def direction(self) -> str:
@@ -53,7 +56,8 @@ class ProxyInfo:
 
     @property
     def needs(self) -> str:
-        parts = [p for p, on in (("data", self.needs_data), ("labels", self.needs_labels)) if on]
+        parts = [p for p, on in (("data", self.needs_data), ("labels", self.needs_labels),
+                                 ("training", self.needs_training_data), ("table", self.needs_table)) if on]
         return "+".join(parts) or "nothing"
 
 
@@ -62,7 +66,8 @@ _REGISTRY: dict[str, ProxyInfo] = {}
 
 def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data: bool, needs_labels: bool,
                    paper: str, version: int = 1, cost: str = "cheap", nan_policy: str = "exclude",
-                   description: str = "", **bound):
+                   description: str = "", needs_training_data: bool = False, needs_table: bool = False,
+                   deterministic: bool = True, **bound):
     """Register ``fn(ctx, **bound) -> float`` under ``name``; ``bound`` makes variants of one function."""
     if family not in FAMILIES:
         raise ValueError(f"proxy {name!r}: family must be one of {FAMILIES}, got {family!r}")
@@ -70,6 +75,8 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
         raise ValueError(f"proxy {name!r}: nan_policy must be one of {sorted(NAN_POLICIES)}")
     if needs_labels and not needs_data:
         raise ValueError(f"proxy {name!r}: a proxy that needs labels needs data too")
+    if needs_training_data and not needs_labels:
+        raise ValueError(f"proxy {name!r}: a proxy that trains on the task's images needs data and labels")
 
     def deco(fn):
         if name in _REGISTRY:
@@ -77,7 +84,8 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
         call = (lambda ctx: fn(ctx, **bound)) if bound else fn
         doc = description or (fn.__doc__ or "").strip().splitlines()[0] if (description or fn.__doc__) else ""
         _REGISTRY[name] = ProxyInfo(name, call, higher_is_better, family, needs_data, needs_labels, paper,
-                                    version, cost, nan_policy, doc)
+                                    version, cost, nan_policy, doc, needs_training_data, needs_table,
+                                    deterministic=deterministic)
         return fn
 
     return deco

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from datasets import files
 
@@ -27,16 +26,6 @@ def _isolated_derived_cache(derived_cache_dir):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(files.ENV_CACHE_DIR, str(derived_cache_dir))
         yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Score with one torch thread, as the process executor's workers do: the networks are tiny, and on a
-    busy 2-core machine two OpenMP threads per process are ~10x slower, not faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def test_make_executor():
     ex = make_executor("processes", workers=3)
     assert isinstance(ex, ProcessExecutor) and ex.workers == 3
     with pytest.raises(ValueError, match="unknown executor"):
-        make_executor("ray")
+        make_executor("spark")
 
 
 # ------------------------------------------------------------------------------------ choosing archs

