@@ -46,3 +46,4 @@ def cli_env(derived_cache_dir) -> dict:
     env["PYTHONUNBUFFERED"] = "1"
     env["OMP_NUM_THREADS"] = "1"  # see _one_torch_thread
     return env
+

@@ -3,16 +3,14 @@ error messages and the report."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from killing import run_until_parts_then_sigkill  # tests/bench/killing.py
 
 from bench.cache import ScoreCache
 from bench.cli import SUITE, build_parser
@@ -50,20 +48,7 @@ def test_sigkill_mid_run_then_rerun_completes_exactly(tmp_path, cli_env):
     cmd = cli("run", "--task", "cifar10", "--proxies", "params,flops,synflow", "--sample", "60",
               "--chunk-size", "2", "--executor", "inprocess", "--cache", cache_dir, "--no-progress")
     stderr_file = tmp_path / "killed.stderr"
-    with open(stderr_file, "w") as err:
-        proc = subprocess.Popen(cmd, env=cli_env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            deadline = time.monotonic() + 60
-            while len(list(cache_dir.glob("*.parquet"))) < 2:
-                assert proc.poll() is None, f"run ended before it was killed: {stderr_file.read_text()}"
-                assert time.monotonic() < deadline, "no 2 cache parts within 60 s"
-                time.sleep(0.02)
-            os.kill(proc.pid, signal.SIGKILL)
-            assert proc.wait(timeout=30) == -signal.SIGKILL
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    run_until_parts_then_sigkill(cmd, cli_env, cache_dir, stderr_file)
 
     # Whatever the kill interrupted, the cache reads: no partial part is ever visible.
     cache = ScoreCache(cache_dir)

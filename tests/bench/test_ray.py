@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import ray  # a dev dependency (make setup): CI runs these tests on a real local instance
+from killing import run_until_parts_then_sigkill  # tests/bench/killing.py
 
 from bench.cache import ScoreCache
 from bench.cli import build_parser
@@ -119,21 +119,7 @@ def test_a_killed_ray_driver_resumes(ray_session, tmp_path, cli_env):
     cmd = [sys.executable, "-m", "bench.cli", "run", "--task", "cifar10", "--proxies", "params,synflow",
            "--sample", "10", "--sample-seed", "3", "--chunk-size", "1", "--executor", "ray", "--address", address,
            "--cache", str(cache_dir), "--no-progress"]
-    err = tmp_path / "killed.stderr"
-    with open(err, "w") as f:
-        proc = subprocess.Popen(cmd, env=cli_env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=f)
-        try:
-            deadline = time.monotonic() + 90
-            while len(list(cache_dir.glob("*.parquet"))) < 2:
-                assert proc.poll() is None, f"the run ended before it was killed: {err.read_text()}"
-                assert time.monotonic() < deadline, "no 2 cache parts within 90 s"
-                time.sleep(0.02)
-            os.kill(proc.pid, signal.SIGKILL)
-            assert proc.wait(timeout=30) == -signal.SIGKILL
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    run_until_parts_then_sigkill(cmd, cli_env, cache_dir, tmp_path / "killed.stderr", timeout=90)
     before = ScoreCache(cache_dir).load()
     k = len(before)
     assert k % 2 == 0 and 4 <= k < 20 and not before.duplicated(["arch", "proxy"]).any()
