@@ -86,7 +86,7 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
     if studies:
         L += ["**Study:** " + "; ".join(
             f"{', '.join(s.proxies)} on a seeded sample of {len(s.arch_list())} cells" for s in studies)
-            + f" (sample seed {SAMPLE_SEED}; the smaller sample is a prefix of the larger); init/minibatch seed "
+            + f" (sample seed {SAMPLE_SEED}; the smaller sample is nested in the larger); init/minibatch seed "
               f"{SEED}; minibatch {studies[0].batch_size} real CIFAR-10 training images with augmentation. "
               f"Abdelfattah et al. used a minibatch of 256 on all 423,624 cells: batch {studies[0].batch_size} and "
               "the sample sizes are what this 2-core CPU computes in a `make bench` (grasp's second-order pass at "
@@ -96,17 +96,21 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
         para = "**NAS-Bench-101:** no scores yet — run `proxybench nb101`."
     else:
         summary = summary.sort_values("rho", ascending=False)
-        L += ["| proxy | dir | n | Spearman ρ [95% CI] | Kendall τ [95% CI] | published ρ (all 423k) | "
-              "difference | s/cell |", "|---|---|---|---|---|---|---|---|"]
+        L += ["| proxy | dir | n | Spearman ρ [95% CI] | Kendall τ [95% CI] | published abs(ρ) (all 423k) | "
+              "abs(ρ) − published | s/cell |", "|---|---|---|---|---|---|---|---|"]
         for _, r in summary.iterrows():
             p = pub.get(r["proxy"])
-            diff = f"{r['rho'] - p:+.3f}" if p is not None and np.isfinite(r["rho"]) else "–"
+            # the published figures are |ρ|: compare magnitudes, and say when ours is negative
+            diff = (f"{abs(r['rho']) - p:+.3f}" + (" (ours negative)" if r["rho"] < 0 else "")
+                    if p is not None and np.isfinite(r["rho"]) else "–")
             L.append(f"| {r['proxy']} | {r['direction']} | {r['n']} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | "
                      f"{_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | {p if p is not None else '–'} | {diff} | "
                      f"{r['sec_per_arch']:.2f} |")
-        L += ["", "Published values are absolute ρ over all 423,624 cells (repo notebook) with batch 256; here ρ is "
-              "signed in each proxy's declared direction. A difference is within sampling error when the "
-              "published value lies inside the interval. s/cell: mean seconds per cell and proxy as cached (shared "
+        L += ["", "Published values are absolute ρ over all 423,624 cells (repo notebook) with batch 256, so they "
+              "do not say whether a proxy ranked cells the right way round; here ρ is signed in each proxy's "
+              "declared direction and the difference compares magnitudes. It is within sampling error when the "
+              "published value lies inside the interval of abs(ρ) (the interval's absolute values). "
+              "s/cell: mean seconds per cell and proxy as cached (shared "
               "passes are charged to the first proxy of a pass; the machine was shared with other jobs).", ""]
         fig = _bars(summary, pub, out / "figures" / "nb101_rho.png")
         L += [f"![ρ per proxy on NB101]({fig.relative_to(out).as_posix()})", ""]

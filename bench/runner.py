@@ -219,13 +219,19 @@ def score_job(job: Job) -> list[dict]:
 # --------------------------------------------------------------------------------------- the executors
 
 class InProcessExecutor:
-    """Runs chunks one after another in this process (debugging, small studies)."""
+    """Runs chunks one after another in this process (debugging, small studies). Like every executor it
+    scores with one torch thread: float32 reductions then run in the same order whichever executor computed
+    a score (two threads moved meco_opt by 1e-6 relative), and this process's setting is restored."""
 
     workers = 1
 
     def map(self, fn: Callable, jobs: Iterable) -> Iterator:
-        for job in jobs:
-            yield fn(job)
+        before = torch.get_num_threads()
+        try:
+            for job in jobs:
+                yield fn(replace(job, threads=1))
+        finally:
+            torch.set_num_threads(before)
 
 
 class ProcessExecutor:
