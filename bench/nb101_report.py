@@ -24,7 +24,7 @@ from proxies import training_free
 CHEAP = ("params", "flops", "synflow", "synflow_bn", "l2_norm", "meco_opt")
 CHEAP_N = 100
 ALL_N = 24
-BATCH = 64  # Abdelfattah et al. used 256 for NB101: with grasp's second-order pass that needs ~18 GB here
+BATCH = 64  # Abdelfattah et al. used 256 for NB101; see the report's study line
 SEED = 42
 SAMPLE_SEED = 0
 NAME = "nb101"
@@ -90,7 +90,7 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
               f"{SEED}; minibatch {studies[0].batch_size} real CIFAR-10 training images with augmentation. "
               f"Abdelfattah et al. used a minibatch of 256 on all 423,624 cells: batch {studies[0].batch_size} and "
               "the sample sizes are what this 2-core CPU computes in a `make bench` (grasp's second-order pass at "
-              "batch 256 needs ~18 GB here). Intervals: 95% bootstrap.", ""]
+              "batch 256 did not fit in this machine's 24 GB beside other jobs). Intervals: 95% bootstrap.", ""]
     if summary.empty:
         L += ["No NB101 scores in the cache yet.", ""]
         para = "**NAS-Bench-101:** no scores yet — run `proxybench nb101`."
