@@ -499,6 +499,10 @@ class Group:
 GROUPS = (
     Group("cifar10-datafree", "cifar10", ("params", "flops", "synflow"),
           "data-free cheap proxies, meant to cover the whole space"),
+    Group("cifar100-datafree", "cifar100", ("params", "flops", "synflow"),
+          "data-free cheap proxies, meant to cover the whole space"),
+    Group("ImageNet16-120-datafree", "ImageNet16-120", ("params", "flops", "synflow"),
+          "data-free cheap proxies (an all-ones input: no images needed), meant to cover the whole space"),
     Group("cifar10-study", "cifar10", ("params", "synflow", "meco_opt", "nwot", "jacob_cov"),
           "costlier proxies: the cells of the default study"),
     Group("cifar100-study", "cifar100", ("params", "synflow", "meco_opt", "nwot", "jacob_cov"),
@@ -889,8 +893,8 @@ def write_order(path: str | os.PathLike, data_dir=None, sample_seed: int = 0) ->
 def cmd_search(args) -> None:
     if args.write_order:
         p = write_order(args.write_order, args.data_dir)
-        print(f"wrote {p}: score it with `proxybench run --space nb201 --task cifar10 --archs-file {p} "
-              "--proxies params,flops,synflow` (resumable) to widen the simulated cifar10 space")
+        print(f"wrote {p}: score it with `proxybench run --space nb201 --task all --archs-file {p} "
+              "--proxies params,flops,synflow` (resumable) to widen the simulated data-free spaces")
         return
     names = [g.strip() for g in args.groups.split(",")] if args.groups else [g.name for g in GROUPS]
     unknown = sorted(set(names) - {g.name for g in GROUPS})

@@ -43,7 +43,17 @@ def test_shared_pass_equals_reference_style(arch):
     net = nb201.build_network(arch)
     theirs = ref.all_six(net, x, y, partial(nb201.build_network, arch, "cifar10", bn=False), (3, 32, 32))
     for n in SIX:
-        assert ours[n] == pytest.approx(theirs[n], rel=1e-5, abs=1e-9), n
+        if n != "grasp":
+            assert ours[n] == pytest.approx(theirs[n], rel=1e-5, abs=1e-9), n
+    # GraSP sums -w * Hg terms of both signs: in float32 the reference itself is off the exact (float64) value by
+    # up to ~6e-4 relative on these cells, and our double backward (proxies/double_backward.py) rounds
+    # differently. So both are judged against the float64 value: ours may be no further from it than twice the
+    # reference's own float32 error (plus 1e-6 relative).
+    torch.manual_seed(42)
+    net64 = nb201.build_network(arch).double()
+    exact = ref.grasp(net64, x.double(), y)
+    err_ours, err_ref = abs(ours["grasp"] - exact), abs(theirs["grasp"] - exact)
+    assert err_ours <= 2 * err_ref + 1e-6 * abs(exact), (ours["grasp"], theirs["grasp"], exact)
 
 
 def test_each_proxy_alone_equals_all_together():
