@@ -102,19 +102,37 @@ class ScoreCache:
         os.replace(tmp, final)
         return final
 
-    def compact(self) -> Path | None:
-        """Merge all parts into one (newest row per key). The merged part is written before the old ones
-        are removed, so a crash in between leaves duplicates that ``load`` resolves, never a loss."""
-        parts = self.parts()
-        if len(parts) <= 1:
-            return parts[0] if parts else None
+    def prune_stale(self, current_versions: dict[str, int]) -> int:
+        """Drop the rows of proxies whose cached version differs from ``current_versions[proxy]`` (scores that can
+        never be used again, e.g. after a proxy's numbers changed on purpose); compacts. Returns rows dropped."""
+        parts = self.parts()  # listed before loading, as in ``compact``: a part written meanwhile is kept
         df = self.load()
+        if df.empty:
+            return 0
+        cur = df["proxy"].map(current_versions)
+        stale = cur.notna() & (df["proxy_version"] != cur)
+        if not stale.any():
+            return 0
+        self._replace_all(df[~stale], parts)
+        return int(stale.sum())
+
+    def _replace_all(self, df: pd.DataFrame, parts: list[Path]) -> Path:
+        """Write ``df`` as one part, then remove ``parts`` (a crash in between leaves duplicates, never a loss)."""
         df = df.sort_values(["space", "task", "proxy", "seed", "arch"], kind="stable").reset_index(drop=True)
         table = pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False).replace_schema_metadata(
             {"proxybench_schema": str(SCHEMA_VERSION)})
         merged = self._write(table, f"scores-{uuid.uuid4().hex[:8]}")
         for p in parts:
             p.unlink(missing_ok=True)
+        return merged
+
+    def compact(self) -> Path | None:
+        """Merge all parts into one (newest row per key). The merged part is written before the old ones
+        are removed, so a crash in between leaves duplicates that ``load`` resolves, never a loss."""
+        parts = self.parts()
+        if len(parts) <= 1:
+            return parts[0] if parts else None
+        merged = self._replace_all(self.load(), parts)
         # temporary files of writers killed mid-write; an hour old, they belong to no live writer
         for tmp in self.path.glob(".*.parquet.tmp"):
             if time.time() - tmp.stat().st_mtime > 3600:

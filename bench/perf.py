@@ -232,11 +232,12 @@ def markdown(r: dict) -> str:
         L += ["Where the six's time goes (the shared pass's autograd work, cumulative, same cells):", "",
               "| passes | seconds per cell | ÷ forward+backward |", "|---|---|---|"]
         L += [f"| {k} | {v['seconds_median']:.3f} | {v['over_fwd_bwd']:.2f} |" for k, v in st.items()]
-        L += ["", "Why the exact six cannot reach 3 here: counted in convolutions, one forward+backward is 3 per "
+        L += ["", "Why 3 is out of reach for the exact six: counted in convolutions, one forward+backward is 3 per "
               "layer (forward, input gradient, weight gradient). The input-Jacobian backward (jacob_cov) adds 1, the "
               "create_graph backward 2, and GraSP's double backward 6 (for each convolution of the backward graph "
               "the gradients with respect to its output gradient, 2, its weight, 1, and its input, 1; then the "
-              "forward graph again, 2): 10 against 3, i.e. 3.3 before any elementwise work, and forward-over-"
+              "forward graph again, 2): 10 against 3, i.e. 3.3 in the convolutions alone, which dominate the time; "
+              "forward-over-"
               "reverse costs the same 9 for GraSP. Below 3 needs an approximate Hessian-gradient product, which "
               "would no longer be the paper's GraSP. The unit and every pass run PyTorch's own kernels on the network "
               "as built; only the double backward's BatchNorm and 3x3-pooling steps are hand-written "

@@ -160,3 +160,16 @@ def test_a_file_path_is_refused(tmp_path):
     f.write_bytes(b"not a directory")
     with pytest.raises(CacheError, match="is a file"):
         ScoreCache(f)
+
+
+def test_prune_stale_drops_only_rows_of_another_version(tmp_path):
+    cache = ScoreCache(tmp_path / "scores")
+    cache.append([row(a, "grasp", 1.0, proxy_version=1) for a in ARCHS])
+    cache.append([row(ARCHS[0], "grasp", 2.0, proxy_version=2), row(ARCHS[0], "params", 3.0),
+                  row(ARCHS[1], "retired", 4.0)])
+    assert cache.prune_stale({"grasp": 2, "params": 1}) == 3  # the three grasp v1 rows
+    left = cache.load().set_index(["arch", "proxy"])
+    assert len(left) == 3 and len(cache.parts()) == 1
+    assert left.loc[(ARCHS[0], "grasp"), "score"] == 2.0
+    assert (ARCHS[1], "retired") in left.index  # a proxy not registered any more is left alone
+    assert cache.prune_stale({"grasp": 2, "params": 1}) == 0

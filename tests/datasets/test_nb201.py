@@ -157,4 +157,3 @@ def test_reordered_rows_are_detected(nb201_copy):
     p.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataFileError, match="official index 0"):
         nb201.load_truth(data_dir=nb201_copy)
-
