@@ -17,6 +17,8 @@ batch statistics), PyTorch default init seeded per cell, mean cross-entropy, sum
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -95,10 +97,8 @@ def _run_pass(ctx, need: set[str]) -> dict:
     if "jacobian" in need:
         x.requires_grad_(True)
     try:
-        if "hvp" in need and FAST_DOUBLE_BACKWARD:
-            with double_backward.patched(net):  # cheaper double backwards (proxies/double_backward.py)
-                logits = net(x)
-        else:
+        # cheaper double backwards (proxies/double_backward.py) when grasp's Hessian-gradient product is needed
+        with double_backward.patched(net) if "hvp" in need and FAST_DOUBLE_BACKWARD else nullcontext():
             logits = net(x)
     finally:
         for h in hooks:
