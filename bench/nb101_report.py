@@ -2,13 +2,15 @@
 here, next to the published all-space values (Abdelfattah et al. ICLR 2021), and `proxybench import-nb101`.
 
 NB101 networks (stem 128 channels, 9 cells) cost 10-40x an NB201 network on a CPU, so the default study is
-two nested samples of the 2,500-cell table: the cheap proxies on ``CHEAP_N`` cells and every training-free
-proxy on the first ``ALL_N`` of them. ``proxybench nb101 --sample all`` computes the whole table where a GPU or
-a cluster is available (see README: Running on a cluster or GPU).
+three nested samples of the 2,500-cell table: the cheap proxies on ``CHEAP_N`` cells, the proxies of one
+forward+backward pass on ``ALL_N`` of them and GraSP (a second-order pass, ~3x the rest together) on
+``SECOND_ORDER_N``. ``proxybench nb101 --sample all --second-order-sample all`` computes the whole table where a
+GPU or a cluster is available (see README: Running on a cluster or GPU).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +25,28 @@ from proxies import training_free
 # cheap: no backward pass through the batch of images (or none at all); measured per NB101 cell on this CPU
 CHEAP = ("params", "flops", "synflow", "synflow_bn", "l2_norm", "meco_opt")
 CHEAP_N = 100
+# second order: a Hessian-gradient product (double backward), the costliest training-free proxy per cell
+SECOND_ORDER = ("grasp",)
 ALL_N = 24
+SECOND_ORDER_N = 24
 BATCH = 64  # Abdelfattah et al. used 256 for NB101; see the report's study line
 SEED = 42
 SAMPLE_SEED = 0
 NAME = "nb101"
 
 
-def default_studies(data_dir=None, cheap_n: int = CHEAP_N, all_n: int = ALL_N, batch_size: int = BATCH) -> list[Study]:
-    """The two nested studies of the section (cheap proxies on more cells; every proxy on fewer)."""
+def default_studies(data_dir=None, cheap_n: int | None = CHEAP_N, all_n: int | None = ALL_N,
+                    batch_size: int = BATCH, second_order_n: int | None = SECOND_ORDER_N) -> list[Study]:
+    """The nested studies of the section: cheap proxies on most cells, the one-pass proxies on fewer, the
+    second-order one on fewest (``None``: every cell). A tier without proxies (e.g. none registered) is left out."""
     every = tuple(training_free())
     cheap = tuple(p for p in CHEAP if p in every)
-    rest = tuple(p for p in every if p not in cheap)
+    second = tuple(p for p in SECOND_ORDER if p in every)
+    rest = tuple(p for p in every if p not in cheap and p not in second)
     common = dict(space="nb101", tasks=("cifar10",), seed=SEED, sample_seed=SAMPLE_SEED, batch_size=batch_size,
                   data_dir=data_dir)
-    return [Study(proxies=cheap, sample=cheap_n, **common), Study(proxies=rest, sample=all_n, **common)]
+    tiers = [(cheap, cheap_n), (rest, all_n), (second, second_order_n)]
+    return [Study(proxies=proxies, sample=n, **common) for proxies, n in tiers if proxies]
 
 
 def published_nb101() -> dict[str, float]:
@@ -86,11 +95,19 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
     if studies:
         L += ["**Study:** " + "; ".join(
             f"{', '.join(s.proxies)} on a seeded sample of {len(s.arch_list())} cells" for s in studies)
-            + f" (sample seed {SAMPLE_SEED}; the smaller sample is nested in the larger); init/minibatch seed "
+            + f" (sample seed {SAMPLE_SEED}; each smaller sample is nested in the larger); init/minibatch seed "
               f"{SEED}; minibatch {studies[0].batch_size} real CIFAR-10 training images with augmentation. "
               f"Abdelfattah et al. used a minibatch of 256 on all 423,624 cells: batch {studies[0].batch_size} and "
               "the sample sizes are what this 2-core CPU computes in a `make bench` (grasp's second-order pass at "
               "batch 256 did not fit in this machine's 24 GB beside other jobs). Intervals: 95% bootstrap.", ""]
+    if not summary.empty:
+        total = float(summary["sec_per_arch"].sum())
+        L += [f"Every proxy on all cells of the table: {total:.0f} s per cell at batch "
+              f"{studies[0].batch_size if studies else BATCH} as cached (the s/cell column summed), i.e. "
+              f"{total * len(nb101.all_archs(data_dir)) / 3600:.1f} hours of one core; on a GPU machine: "
+              "`proxybench nb101 --cheap-sample all --sample all --second-order-sample all --batch-size 256 "
+              "--executor ray --device cuda --gpus-per-task 0.25` (it computes only what the cache lacks; this "
+              "section then reports it).", ""]
     if summary.empty:
         L += ["No NB101 scores in the cache yet.", ""]
         para = "**NAS-Bench-101:** no scores yet — run `proxybench nb101`."
@@ -116,7 +133,7 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
         L += [f"![ρ per proxy on NB101]({fig.relative_to(out).as_posix()})", ""]
         best = summary.iloc[0]
         para = (f"**NAS-Bench-101** ([nb101.md](nb101.md)): {len(summary)} training-free proxies on seeded samples "
-                f"of the 2,500-cell table (cheap proxies n={summary['n'].max()}, the rest n={summary['n'].min()}); "
+                f"of the 2,500-cell table ({_tier_sizes(summary)}); "
                 f"best ρ {best['rho']:+.3f} ({best['proxy']}); synflow "
                 + (_fmt(*summary.loc[summary['proxy'] == 'synflow', ['rho', 'rho_lo', 'rho_hi']].iloc[0])
                    if (summary["proxy"] == "synflow").any() else "n/a")
@@ -132,6 +149,12 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
     tmp.write_text("\n".join(L) + "\n")
     tmp.replace(path)
     return path, para
+
+
+def _tier_sizes(summary: pd.DataFrame) -> str:
+    """'n=2500: params, flops; n=24: grasp' -- the sample size of each group of proxies, largest first."""
+    groups = summary.groupby("n")["proxy"].apply(lambda p: ", ".join(sorted(p)))
+    return "; ".join(f"n={n}: {names}" for n, names in sorted(groups.items(), reverse=True))
 
 
 def get_space_init() -> str:
@@ -166,11 +189,16 @@ def _bars(summary: pd.DataFrame, pub: dict, path: Path) -> Path:
 
 
 def run(data_dir=None, cache_dir=None, out_dir=None, progress: bool = True, n_resamples: int = 1000,
-        cheap_n: int = CHEAP_N, all_n: int = ALL_N, batch_size: int = BATCH, workers: int | None = None):
+        cheap_n: int | None = CHEAP_N, all_n: int | None = ALL_N, batch_size: int = BATCH, workers: int | None = None,
+        second_order_n: int | None = SECOND_ORDER_N, executor: str = "auto", device: str = "cpu", **ray_options):
+    """Computes what the cache lacks for the section's studies, then writes it. ``executor``, ``device`` and
+    ``ray_options`` (address, gpus_per_task) as for ``proxybench run``: the whole table wants a GPU or a cluster."""
     cache = ScoreCache(cache_dir)
-    studies = default_studies(data_dir, cheap_n, all_n, batch_size)
+    studies = [replace(s, device=device)
+               for s in default_studies(data_dir, cheap_n, all_n, batch_size, second_order_n)]
     for s in studies:
-        r = run_study(s, cache, workers=workers, progress=progress, chunk_size=2)  # NB101 cells are slow: flush often
+        # NB101 cells are slow: flush often
+        r = run_study(s, cache, executor=executor, workers=workers, progress=progress, chunk_size=2, **ray_options)
         print(f"nb101: {r.computed} computed, {r.cached} cached, {r.errors} errors ({r.seconds:.0f} s)")
     df = pd.concat([study_scores(s, cache) for s in studies], ignore_index=True)
     if not df.empty and "accuracy" not in df.columns:
@@ -186,7 +214,10 @@ def bench_section(args) -> str:
 
 def _cmd(args) -> None:
     path, para = run(args.data_dir, args.cache, args.out, progress=not args.no_progress, n_resamples=args.bootstrap,
-                     cheap_n=args.cheap_sample, all_n=args.sample, batch_size=args.batch_size, workers=args.workers)
+                     cheap_n=args.cheap_sample, all_n=args.sample, batch_size=args.batch_size, workers=args.workers,
+                     second_order_n=args.second_order_sample, executor=args.executor, device=args.device,
+                     **({"address": args.address, "gpus_per_task": args.gpus_per_task} if args.executor == "ray"
+                        else {}))
     print(para)
     print(f"report: {path}")
 
@@ -203,13 +234,19 @@ def add_cli(sub, common) -> None:
     from bench.cli import DEFAULT_CACHE, DEFAULT_OUT, _sample
 
     s = sub.add_parser("nb101", parents=[common], help="the NB101 section: training-free proxies on NB101 samples")
-    s.add_argument("--sample", type=_sample, default=ALL_N, help="cells for every proxy (or 'all')")
+    s.add_argument("--sample", type=_sample, default=ALL_N, help="cells for the one-pass proxies (or 'all')")
     s.add_argument("--cheap-sample", type=_sample, default=CHEAP_N, help="cells for the cheap proxies (or 'all')")
+    s.add_argument("--second-order-sample", type=_sample, default=SECOND_ORDER_N,
+                   help=f"cells for the second-order proxies, {', '.join(SECOND_ORDER)} (or 'all')")
     s.add_argument("--batch-size", type=int, default=BATCH, help="minibatch (Abdelfattah et al.: 256)")
     s.add_argument("--cache", default=str(DEFAULT_CACHE))
     s.add_argument("--out", default=str(DEFAULT_OUT))
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--executor", default="auto", choices=["auto", "inprocess", "processes", "ray"])
+    s.add_argument("--address", default=None, help="Ray cluster to join (as for `proxybench run`)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; recorded with every score")
+    s.add_argument("--gpus-per-task", type=float, default=None, help="Ray: GPUs each chunk reserves")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=_cmd)
     s = sub.add_parser("import-nb101", parents=[common],

@@ -27,13 +27,22 @@ def tiny_nb101(tmp_path, monkeypatch):
 
 
 def test_default_studies_are_nested_and_cover_every_training_free_proxy(tiny_nb101):
-    cheap, rest = nb101_report.default_studies(cheap_n=3, all_n=2)
-    assert set(cheap.proxies).isdisjoint(rest.proxies)
+    cheap, rest, second = nb101_report.default_studies(cheap_n=4, all_n=3, second_order_n=2)
+    assert set(cheap.proxies).isdisjoint(rest.proxies) and set(rest.proxies).isdisjoint(second.proxies)
+    assert set(second.proxies) == {"grasp"}
     from proxies import training_free
 
-    assert set(cheap.proxies) | set(rest.proxies) == set(training_free())
-    assert set(rest.arch_list()) < set(cheap.arch_list())  # the smaller sample is nested in the larger
-    assert cheap.space == rest.space == "nb101" and rest.batch_size == nb101_report.BATCH
+    assert set(cheap.proxies) | set(rest.proxies) | set(second.proxies) == set(training_free())
+    # each smaller sample is nested in the larger
+    assert set(second.arch_list()) < set(rest.arch_list()) < set(cheap.arch_list())
+    assert len(second.arch_list()) == 2 and len(rest.arch_list()) == 3
+    assert cheap.space == rest.space == second.space == "nb101" and second.batch_size == nb101_report.BATCH
+
+
+def test_a_tier_without_registered_proxies_is_left_out(tiny_nb101, monkeypatch):
+    monkeypatch.setattr(nb101_report, "training_free", lambda: ["params", "snip"])
+    studies = nb101_report.default_studies(cheap_n=3, all_n=2)
+    assert [s.proxies for s in studies] == [("params",), ("snip",)]
 
 
 def test_section_end_to_end_on_a_tiny_table(tiny_nb101, tmp_path, monkeypatch):
@@ -55,3 +64,21 @@ def test_section_end_to_end_on_a_tiny_table(tiny_nb101, tmp_path, monkeypatch):
     nb101_report.run(cache_dir=tmp_path / "scores", out_dir=out, progress=False, n_resamples=50, cheap_n=4,
                      all_n=4, workers=1)
     assert calls == []
+
+
+def test_nb101_command_takes_the_tier_samples_executor_and_device(tiny_nb101, tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    monkeypatch.setattr(nb101_report, "CHEAP", ("params",))
+    monkeypatch.setattr(nb101_report, "SECOND_ORDER", ("synflow",))  # a stand-in: the tier mechanics, cheaply
+    monkeypatch.setattr(nb101_report, "training_free", lambda: ["params", "synflow"])
+    cache, out = tmp_path / "scores", tmp_path / "reports"
+    assert main(["nb101", "--cheap-sample", "all", "--second-order-sample", "2", "--executor", "inprocess",
+                 "--device", "cpu", "--cache", str(cache), "--out", str(out), "--bootstrap", "20",
+                 "--no-progress"]) == 0
+    text = (out / "nb101.md").read_text()
+    assert "| params | ↑ | 4 |" in text and "| synflow | ↑ | 2 |" in text
+    assert "n=4: params; n=2: synflow" in capsys.readouterr().out
+    from bench.cache import ScoreCache
+
+    assert set(ScoreCache(cache).load()["device"]) == {"cpu"}
