@@ -82,3 +82,13 @@ def test_nb101_command_takes_the_tier_samples_executor_and_device(tiny_nb101, tm
     from bench.cache import ScoreCache
 
     assert set(ScoreCache(cache).load()["device"]) == {"cpu"}
+
+
+def test_published_values_outside_the_interval_of_abs_rho_are_listed():
+    import pandas as pd
+
+    summary = pd.DataFrame({"proxy": ["a", "b", "c", "d"], "rho": [0.30, -0.20, 0.05, 0.40],
+                            "rho_lo": [0.25, -0.30, -0.10, 0.35], "rho_hi": [0.35, -0.10, 0.20, 0.45]})
+    pub = {"a": 0.45, "b": 0.25, "c": 0.15, "d": 0.10}
+    # a: 0.45 above [0.25, 0.35]; b: 0.25 inside [0.10, 0.30]; c: crosses zero, 0.15 inside [0, 0.20]; d: below
+    assert nb101_report._outside_sampling_error(summary, pub) == ["a (+0.300, 0.45)", "d (+0.400, 0.1)"]
