@@ -68,14 +68,18 @@ def _study(args, tasks):
                  device=getattr(args, "device", "cpu"))
 
 
+def ray_options(args) -> dict:
+    """The Ray executor's options from the command line (none unless ``--executor ray``)."""
+    return {"address": args.address, "gpus_per_task": args.gpus_per_task} if args.executor == "ray" else {}
+
+
 def _run(args, study) -> None:
     from bench.cache import ScoreCache
     from bench.runner import run_study
 
     cache = ScoreCache(args.cache)
-    ray = {"address": args.address, "gpus_per_task": args.gpus_per_task} if args.executor == "ray" else {}
     s = run_study(study, cache, executor=args.executor, workers=args.workers, chunk_size=args.chunk_size,
-                  retry_errors=args.retry_errors, progress=not args.no_progress, **ray)
+                  retry_errors=args.retry_errors, progress=not args.no_progress, **ray_options(args))
     print(f"scores: {s.computed} computed, {s.cached} already cached, {s.nonfinite} non-finite, "
           f"{s.errors} errors; {s.seconds:.1f} s; cache: {cache.path}")
     for e in s.error_examples:

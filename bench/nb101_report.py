@@ -3,9 +3,9 @@ here, next to the published all-space values (Abdelfattah et al. ICLR 2021), and
 
 NB101 networks (stem 128 channels, 9 cells) cost 10-40x an NB201 network on a CPU, so the default study is
 three nested samples of the 2,500-cell table: the cheap proxies on ``CHEAP_N`` cells, the proxies of one
-forward+backward pass on ``ALL_N`` of them and GraSP (a second-order pass, ~3x the rest together) on
-``SECOND_ORDER_N``. ``proxybench nb101 --sample all --second-order-sample all`` computes the whole table where a
-GPU or a cluster is available (see README: Running on a cluster or GPU).
+forward+backward pass on ``ALL_N`` of them and GraSP (a second-order pass, per cell about as costly as all the
+one-pass proxies together) on ``SECOND_ORDER_N``. ``proxybench nb101 --sample all --second-order-sample all``
+computes the whole table where a GPU or a cluster is available (see README: Running on a cluster or GPU).
 """
 
 from __future__ import annotations
@@ -101,10 +101,11 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
               "the sample sizes are what this project's 2-core CPU sessions computed (committed in `reports/scores`; "
               "`make bench` reads them and computes only what is missing; grasp's second-order pass at "
               "batch 256 did not fit in this machine's 24 GB beside other jobs). Intervals: 95% bootstrap.", ""]
+    batch = studies[0].batch_size if studies else BATCH
     if not summary.empty:
         total = float(summary["sec_per_arch"].sum())
-        L += [f"Every proxy on all cells of the table: {total:.0f} s per cell at batch "
-              f"{studies[0].batch_size if studies else BATCH} as cached (the s/cell column summed), i.e. "
+        L += [f"Every proxy on all cells of the table: {total:.0f} s per cell at batch {batch} as cached (the s/cell "
+              "column summed), i.e. "
               f"{total * len(nb101.all_archs(data_dir)) / 3600:.1f} hours of one core; on a GPU machine: "
               "`proxybench nb101 --cheap-sample all --sample all --second-order-sample all --batch-size 256 "
               "--executor ray --device cuda --gpus-per-task 0.25` (it computes only what the cache lacks; this "
@@ -133,7 +134,7 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
         outside = _outside_sampling_error(summary, pub)
         if outside:
             L += [f"Published value outside the interval of abs(ρ): {', '.join(outside)}. Differences this run "
-                  f"does not control for: minibatch {studies[0].batch_size if studies else BATCH} vs 256, these "
+                  f"does not control for: minibatch {batch} vs 256, these "
                   "cells vs all 423,624, and the initialisation (nasbench-pytorch's He-normal here; the reference's "
                   "networks come from its own NB101 port). Not tuned toward the published values.", ""]
         fig = _bars(summary, pub, out / "figures" / "nb101_rho.png")
@@ -235,11 +236,12 @@ def bench_section(args) -> str:
 
 
 def _cmd(args) -> None:
+    from bench.cli import ray_options
+
     path, para = run(args.data_dir, args.cache, args.out, progress=not args.no_progress, n_resamples=args.bootstrap,
                      cheap_n=args.cheap_sample, all_n=args.sample, batch_size=args.batch_size, workers=args.workers,
                      second_order_n=args.second_order_sample, executor=args.executor, device=args.device,
-                     **({"address": args.address, "gpus_per_task": args.gpus_per_task} if args.executor == "ray"
-                        else {}))
+                     **ray_options(args))
     print(para)
     print(f"report: {path}")
 
