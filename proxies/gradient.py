@@ -5,8 +5,9 @@ The reference code runs every proxy on its own copy of the network (about ten fo
 per cell). Here one forward pass of the minibatch feeds all of them:
 
 - one backward of the cross-entropy loss gives the weight gradients (grad_norm, snip, plain) and the
-  gradients at every Conv/Linear output (fisher); it is taken with ``create_graph`` only when grasp is
-  requested, whose Hessian-gradient product is then one double-backward;
+  gradients at every Conv/Linear output (fisher); when grasp is requested, the forward and this backward
+  also carry the derivative along the scaling of the weights, which gives grasp's ``w^T H g`` without a
+  double backward (``proxies/hvp.py``);
 - one input-only backward of the summed logits gives the per-image input Jacobians (jacob_cov, epe_nas);
 - forward pre-hooks on the ReLUs accumulate the binary-code kernel (nwot) during the same forward.
 
@@ -17,14 +18,13 @@ batch statistics), PyTorch default init seeded per cell, mean cross-entropy, sum
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-from proxies import double_backward
+from proxies import hvp
 from proxies.registry import register_proxy
 
 _LAYERS = (nn.Conv2d, nn.Linear)
@@ -37,8 +37,6 @@ _ABDELFATTAH = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 
 
 
 _LABEL_NEEDS = {"wgrad", "actgrad", "hvp"}
-# GraSP's double backward through BatchNorm and 3x3 pooling hand-written (equal to float rounding; tested)
-FAST_DOUBLE_BACKWARD = True
 
 
 def _requested_needs(ctx, name: str) -> set[str]:
@@ -96,21 +94,38 @@ def _run_pass(ctx, need: set[str]) -> dict:
     x = ctx.inputs.detach().clone()
     if "jacobian" in need:
         x.requires_grad_(True)
+    grad_needed = bool(need & {"wgrad", "actgrad", "hvp"})
+    hw = None
     try:
-        # cheaper double backwards (proxies/double_backward.py) when grasp's Hessian-gradient product is needed
-        with double_backward.patched(net) if "hvp" in need and FAST_DOUBLE_BACKWARD else nullcontext():
+        if "hvp" in need:
+            # grasp: the forward and the loss backward carry the derivative along the weights' scaling, which
+            # gives H w (proxies/hvp.py); the primal values are those of the plain pass
+            with hvp.weight_direction(net) as direction:
+                logits = net(x)
+                for h in hooks:
+                    h.remove()
+                wanted = weights + (acts if "actgrad" in need else [])
+                grads = torch.autograd.grad(logits, wanted, hvp.cross_entropy_grad(logits, _pass_targets(ctx, need)),
+                                            retain_graph="jacobian" in need, allow_unused=True)
+                hw = direction.hw(grads[:len(weights)], layers)
+                grads = [None if g is None else fwAD.unpack_dual(g).primal for g in grads]
+                acts = [fwAD.unpack_dual(a).primal for a in acts]
+                logits = fwAD.unpack_dual(logits).primal
+        else:
             logits = net(x)
     finally:
         for h in hooks:
             h.remove()
-    grad_needed = bool(need & {"wgrad", "actgrad", "hvp"})
     if "jacobian" in need:
-        (jac,) = torch.autograd.grad(logits.sum(), x, retain_graph=grad_needed)
+        # after the loss backward when grasp is requested: outside the forward-mode level, no tangents
+        with hvp.input_grads_only():
+            (jac,) = torch.autograd.grad(logits.sum(), x, retain_graph=grad_needed and hw is None)
         out["jacobian"] = jac.reshape(jac.shape[0], -1).detach()
     if grad_needed:
-        loss = F.cross_entropy(logits, _pass_targets(ctx, need))
-        wanted = weights + (acts if "actgrad" in need else [])
-        grads = torch.autograd.grad(loss, wanted, create_graph="hvp" in need, allow_unused=True)
+        if hw is None:
+            loss = F.cross_entropy(logits, _pass_targets(ctx, need))
+            wanted = weights + (acts if "actgrad" in need else [])
+            grads = torch.autograd.grad(loss, wanted, allow_unused=True)
         gw = [g if g is not None else torch.zeros_like(w) for g, w in zip(grads[:len(weights)], weights, strict=True)]
         with torch.no_grad():
             if "wgrad" in need:
@@ -127,11 +142,9 @@ def _run_pass(ctx, need: set[str]) -> dict:
                     per_channel = prod.sum(dim=tuple(range(2, prod.dim()))) if prod.dim() > 2 else prod
                     fisher.append(float(0.5 * per_channel.pow(2).mean(0).sum()))
                 out["fisher"] = fisher
-        if "hvp" in need:
-            z = sum((g.detach() * g).sum() for g in gw if g.requires_grad)
-            hg = torch.autograd.grad(z, weights, allow_unused=True) if torch.is_tensor(z) else [None] * len(weights)
-            with torch.no_grad():
-                out["grasp"] = [0.0 if h is None else float((-w * h).sum()) for w, h in zip(weights, hg, strict=True)]
+            if hw is not None:
+                # -sum_l w_l . (H g)_l = -sum_l g_l . (H w)_l (H symmetric); per layer the second form's terms
+                out["grasp"] = [0.0 if h is None else float((-g * h).sum()) for g, h in zip(gw, hw, strict=True)]
     if "codes" in need:
         out["kernel"] = kernel
     return out
@@ -152,11 +165,11 @@ for _name, _doc in [
     ("fisher", "Fisher (Theis et al. 2018; Turner et al. 2020): per output channel 0.5 * mean over the batch "
                "of (sum over positions of activation * its gradient)^2, summed."),
 ]:
-    # grasp v2: its double backward through BatchNorm and pooling is hand-written (proxies/double_backward.py);
-    # exact in float64, but float32 rounding differs from v1 (up to ~1% on cells where -w*Hg nearly cancels)
+    # grasp v3: -g . (H w) by forward-over-reverse (proxies/hvp.py) instead of -w . (H g) by a double backward
+    # (v2) -- the same number in exact arithmetic (tests: float64), float32 rounding differs where terms cancel
     register_proxy(_name, higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True,
                    paper=_ABDELFATTAH, description=_doc, cost="one shared pass",
-                   version=2 if _name == "grasp" else 1)(_layer_sum(_name))
+                   version=3 if _name == "grasp" else 1)(_layer_sum(_name))
 
 
 def _jacob_cov_from(jac: torch.Tensor) -> float:

@@ -12,5 +12,7 @@ def test_perf_measures_every_part_and_renders(real_data, tmp_path):
     assert list(r["stages"]) == list(perf.STAGES)
     assert {"grasp", "synflow", "jacob_cov", "eproxy"} <= set(r["per_proxy"])
     md = perf.markdown(r)
-    assert "PyTorch's generic double backwards" in md and "Where the six's time goes" in md
+    assert r["double_backward_pass"]["over_fwd_bwd"] > 0
+    assert "PyTorch's generic forward-mode formulas" in md and "Where the six's time goes" in md
+    assert "double backward (grasp v2" in md
     assert ("**met**" in md) == (r["shared_six_over_fwd_bwd"] <= perf.TARGET_RATIO)
