@@ -25,7 +25,7 @@ from proxies import training_free
 # cheap: no backward pass through the batch of images (or none at all); measured per NB101 cell on this CPU
 CHEAP = ("params", "flops", "synflow", "synflow_bn", "l2_norm", "meco_opt")
 CHEAP_N = 2500  # the whole mirror table; with the official tfrecord imported, a seeded 2,500 of the 423,624
-# second order: a Hessian-gradient product (double backward), the costliest training-free proxy per cell
+# second order: a Hessian-gradient term (proxies/hvp.py), the costliest training-free proxy per cell
 SECOND_ORDER = ("grasp",)
 ALL_N = 248
 SECOND_ORDER_N = 152

@@ -46,7 +46,7 @@ def test_shared_pass_equals_reference_style(arch):
         if n != "grasp":
             assert ours[n] == pytest.approx(theirs[n], rel=1e-5, abs=1e-9), n
     # GraSP sums -w * Hg terms of both signs: in float32 the reference itself is off the exact (float64) value by
-    # up to ~6e-4 relative on these cells, and our double backward (proxies/double_backward.py) rounds
+    # up to ~6e-4 relative on these cells, and our forward-over-reverse -g.(Hw) (proxies/hvp.py) rounds
     # differently. So both are judged against the float64 value: ours may be no further from it than twice the
     # reference's own float32 error (plus 1e-6 relative).
     torch.manual_seed(42)
