@@ -55,6 +55,14 @@ def _conv_weight_grad(gy, x, w, conf):
     return _CB(gy, x, w, None, stride, padding, dilation, False, [0] * len(stride), groups, [False, True, False])[1]
 
 
+class _ForwardOnly(torch.autograd.Function):
+    """A backward step whose tangent is written by hand; differentiating it again is not supported."""
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
+
+
 class _Conv(torch.autograd.Function):
     """y = conv(x, (1+s) w) + b at s = 0."""
 
@@ -97,7 +105,7 @@ def _conv_grads(gy, x, w, conf):
     return gx, gw
 
 
-class _ConvGrads(torch.autograd.Function):
+class _ConvGrads(_ForwardOnly):
     """(gx, gw) by one kernel call; tangents convT(gy', w) + gx and corr(x, gy') (the same call on gy')
     + corr(x', gy)."""
 
@@ -120,12 +128,8 @@ class _ConvGrads(torch.autograd.Function):
             tgw.add_(_conv_weight_grad(gy, tx, w, ctx.conf))
         return tgx, tgw
 
-    @staticmethod
-    def backward(ctx, *_):
-        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
 
-
-class _ConvInputGrad(torch.autograd.Function):
+class _ConvInputGrad(_ForwardOnly):
     """gx = convT(gy, (1+s) w); tangent convT(gy', w) + gx."""
 
     @staticmethod
@@ -142,12 +146,8 @@ class _ConvInputGrad(torch.autograd.Function):
             return gx.clone()
         return _conv_input_grad(tgy, x, w, ctx.conf).add_(gx)
 
-    @staticmethod
-    def backward(ctx, *_):
-        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
 
-
-class _ConvWeightGrad(torch.autograd.Function):
+class _ConvWeightGrad(_ForwardOnly):
     """gw = corr(x, gy); tangent corr(x', gy) + corr(x, gy')."""
 
     @staticmethod
@@ -167,10 +167,6 @@ class _ConvWeightGrad(torch.autograd.Function):
             return _conv_weight_grad(gy, tx, w, ctx.conf)
         # two calls: one over the concatenated batch was slower here (2.5x at 64x16x32x32 on this CPU)
         return _conv_weight_grad(gy, tx, w, ctx.conf).add_(_conv_weight_grad(tgy, x, w, ctx.conf))
-
-    @staticmethod
-    def backward(ctx, *_):
-        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
 
 
 class _Linear(torch.autograd.Function):
@@ -201,7 +197,7 @@ class _Linear(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-class _LinearInputGrad(torch.autograd.Function):
+class _LinearInputGrad(_ForwardOnly):
     @staticmethod
     def forward(ctx, gy, w, s):
         gx = gy @ w
@@ -213,12 +209,8 @@ class _LinearInputGrad(torch.autograd.Function):
         w, gx = ctx.saved_tensors
         return gx.clone() if tgy is None else (tgy @ w).add_(gx)
 
-    @staticmethod
-    def backward(ctx, *_):
-        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
 
-
-class _LinearWeightGrad(torch.autograd.Function):
+class _LinearWeightGrad(_ForwardOnly):
     @staticmethod
     def forward(ctx, gy, x, s):
         ctx.save_for_forward(gy, x)
@@ -233,10 +225,6 @@ class _LinearWeightGrad(torch.autograd.Function):
         if tgy is not None:
             out.addmm_(tgy.t(), x)
         return out
-
-    @staticmethod
-    def backward(ctx, *_):
-        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
 
 
 def _channel_mean(t: torch.Tensor) -> torch.Tensor:
@@ -272,7 +260,7 @@ class _BN(torch.autograd.Function):
         return gx, None, None, None, None, None, None, None
 
 
-class _BNInputGrad(torch.autograd.Function):
+class _BNInputGrad(_ForwardOnly):
     @staticmethod
     def forward(ctx, gy, x, gamma, mean, invstd, eps, s):
         # with the affine reductions (fused): <gy xh> and <gy> for the tangent
@@ -311,10 +299,6 @@ class _BNInputGrad(torch.autograd.Function):
         out = _NBB(u, x, gamma, None, None, mean, invstd, True, eps, [True, False, False])[0]
         coef = -g * r * r * r * c
         return out.addcmul_(x, coef).addcmul_(gx, -r * b).sub_(coef * mu)
-
-    @staticmethod
-    def backward(ctx, *_):
-        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
 
 
 def _box3(x: torch.Tensor) -> torch.Tensor:
@@ -369,7 +353,7 @@ class _Pool3(torch.autograd.Function):
         return _Pool3Grad.apply(gy, x)
 
 
-class _Pool3Grad(torch.autograd.Function):
+class _Pool3Grad(_ForwardOnly):
     @staticmethod
     def forward(ctx, gy, x):
         ctx.shape, ctx.dtype = x.shape, x.dtype
@@ -381,10 +365,6 @@ class _Pool3Grad(torch.autograd.Function):
             return torch.zeros(ctx.shape, dtype=ctx.dtype)
         # the adjoint of (box sum times inverse count) is the box sum of (tgy times inverse count)
         return _box3(tgy * _inv_count(tgy.shape[-2], tgy.shape[-1], tgy))
-
-    @staticmethod
-    def backward(ctx, *_):
-        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
 
 
 def _conv_conf(m: nn.Conv2d):
