@@ -9,7 +9,7 @@ N      ?=
 PROXIES ?=
 ARGS   ?=
 
-.PHONY: setup bench test lint report data check-params perf compare regress baseline scaling bench-full
+.PHONY: setup bench test lint report data check-params perf compare regress regress-avx2 baseline precision scaling bench-full
 
 setup: $(STAMP)
 
@@ -60,6 +60,16 @@ bench-full: $(STAMP)
 # recompute the golden study and fail on a correlation regression (CI runs this)
 regress: $(STAMP)
 	$(BIN)/proxybench regress --no-progress $(ARGS)
+
+# the same under a second CPU dispatch (the kernels of an AVX2-only CPU): what CI checks as "another machine"
+SECOND_DISPATCH := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+regress-avx2: $(STAMP)
+	$(SECOND_DISPATCH) $(BIN)/proxybench regress --no-progress $(ARGS)
+
+# measure every proxy's numerical precision (other CPU kernels, threads, float64) on the golden cells and a
+# sample of the committed scores: writes reports/precision.json, which judges regress and the committed scores
+precision: $(STAMP)
+	$(BIN)/proxybench precision $(ARGS)
 
 # write reports/baseline.json on purpose, after an intended change of a proxy's numbers
 baseline: $(STAMP)

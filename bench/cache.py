@@ -3,6 +3,17 @@
 Each flush writes a new part atomically (a hidden temporary file renamed into place), so a process
 killed at any moment leaves only complete parts: it loses at most the work in flight, and a rerun
 computes exactly what is missing. ``pandas.read_parquet(DIR)`` reads the whole cache.
+
+The cache is append-only: a run adds parts and never rewrites one. Merging parts (``compact``) and dropping
+rows of retired proxy versions (``prune_stale``) are explicit commands (``proxybench cache compact|prune``),
+never side effects of a run, so committed parts stay as they were committed.
+
+Schema 2 added ``builder_version`` to the key (the space's network-builder version: a builder change must not
+mix old and new scores) and ``cpu`` (the CPU model and the kernels torch dispatched to). Parts of schema 1
+are read as they are, with builder version 1 (every builder of that time) and ``cpu`` "unrecorded".
+Two rows of one key (the same score computed twice, or caches merged) resolve deterministically, whatever
+the clocks said: a finished score before a non-finite one before an error, then a clean commit before a
+dirty one, then the smaller score; ``duplicates()`` lists every such key and whether its scores differed.
 """
 
 from __future__ import annotations
@@ -13,25 +24,40 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
-KEY_COLUMNS = ["space", "task", "arch", "proxy", "proxy_version", "seed", "batch_size", "data_source", "init"]
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+KEY_COLUMNS = ["space", "task", "arch", "proxy", "proxy_version", "seed", "batch_size", "data_source", "init",
+               "builder_version"]
 COLUMNS = KEY_COLUMNS + [
-    "score", "status", "error", "seconds", "substitute", "device", "dtype", "torch_version",
+    "score", "status", "error", "seconds", "substitute", "device", "cpu", "dtype", "torch_version",
     "proxybench_version", "git_commit", "timestamp", "schema_version",
 ]
+UNRECORDED_CPU = "unrecorded (schema 1)"
+_V1_DEFAULTS = {"builder_version": 1, "cpu": UNRECORDED_CPU}
+_STATUS_RANK = {"ok": 0, "nonfinite": 1, "error": 2}
 _TYPES = {
     "space": pa.string(), "task": pa.string(), "arch": pa.string(), "proxy": pa.string(),
     "proxy_version": pa.int64(), "seed": pa.int64(), "batch_size": pa.int64(), "data_source": pa.string(),
-    "init": pa.string(), "score": pa.float64(), "status": pa.string(), "error": pa.string(),
+    "init": pa.string(), "builder_version": pa.int64(), "cpu": pa.string(), "score": pa.float64(),
+    "status": pa.string(), "error": pa.string(),
     "seconds": pa.float64(), "substitute": pa.bool_(), "device": pa.string(), "dtype": pa.string(),
     "torch_version": pa.string(), "proxybench_version": pa.string(), "git_commit": pa.string(),
     "timestamp": pa.string(), "schema_version": pa.int64(),
 }
 SCHEMA = pa.schema([(c, _TYPES[c]) for c in COLUMNS])
+
+
+def _builder_version(space: str) -> int:
+    """The registered space's network-builder version (1 for a space that is not registered here)."""
+    from datasets import SPACES
+
+    sp = SPACES.get(space)
+    return int(getattr(sp, "builder_version", 1)) if sp is not None else 1
 
 
 class CacheError(Exception):
@@ -43,6 +69,7 @@ class ScoreCache:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._duplicates = pd.DataFrame()
         if self.path.exists() and not self.path.is_dir():
             raise CacheError(f"cache path {self.path} is a file; the cache is a directory of parquet parts")
 
@@ -66,17 +93,45 @@ class ScoreCache:
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=SCHEMA.field(c).type.to_pandas_dtype()) for c in COLUMNS})
         df = pd.concat(frames, ignore_index=True)
-        return (df.sort_values("timestamp", kind="stable")
-                  .drop_duplicates(KEY_COLUMNS, keep="last").reset_index(drop=True))
+        return self._resolve(df)
+
+    def _resolve(self, df: pd.DataFrame) -> pd.DataFrame:
+        """One row per key, chosen by content alone (see the module docstring); remembers the duplicates."""
+        dup = df.duplicated(KEY_COLUMNS, keep=False)
+        if not dup.any():
+            self._duplicates = pd.DataFrame()
+            return df.reset_index(drop=True)
+        rank = df["status"].map(_STATUS_RANK).fillna(3)
+        dirty = df["git_commit"].astype(str).str.endswith("+dirty")
+        order = df.assign(_rank=rank, _dirty=dirty, _score=df["score"].fillna(np.inf))
+        order = order.sort_values(KEY_COLUMNS + ["_rank", "_dirty", "_score", "git_commit", "cpu"], kind="stable")
+        d = order[dup.loc[order.index]]
+        ok = d[d["status"] == "ok"]
+        spread = ok.groupby(KEY_COLUMNS, sort=False)["score"].agg(["min", "max", "count"])
+        counts = d.groupby(KEY_COLUMNS, sort=False).size().rename("rows")
+        self._duplicates = counts.to_frame().join(spread, how="left").reset_index()
+        return order.drop_duplicates(KEY_COLUMNS, keep="first").drop(columns=["_rank", "_dirty", "_score"]) \
+            .reset_index(drop=True)
+
+    def duplicates(self) -> pd.DataFrame:
+        """Keys the last ``load`` found more than once: the key, ``rows``, and the ``min``/``max``/``count`` of
+        their finished scores (``min != max``: the copies disagree, e.g. scores of two machines)."""
+        return self._duplicates
 
     @staticmethod
     def _check(table: pa.Table, part: Path) -> pa.Table:
         meta = table.schema.metadata or {}
         version = int(meta.get(b"proxybench_schema", b"0"))
-        if version != SCHEMA_VERSION:
+        if version == 1 and all(c in table.column_names for c in COLUMNS if c not in _V1_DEFAULTS):
+            for c, v in _V1_DEFAULTS.items():  # read-time migration: the committed part itself is never rewritten
+                if c not in table.column_names:
+                    table = table.append_column(pa.field(c, SCHEMA.field(c).type), pa.array([v] * len(table),
+                                                                                            SCHEMA.field(c).type))
+        elif version not in READABLE_VERSIONS:
             newer = "a newer" if version > SCHEMA_VERSION else "an older"
+            readable = ", ".join(map(str, READABLE_VERSIONS))
             raise CacheError(f"cache part {part} has schema version {version}, written by {newer} proxybench "
-                             f"(this one reads {SCHEMA_VERSION}); use a matching version or a fresh --cache")
+                             f"(this one reads versions {readable}); use a matching version or a fresh --cache")
         missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise CacheError(f"cache part {part} lacks columns {missing}")
@@ -87,7 +142,13 @@ class ScoreCache:
         if not rows:
             return None
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        full = [{**{"error": "", "timestamp": now, "schema_version": SCHEMA_VERSION}, **r} for r in rows]
+        defaults = {"error": "", "timestamp": now, "schema_version": SCHEMA_VERSION}
+        if any("cpu" not in r for r in rows):  # rows scored in this process; workers record their own
+            from bench.provenance import cpu_label
+
+            defaults["cpu"] = cpu_label()
+        full = [{**defaults, "builder_version": r.get("builder_version") or _builder_version(r["space"]), **r}
+                for r in rows]
         table = pa.Table.from_pylist(full, schema=SCHEMA).replace_schema_metadata(
             {"proxybench_schema": str(SCHEMA_VERSION)})
         return self._write(table, f"part-{now.replace(':', '').replace('-', '')[:15]}-{uuid.uuid4().hex[:8]}")

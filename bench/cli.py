@@ -11,6 +11,9 @@ from bench.provenance import REPO_ROOT
 
 DEFAULT_CACHE = REPO_ROOT / "reports" / "scores"
 DEFAULT_OUT = REPO_ROOT / "reports"
+# the default of every report command's --out: reports/ with the committed cache, <cache>/report with another
+# --cache (see resolve_outputs), so that a trial run with a temporary cache never rewrites the committed reports
+OUT_DEFAULT = "(reports/, or <cache>/report with another --cache)"
 DEFAULT_PROXIES = "@training-free"  # families baseline + zero-cost; the other families have their own sections
 SUITE = "default-suite"  # `bench` without --sample/--task: the DEFAULT_SUITE below
 
@@ -35,6 +38,16 @@ def _sample(v: str):
         raise argparse.ArgumentTypeError(f"--sample takes a number of architectures or 'all', got {v!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError("--sample must be at least 1")
+    return n
+
+
+def _positive_int(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
     return n
 
 
@@ -147,10 +160,13 @@ def _report(args, study=None) -> None:
                         ensemble=tuple(resolve_proxies(args.ensemble)))
     print(f"report: {path}")
     if getattr(args, "readme", None):
+        from bench import precision
         from bench.report import headline_table, update_readme
 
         summary = pd.read_csv(Path(args.out) / "summary.csv")
-        block = headline_table(summary, note + f" Truth: `{args.truth}`; ⚠ = substitute images.")
+        block = headline_table(summary, note + f" Truth: `{args.truth}`; ⚠ = substitute images; digits = the "
+                               f"proxy's significant digits under other CPU kernels, threads and float64 (`make "
+                               f"precision`). Scores from: {precision.machines_line(df)}.", precision.load())
         if update_readme(args.readme, block):
             print(f"updated the results block of {args.readme}")
 
@@ -295,19 +311,20 @@ def _study_options(study, task: str, sample) -> None:
     study.add_argument("--archs-file", default=None, help="one canonical arch key per line (instead of --sample)")
     study.add_argument("--seed", type=int, default=42, help="init and minibatch seed (reference: 42)")
     study.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample")
-    study.add_argument("--batch-size", type=int, default=64)
+    study.add_argument("--batch-size", type=_positive_int, default=64)
     study.add_argument("--no-augment", action="store_true")
     study.add_argument("--cache", default=str(DEFAULT_CACHE), help="parquet score cache directory")
     study.add_argument("--executor", default="auto", choices=["auto", "inprocess", "processes", "ray"])
-    study.add_argument("--workers", type=int, default=None, help="worker processes, or the CPUs of a local Ray "
-                       "instance (default: all cores)")
+    study.add_argument("--workers", type=_positive_int, default=None,
+                       help="worker processes, or the CPUs of a local Ray instance (default: all cores)")
     study.add_argument("--address", default=None, help="Ray cluster to join ('auto' on a cluster node, or "
                        "HOST:PORT of the head); without it --executor ray starts a local Ray instance")
     study.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when there is one); "
                        "recorded with every score")
     study.add_argument("--gpus-per-task", type=float, default=None, help="Ray: GPUs each chunk reserves, e.g. "
                        "0.25 runs four chunks per GPU (default: 1 with --device cuda, else 0)")
-    study.add_argument("--chunk-size", type=int, default=8, help="cells per chunk (flushed to the cache as one part)")
+    study.add_argument("--chunk-size", type=_positive_int, default=8,
+                       help="cells per chunk (flushed to the cache as one part)")
     study.add_argument("--retry-errors", action="store_true", help="recompute scores cached as errors")
     study.add_argument("--no-progress", action="store_true")
 
@@ -360,7 +377,9 @@ def cmd_regress(args) -> None:
         regress.write_baseline(current, path)
         print(f"baseline written: {path} ({len(current)} proxies, golden study {regress.GOLDEN})")
         return
-    rows, ok = regress.check(json.loads(path.read_text()), current)
+    from bench import precision
+
+    rows, ok = regress.check(json.loads(path.read_text()), current, precision.load(args.precision))
     print(regress.table(rows))
     if not ok:
         print("\nREGRESSION: see the FAIL rows above. If a change of numbers is intended, bump the proxy's "
@@ -382,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         return study
 
     rep = argparse.ArgumentParser(add_help=False)
-    rep.add_argument("--out", default=str(DEFAULT_OUT), help="report directory")
+    rep.add_argument("--out", default=OUT_DEFAULT, help="report directory")
     rep.add_argument("--truth", default="accuracy", help="ground-truth column: accuracy (each space's headline: "
                      "NB201 200-epoch test accuracy), or e.g. val_acc_200, test_acc_12")
     rep.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
@@ -403,8 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("bench", parents=[common, study_parent("all", SUITE), rep],
                        help="the default study on every task, then the report")
-    s.add_argument("--readme", default=str(REPO_ROOT / "README.md"),
-                   help="README whose bench:begin/end block gets the headline table ('' to skip)")
+    s.add_argument("--readme", default=None,
+                   help="README whose bench:begin/end block gets the headline table ('' to skip; default: the "
+                        "project's README.md when the report goes to reports/)")
     s.add_argument("--skip-sections", action="store_true", help="only the training-free study, no further sections")
     s.set_defaults(fn=cmd_bench)
     s = sub.add_parser("compare", parents=[common, study_parent("all", SUITE), rep],
@@ -415,9 +435,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("regress", parents=[common], help="recompute the golden study and compare with the baseline")
     s.add_argument("--baseline", default=str(REPO_ROOT / "reports" / "baseline.json"))
     s.add_argument("--write", action="store_true", help="write the baseline instead of checking it (make baseline)")
-    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--workers", type=_positive_int, default=None)
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--precision", default=str(REPO_ROOT / "reports" / "precision.json"),
+                   help="measured precision per proxy and cell (make precision) that judges score changes")
     s.set_defaults(fn=cmd_regress)
+    s = sub.add_parser("precision", parents=[common], help="measure every proxy's numerical precision under other "
+                       "CPU kernels, thread counts and float64 (writes reports/precision.json)")
+    from bench import precision as _precision
+
+    _precision.add_arguments(s)
+    s.set_defaults(fn=cmd_precision)
+    s = sub.add_parser("cache", parents=[common], help="inspect or maintain a score cache (explicit: runs never "
+                       "rewrite committed parts)")
+    s.add_argument("action", choices=["check", "compact", "prune"], help="check: rows, parts, machines and "
+                   "duplicate keys; compact: merge every part into one; prune: drop rows of proxy versions that "
+                   "are no longer registered (and compact)")
+    s.add_argument("--cache", default=str(DEFAULT_CACHE))
+    s.set_defaults(fn=cmd_cache)
     s = sub.add_parser("import-nb201", parents=[common], help="convert the official NAS-Bench-201 .pth once")
     s.add_argument("file")
     s.set_defaults(fn=cmd_import_nb201)
@@ -433,12 +468,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _same_path(a, b) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def resolve_outputs(args) -> None:
+    """Where a command writes: only where it was told. ``--out`` defaults to reports/ with the committed cache,
+    and to ``<cache>/report`` with any other ``--cache``; the project README is updated only when the report
+    goes to reports/."""
+    if getattr(args, "out", None) == OUT_DEFAULT:
+        cache = getattr(args, "cache", None)
+        args.out = str(DEFAULT_OUT if cache is None or _same_path(cache, DEFAULT_CACHE) else Path(cache) / "report")
+    if hasattr(args, "readme") and args.readme is None:
+        args.readme = str(REPO_ROOT / "README.md") if _same_path(args.out, DEFAULT_OUT) else ""
+
+
+def cmd_precision(args) -> None:
+    from bench import precision
+
+    precision.run(args)
+
+
+def cmd_cache(args) -> None:
+    from bench.cache import ScoreCache
+    from proxies import get_proxy, list_proxies
+
+    cache = ScoreCache(args.cache)
+    if args.action == "compact":
+        n = len(cache.parts())
+        merged = cache.compact()
+        print(f"compacted {n} part(s) of {cache.path} into {merged.name if merged else 'nothing'}")
+        return
+    if args.action == "prune":
+        current = {p: get_proxy(p).version for p in list_proxies()}
+        print(f"pruned {cache.prune_stale(current)} row(s) of proxy versions no longer registered from {cache.path}")
+        return
+    df = cache.load()
+    print(f"{cache.path}: {len(df)} scores in {len(cache.parts())} part(s)")
+    if df.empty:
+        return
+    for (device, cpu), n in df.groupby(["device", "cpu"]).size().items():
+        print(f"  {n:>8} scores on {device}, CPU {cpu}")
+    dup = cache.duplicates()
+    if dup.empty:
+        print("  no duplicate keys")
+        return
+    differ = dup[dup["max"] > dup["min"]]
+    print(f"  {len(dup)} key(s) stored more than once (resolved by content: ok before error, clean commit before "
+          f"dirty, smaller score); {len(differ)} with differing scores")
+    for _, r in differ.head(10).iterrows():
+        rel = (r["max"] - r["min"]) / max(abs(r["min"]), abs(r["max"]))
+        print(f"    {r['proxy']} v{r['proxy_version']} {r['task']} {r['arch']}: {r['min']:.9g} .. {r['max']:.9g} "
+              f"(relative {rel:.1e})")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "family", None) and hasattr(args, "space"):  # --space nds --family DARTS -> nds:DARTS
         args.space = f"{args.space}:{args.family}"
     if args.data_dir:
         os.environ["PROXYBENCH_DATA"] = str(Path(args.data_dir).resolve())  # spawned workers inherit it
+    resolve_outputs(args)
     from bench.cache import CacheError
     from datasets.errors import ProxybenchDataError
     from proxies import UnknownProxyError

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from tqdm.auto import tqdm
 
 from bench import metrics, provenance
 from bench.cache import ScoreCache
+from bench.runner import worker_pool
 from datasets import get_space
 from proxies import ProxyContext
 from proxies import eproxy as ep
@@ -256,7 +256,7 @@ class Evaluator:
                     take(_score_chunk(c.space, c.task, c.seed, self.batch, sdict, ch, self.scorer))
             else:
                 if self._pool is None:  # one pool for the evaluator's life: workers start (import torch) once
-                    self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+                    self._pool = worker_pool(self.workers)
                 futs = [self._pool.submit(_score_chunk, c.space, c.task, c.seed, self.batch, sdict, ch)
                         for ch in chunks]
                 try:
@@ -392,7 +392,7 @@ def cmd_dps(args) -> None:
 
 
 def add_cli(sub, common) -> None:
-    from bench.cli import DEFAULT_CACHE, DEFAULT_OUT
+    from bench.cli import DEFAULT_CACHE, OUT_DEFAULT
 
     s = sub.add_parser("dps", parents=[common], help="Discrete Proxy Search over Eproxy settings (+ its report)")
     s.add_argument("--space", default="nb201")
@@ -407,7 +407,7 @@ def add_cli(sub, common) -> None:
     s.add_argument("--eval-n", type=int, default=500, help="held-out cells (a prefix of the default sample)")
     s.add_argument("--workers", type=int, default=1, help="worker processes for scoring")
     s.add_argument("--cache", default=str(DEFAULT_CACHE), help="score cache (DPS scores go to <cache>/dps)")
-    s.add_argument("--out", default=str(DEFAULT_OUT), help="report directory")
+    s.add_argument("--out", default=OUT_DEFAULT, help="report directory")
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_dps)
@@ -429,6 +429,20 @@ def _correlation_row(name: str, kind: str, score, truth, higher: bool, n_resampl
     return {"proxy": name, "kind": kind, "dir": "↑" if higher else "↓", **s, "sec_per_cell": seconds}
 
 
+def is_default_study(config: DPSConfig, eval_n: int) -> bool:
+    """Whether this is the search ``make bench`` runs (its record is the committed reports/dps/)."""
+    return replace(config, data_dir=None) == replace(DEFAULT_STUDY, data_dir=None) and eval_n == DEFAULT_EVAL_N
+
+
+def run_id(config: DPSConfig, eval_n: int) -> str:
+    """A short name for a search's settings (its folder under ``<out>/dps-runs/``)."""
+    import hashlib
+
+    d = {k: v for k, v in asdict(config).items() if k != "data_dir"}
+    digest = hashlib.sha1(json.dumps({**d, "eval_n": eval_n}, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"budget{config.budget}-{digest}"
+
+
 def run_default(config: DPSConfig, cache_dir: Path, out: Path, eval_n: int = DEFAULT_EVAL_N, workers: int = 1,
                 progress: bool = True, n_resamples: int = 1000, search_only: bool = False) -> str:
     """Search (resuming from the cache), evaluate the best setting, the default Eproxy, the training-free
@@ -442,6 +456,9 @@ def run_default(config: DPSConfig, cache_dir: Path, out: Path, eval_n: int = DEF
                               data_dir=config.data_dir)
     check_disjoint(fit_archs, eval_archs)
     truth = sp.truth(config.task, config.data_dir).set_index("arch")
+    if not is_default_study(config, eval_n):
+        # another search than the committed default one: its record and report go beside it, never over it
+        out = out / "dps-runs" / run_id(config, eval_n)
     index_dir = out / "dps"
     dps_cache = ScoreCache(cache_dir / "dps")
     ev = Evaluator(config, dps_cache, workers=workers, progress=progress)
@@ -505,8 +522,6 @@ def _run_default(config, cache_dir, out, ev, eval_archs, fit_archs, truth, index
                                  "exclude"))
     table = pd.DataFrame(rows).sort_values("rho", ascending=False, kind="stable").reset_index(drop=True)
     table.to_csv(index_dir / "heldout.csv", index=False)
-    if len(dps_cache.parts()) > 1:
-        dps_cache.compact()  # one committed file instead of a part per chunk
     return write_report(out, result, table, best, default_fitness, eval_n=len(eval_archs), search_s=search_s,
                         eval_s=eval_s, data_source=ev.data_source, substitute=ev.substitute,
                         computed=ev.computed)

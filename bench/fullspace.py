@@ -34,20 +34,21 @@ RUN_HINT = ('`make bench-full` (that is `proxybench run --task all --sample all 
 
 
 def add_cli(sub, common) -> None:
+    from bench.cli import OUT_DEFAULT
+
     s = sub.add_parser(NAME, parents=[common], help="report full-space (15,625-cell) NB201 correlations found "
                        "in the cache (compute them with make bench-full)")
     s.add_argument("--cache", default=None, help="score cache directory (default: reports/scores)")
-    s.add_argument("--out", default=None, help="report directory (default: reports)")
+    s.add_argument("--out", default=OUT_DEFAULT, help="report directory")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=_cmd)
 
 
 def _cmd(args) -> None:
-    from bench.cli import DEFAULT_CACHE, DEFAULT_OUT
+    from bench.cli import DEFAULT_CACHE
 
     args.cache = args.cache or str(DEFAULT_CACHE)
-    args.out = args.out or str(DEFAULT_OUT)
     print(bench_section(args))
 
 

@@ -169,8 +169,6 @@ def measure_study(study: LatencyStudy, cache: ScoreCache, *, progress: bool = Tr
     session.update(end=_now(), loadavg_end=_loadavg())
     if meta_path is not None:
         _add_session(meta_path, study, session)
-    if len(cache.parts()) > 1:
-        cache.compact()
     return len(todo)
 
 
@@ -863,7 +861,7 @@ def cmd_latency(args) -> None:
 
 
 def add_cli(sub, common) -> None:
-    from bench.cli import DEFAULT_CACHE, DEFAULT_OUT
+    from bench.cli import DEFAULT_CACHE, OUT_DEFAULT
 
     s = sub.add_parser("latency", parents=[common], help="measured latency, latency proxies and HW-NAS-Bench "
                        "devices on NB201; accuracy under latency budgets (reports/latency.md)")
@@ -871,7 +869,7 @@ def add_cli(sub, common) -> None:
     s.add_argument("--sample", type=int, default=LatencyStudy.sample, help="cells to time (first of the seeded sample)")
     s.add_argument("--runs", type=int, default=RUNS, help="independent measurement runs (2 give the rank stability)")
     s.add_argument("--cache", default=str(DEFAULT_CACHE), help="main score cache (params, flops, accuracy proxies)")
-    s.add_argument("--out", default=str(DEFAULT_OUT), help="report directory (timings go to OUT/latency/)")
+    s.add_argument("--out", default=OUT_DEFAULT, help="report directory (timings go to OUT/latency/)")
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_latency)

@@ -255,7 +255,7 @@ def _cmd_import(args) -> None:
 
 
 def add_cli(sub, common) -> None:
-    from bench.cli import DEFAULT_CACHE, DEFAULT_OUT, _sample
+    from bench.cli import DEFAULT_CACHE, OUT_DEFAULT, _sample
 
     s = sub.add_parser("nb101", parents=[common], help="the NB101 section: training-free proxies on NB101 samples")
     s.add_argument("--sample", type=_sample, default=ALL_N, help="cells for the one-pass proxies (or 'all')")
@@ -264,7 +264,7 @@ def add_cli(sub, common) -> None:
                    help=f"cells for the second-order proxies, {', '.join(SECOND_ORDER)} (or 'all')")
     s.add_argument("--batch-size", type=int, default=BATCH, help="minibatch (Abdelfattah et al.: 256)")
     s.add_argument("--cache", default=str(DEFAULT_CACHE))
-    s.add_argument("--out", default=str(DEFAULT_OUT))
+    s.add_argument("--out", default=OUT_DEFAULT)
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--executor", default="auto", choices=["auto", "inprocess", "processes", "ray"])

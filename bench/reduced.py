@@ -452,7 +452,7 @@ def cmd_reduced(args) -> None:
 
 
 def add_cli(sub, common) -> None:
-    from bench.cli import DEFAULT_CACHE, DEFAULT_OUT
+    from bench.cli import DEFAULT_CACHE, OUT_DEFAULT
 
     s = sub.add_parser(NAME, parents=[common], help="reduced-training proxies (EcoNAS, DA-NAS subsets, NB201 "
                        "12-epoch table) on a sample of NB201 cifar10 cells, with their cost")
@@ -463,7 +463,7 @@ def add_cli(sub, common) -> None:
     s.add_argument("--subset-setting", type=lambda v: str(_settings(v)[0]), default=None,
                    help="EcoNAS setting of the class-subset proxies (default c4r4s0e2)")
     s.add_argument("--cache", default=str(DEFAULT_CACHE))
-    s.add_argument("--out", default=str(DEFAULT_OUT))
+    s.add_argument("--out", default=OUT_DEFAULT)
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_reduced)

@@ -2,8 +2,11 @@
 
 ``make baseline`` writes ``reports/baseline.json`` on purpose (never automatically); ``make regress``
 recomputes the golden study with the current code in a fresh cache and fails when, for a proxy whose
-declared version is unchanged, the scores changed or the correlation of its declared ranking dropped by
-more than ``TOLERANCE``. A proxy whose version changed is "not comparable" (regenerate the baseline).
+declared version is unchanged, a score moved by more than that cell's measured precision allows
+(``reports/precision.json``, ``make precision``: see ``bench.precision``), or the correlation of its declared
+ranking dropped by more than ``TOLERANCE``. So it passes on any CPU whose rounding stays inside the measured
+precision and fails on a real change. A proxy whose version changed is "not comparable" (regenerate the
+baseline and remeasure its precision).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import metrics, provenance
+from bench import metrics, precision, provenance
 from bench.cache import ScoreCache
 from bench.runner import Study, run_study, study_scores
 from proxies import get_proxy, training_free
@@ -24,8 +27,6 @@ from proxies import get_proxy, training_free
 GOLDEN = {"space": "nb201", "tasks": ("cifar10",), "sample": 64, "sample_seed": 1, "seed": 42, "batch_size": 64}
 TRUTH = "accuracy"  # the space's headline ground truth (NB201: 200-epoch test accuracy)
 TOLERANCE = 0.02  # the largest allowed drop of the declared-direction Spearman ρ (and Kendall τ)
-SCORE_RTOL = 1e-4  # each score may move by this fraction of itself (float32 sums, thread counts) ...
-SCORE_ATOL = 1e-6  # ... plus this fraction of the proxy's 5th-percentile nonzero |score| (sums cancelling to ~0)
 
 
 def golden_study(proxies=None, data_dir=None) -> Study:
@@ -44,7 +45,11 @@ def compute(study: Study, progress: bool = True, workers: int | None = None) -> 
         ok = g[g["status"] != "error"]
         s = metrics.correlation_summary(ok["score"].to_numpy(), ok[TRUTH].to_numpy(), info.higher_is_better,
                                         n_resamples=0, nan_policy=info.nan_policy)
+        first = g.iloc[0]
+        setting = {"space": study.space, "task": str(first["task"]), "seed": int(first["seed"]),
+                   "batch_size": int(first["batch_size"]), "data_source": str(first["data_source"])}
         out[proxy] = {"version": int(info.version), "direction": info.direction, "nan_policy": info.nan_policy,
+                      "setting": setting,
                       "rho": s["rho"], "tau": s["tau"], "n": s["n"], "n_nonfinite": s["n_nonfinite"],
                       "errors": sorted(g.loc[g["status"] == "error", "arch"]),
                       "scores": {a: (None if not math.isfinite(v) else v) for a, v in zip(g["arch"], g["score"],
@@ -55,7 +60,8 @@ def compute(study: Study, progress: bool = True, workers: int | None = None) -> 
 def write_baseline(result: dict, path: str | Path) -> Path:
     path = Path(path)
     doc = {"golden_study": {k: list(v) if isinstance(v, tuple) else v for k, v in GOLDEN.items()},
-           "truth": TRUTH, "tolerance": TOLERANCE, "score_rtol": SCORE_RTOL, "score_atol": SCORE_ATOL,
+           "truth": TRUTH, "tolerance": TOLERANCE,
+           "score_tolerance": "per cell, from reports/precision.json: " + precision.METHOD,
            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "environment": provenance.environment(), "proxies": result}
     tmp = path.with_name(f".{path.name}.tmp")
@@ -64,35 +70,53 @@ def write_baseline(result: dict, path: str | Path) -> Path:
     return path
 
 
-def _scores_equal(old: dict, new: dict, rtol: float = SCORE_RTOL, atol: float = SCORE_ATOL) -> tuple[bool, str]:
-    """Each score within ``rtol`` of itself plus ``atol`` x the 5th percentile of the proxy's nonzero |scores|
-    (small next to almost every score, even for synflow's 1e10..1e50); non-finite must stay non-finite."""
-    if set(old) != set(new):
-        return False, f"different architectures ({len(set(old) ^ set(new))} differ)"
-    finite = [abs(v) for v in old.values() if v]
-    floor = atol * float(np.percentile(finite, 5, method="lower")) if finite else 0.0
-    for a, o in old.items():
-        n = new[a]
-        if (o is None) != (n is None):
-            return False, f"{a}: {o} -> {n}"
-        if o is not None and abs(o - n) > rtol * max(abs(o), abs(n)) + floor:
-            return False, f"{a}: {o:.6g} -> {n:.6g}"
-    return True, ""
+DEFAULT_SETTING = {"space": "nb201", "task": "cifar10", "seed": 42, "batch_size": 0, "data_source": "none"}
+
+
+def _scores_within(name: str, old: dict, new: dict, prec: dict) -> tuple[bool | None, str, float]:
+    """Whether every golden score of ``name`` moved by no more than its cell's measured precision allows.
+    Returns (same, why, worst |change| / allowed change); ``same`` is None when a cell's precision is unknown."""
+    a, b = old["scores"], new["scores"]
+    if set(a) != set(b):
+        return False, f"different architectures ({len(set(a) ^ set(b))} differ)", np.inf
+    st = {**DEFAULT_SETTING, **new.get("setting", {})}
+    worst, worst_why = 0.0, ""
+    for arch, o in a.items():
+        n = b[arch]
+        key = precision.cell_key(st["space"], st["task"], st["seed"], st["batch_size"], st["data_source"], arch)
+        spread = precision.spread_of(prec, name, key, new["version"])
+        if spread is None:
+            return None, (f"no measured precision of {name} v{new['version']} on {arch}: run `make precision` "
+                          f"(or `proxybench precision golden --proxies {name}`)"), np.nan
+        if not precision.within(o, n, spread):
+            return False, f"{arch}: {_g(o)} -> {_g(n)} (measured spread {spread:.2g})", np.inf
+        if o is not None and n is not None and math.isfinite(o) and math.isfinite(n):
+            ratio = abs(n - o) / precision.tolerance(spread, max(abs(o), abs(n))) if n != o else 0.0
+            if ratio > worst:
+                worst, worst_why = ratio, arch
+    return True, worst_why, worst
+
+
+def _g(v) -> str:
+    return "None" if v is None else f"{v:.9g}"
 
 
 def _num(v) -> float:
     return float("nan") if v is None else float(v)
 
 
-def check(baseline: dict, current: dict) -> tuple[list[dict], bool]:
-    """Compare a recomputed golden study with the baseline: rows for the diff table, and whether it passes."""
+def check(baseline: dict, current: dict, prec: dict | None = None) -> tuple[list[dict], bool]:
+    """Compare a recomputed golden study with the baseline: rows for the diff table, and whether it passes.
+    ``prec`` is the measured precision (``bench.precision.load()``) that judges each score's change."""
     rows, ok = [], True
+    prec = prec or {}
     base = baseline["proxies"]
     tol = baseline.get("tolerance", TOLERANCE)
     for name in sorted(set(base) | set(current)):
         b, c = base.get(name), current.get(name)
         row = {"proxy": name, "rho_baseline": b["rho"] if b else np.nan, "rho_now": c["rho"] if c else np.nan,
-               "tau_baseline": b["tau"] if b else np.nan, "tau_now": c["tau"] if c else np.nan}
+               "tau_baseline": b["tau"] if b else np.nan, "tau_now": c["tau"] if c else np.nan, "used": np.nan,
+               "digits": (prec.get("proxies", {}).get(name) or {}).get("digits")}
         if b is None:
             row["status"] = "new (not in the baseline: run `make baseline` to add it)"
         elif c is None:
@@ -100,8 +124,8 @@ def check(baseline: dict, current: dict) -> tuple[list[dict], bool]:
         elif b["version"] != c["version"]:
             row["status"] = f"not comparable (version {b['version']} -> {c['version']}; run `make baseline`)"
         else:
-            same, why = _scores_equal(b["scores"], c["scores"], baseline.get("score_rtol", SCORE_RTOL),
-                                      baseline.get("score_atol", SCORE_ATOL))
+            same, why, used = _scores_within(name, b, c, prec)
+            row["used"] = used
             drop_rho = _num(b["rho"]) - _num(c["rho"])
             drop_tau = _num(b["tau"]) - _num(c["tau"])
             if c.get("errors"):
@@ -109,6 +133,9 @@ def check(baseline: dict, current: dict) -> tuple[list[dict], bool]:
                 ok = False
             elif not all(math.isfinite(_num(x[k])) for x in (b, c) for k in ("rho", "tau")):
                 row["status"] = "FAIL: a correlation is not a number"
+                ok = False
+            elif same is None:
+                row["status"] = f"FAIL: {why}"
                 ok = False
             elif not same:
                 row["status"] = f"FAIL: scores changed but version {c['version']} did not ({why})"
@@ -123,9 +150,13 @@ def check(baseline: dict, current: dict) -> tuple[list[dict], bool]:
 
 
 def table(rows: list[dict]) -> str:
-    L = ["| proxy | ρ baseline | ρ now | τ baseline | τ now | status |", "|---|---|---|---|---|---|"]
+    L = ["| proxy | digits | ρ baseline | ρ now | τ baseline | τ now | largest change ÷ allowed | status |",
+         "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:+.3f}"  # noqa: E731
     for r in rows:
-        L.append(f"| {r['proxy']} | {fmt(r['rho_baseline'])} | {fmt(r['rho_now'])} | {fmt(r['tau_baseline'])} | "
-                 f"{fmt(r['tau_now'])} | {r['status']} |")
+        used = r.get("used")
+        used = "–" if used is None or not math.isfinite(used) else f"{used:.2f}"
+        digits = "–" if r.get("digits") is None else str(r["digits"])
+        L.append(f"| {r['proxy']} | {digits} | {fmt(r['rho_baseline'])} | {fmt(r['rho_now'])} | "
+                 f"{fmt(r['tau_baseline'])} | {fmt(r['tau_now'])} | {used} | {r['status']} |")
     return "\n".join(L)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib
@@ -351,10 +350,16 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
         L += [f"![{what}](figures/{path.name})", ""]
     for p, f in figs.items():
         L.append(f"- [{p}](figures/{f.name}): rank of score vs accuracy, one panel per task")
-    L += ["", "## Provenance", "",
-          f"- generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-          f"- code: proxybench {env['proxybench']}, commit {env['git_commit']}; scores computed at commit(s) "
+    from bench import precision
+
+    prec = precision.load()
+    L += ["", "## Precision", "", precision.report_paragraph(prec), "",
+          precision.table(prec, proxies=sorted(df["proxy"].unique())), ""]
+    L += ["## Provenance", "",
+          f"- code: proxybench {env['proxybench']}; scores computed at commit(s) "
           f"{', '.join(sorted(set(df['git_commit'])))}",
+          f"- machines behind the scores: {precision.machines_line(df)}",
+          f"- pooling: {precision.pooling_line(df, prec)}",
           f"- libraries: torch {env['torch']} (scores: {', '.join(sorted(set(df['torch_version'])))}), "
           f"python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, pandas {env['pandas']}",
           f"- devices: {', '.join(sorted(set(df['device'])))}; init: {', '.join(sorted(set(df['init'])))}; "
@@ -387,11 +392,13 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SECTIONS_BEGIN, SECTIONS_END = "<!-- sections:begin -->", "<!-- sections:end -->"
 
 
-def headline_table(summary: pd.DataFrame, study_note: str = "") -> str:
-    """ρ per proxy and task with intervals and n, for the project README."""
+def headline_table(summary: pd.DataFrame, study_note: str = "", prec: dict | None = None) -> str:
+    """ρ per proxy and task with intervals and n, for the project README; ``digits``: each proxy's significant
+    digits as measured by ``make precision`` (``prec``, reports/precision.json)."""
     tasks = list(dict.fromkeys(summary["task"]))
-    lines = ["| proxy | dir | " + " | ".join(f"{t} ρ [95% CI]" for t in tasks) + " |",
-             "|---|---|" + "---|" * len(tasks)]
+    prec = prec or {}
+    lines = ["| proxy | dir | digits | " + " | ".join(f"{t} ρ [95% CI]" for t in tasks) + " |",
+             "|---|---|---|" + "---|" * len(tasks)]
     order = summary.groupby("proxy")["rho"].mean().sort_values(ascending=False).index
     for proxy in order:
         g = summary[summary["proxy"] == proxy].set_index("task")
@@ -402,7 +409,8 @@ def headline_table(summary: pd.DataFrame, study_note: str = "") -> str:
                 cells.append(f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} (n={r['n']}){' ⚠' if r['substitute'] else ''}")
             else:
                 cells.append("–")
-        lines.append(f"| {proxy} | {g['direction'].iloc[0]} | " + " | ".join(cells) + " |")
+        d = (prec.get("proxies", {}).get(proxy) or {}).get("digits")
+        lines.append(f"| {proxy} | {g['direction'].iloc[0]} | {'–' if d is None else d} | " + " | ".join(cells) + " |")
     out = "\n".join(lines)
     return (study_note + "\n\n" if study_note else "") + out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -58,6 +59,9 @@ class Study:
         for t in self.tasks:
             space.check_task(t)
         object.__setattr__(self, "proxies", tuple(resolve_proxies(list(self.proxies))))
+        if not self.proxies:
+            raise ValueError("--proxies names no proxy: give names, wildcards or @families "
+                             "(`proxybench ls proxies` lists them)")
         if self.sample is not None and self.sample < 1:
             raise ArchError(f"--sample must be a positive number of architectures, got {self.sample}")
         if not _DEVICE_RE.fullmatch(self.device):
@@ -70,7 +74,10 @@ class Study:
             out = [space.canonical(a, self.data_dir) for a in self.archs]
             return list(dict.fromkeys(out))
         every = space.all_archs(self.data_dir)
-        if self.sample is None or self.sample >= len(every):
+        if self.sample is not None and self.sample > len(every):
+            raise ArchError(f"--sample {self.sample} is more than the {len(every):,} architectures of space "
+                            f"{self.space}: use --sample all to score every one, or a smaller sample")
+        if self.sample is None or self.sample == len(every):
             return every
         # a prefix of one seeded permutation: samples of one seed are nested (the 300 are among the 1000)
         idx = np.sort(np.random.default_rng(self.sample_seed).permutation(len(every))[: self.sample])
@@ -91,6 +98,7 @@ class Job:
     items: tuple[tuple[str, tuple[str, ...]], ...]
     git_commit: str
     threads: int = 0
+    dtype: str = "float32"  # "float64" only in the precision measurement (bench.precision); never cached
 
 
 @dataclass
@@ -169,6 +177,7 @@ def score_job(job: Job) -> list[dict]:
         torch.set_num_threads(job.threads)
     device = resolve_device(job.device)  # outside the per-cell guard: a missing GPU fails the chunk, loudly
     label = device_label(device)
+    cpu = provenance.cpu_label()
     space = get_space(job.space)
     infos = {n: get_proxy(n) for _, names in job.items for n in names}
     needs_data = any(i.needs_data for i in infos.values())
@@ -189,7 +198,7 @@ def score_job(job: Job) -> list[dict]:
     for arch, names in job.items:
         ctx = ProxyContext(arch=arch, task=job.task, seed=job.seed, build=space.builder(arch, job.task),
                            input_shape=(3, res, res), num_classes=space.num_classes[job.task], batch=batch,
-                           device=device, requested=names, train_data=train_data,
+                           device=device, requested=names, train_data=train_data, dtype=getattr(torch, job.dtype),
                            table=table.loc[arch].to_dict() if table is not None and arch in table.index else None)
         for name in names:
             info = infos[name]
@@ -206,9 +215,10 @@ def score_job(job: Job) -> list[dict]:
                 "proxy_version": info.version, "seed": job.seed,
                 "batch_size": job.batch_size if info.needs_data else 0,
                 "data_source": src if info.needs_data else "none", "init": space.init,
+                "builder_version": space.builder_version, "cpu": cpu,
                 "score": score, "status": status, "error": error, "seconds": time.perf_counter() - t0,
                 "substitute": substitute if info.needs_data else False, "device": label,
-                "dtype": "float32", "torch_version": torch.__version__,
+                "dtype": job.dtype, "torch_version": torch.__version__,
                 "proxybench_version": provenance.version("proxybench"), "git_commit": job.git_commit,
             })
             if info.needs_training_data:  # keyed by the training/held-out images, not the minibatch
@@ -234,15 +244,48 @@ class InProcessExecutor:
             torch.set_num_threads(before)
 
 
+def _die_with(parent: int) -> None:
+    """Worker initializer: end this process when the driver ``parent`` dies, however it dies (SIGKILL included).
+
+    On Linux the kernel sends SIGKILL when the parent exits (``PR_SET_PDEATHSIG``); everywhere a daemon thread
+    also checks once a second that the parent is still ours (an orphan is re-parented) and exits if not."""
+    import ctypes
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the driver died before the line above ran
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="proxybench-parent-watch", daemon=True).start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Spawned worker processes that never outlive their driver (see ``_die_with``)."""
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with,
+                               initargs=(os.getpid(),))
+
+
 class ProcessExecutor:
-    """Local worker processes (spawned, one torch thread each); results stream back as chunks finish."""
+    """Local worker processes (spawned, one torch thread each, ended with their driver); results stream back
+    as chunks finish."""
 
     def __init__(self, workers: int):
         self.workers = max(1, workers)
 
     def map(self, fn: Callable, jobs: Iterable) -> Iterator:
         jobs = [replace(j, threads=1) for j in jobs]
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(self.workers) as pool:
             futures = [pool.submit(fn, j) for j in jobs]
             try:
                 for fut in as_completed(futures):
@@ -300,14 +343,14 @@ def plan(study: Study, cache: ScoreCache, retry_errors: bool = False, chunk_size
     archs = study.arch_list()
     have = _cached_keys(cache, study, retry_errors)
     commit = provenance.git_commit()
-    init = get_space(study.space).init
+    init, builder = get_space(study.space).init, get_space(study.space).builder_version
     jobs, cached = [], 0
     for task in study.tasks:
         keys = setting_keys(study, task)
         items = []
         for arch in archs:
             missing = tuple(n for n in study.proxies if (study.space, task, arch, n, keys[n][0], study.seed,
-                                                         keys[n][1], keys[n][2], init) not in have)
+                                                         keys[n][1], keys[n][2], init, builder) not in have)
             cached += len(study.proxies) - len(missing)
             if missing:
                 items.append((arch, missing))
@@ -347,8 +390,6 @@ def run_study(study: Study, cache: ScoreCache, executor: str = "auto", workers: 
         finally:
             bar.close()
             summary.retried = getattr(ex, "retried", 0)
-        if len(cache.parts()) > 1:
-            cache.compact()
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -358,7 +399,8 @@ def study_scores(study: Study, cache: ScoreCache) -> pd.DataFrame:
     df = cache.load()
     archs = set(study.arch_list())
     df = df[(df["space"] == study.space) & (df["seed"] == study.seed) & df["task"].isin(study.tasks)
-            & df["proxy"].isin(study.proxies) & df["arch"].isin(archs) & (df["init"] == get_space(study.space).init)]
+            & df["proxy"].isin(study.proxies) & df["arch"].isin(archs) & (df["init"] == get_space(study.space).init)
+            & (df["builder_version"] == get_space(study.space).builder_version)]
     # exactly the study's settings: the current version, batch and images of each proxy (the cache may
     # also hold other batch sizes, substitute and real images, older versions)
     wanted = {(t, p, *k) for t in study.tasks for p, k in setting_keys(study, t).items()}

@@ -908,6 +908,8 @@ def cmd_search(args) -> None:
 
 
 def add_cli(sub, common) -> None:
+    from bench.cli import OUT_DEFAULT
+
     s = sub.add_parser("search", parents=[common], help="search simulations on NB201: does a proxy make NAS cheaper?")
     s.add_argument("--groups", default="", help="comma-separated groups (default: all): " +
                    ", ".join(g.name for g in GROUPS))
@@ -917,7 +919,7 @@ def add_cli(sub, common) -> None:
                    "clipped to 50..500)")
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--cache", default=None, help="score cache (default: reports/scores)")
-    s.add_argument("--out", default=None, help="report directory (default: reports)")
+    s.add_argument("--out", default=OUT_DEFAULT, help="report directory")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--write-order", default=None, metavar="FILE", help="write every NB201 cell in the default "
                    "study's permutation order (an --archs-file for `proxybench run`) and exit")
@@ -925,8 +927,7 @@ def add_cli(sub, common) -> None:
 
 
 def _cmd_search_defaults(args) -> None:
-    from bench.cli import DEFAULT_CACHE, DEFAULT_OUT
+    from bench.cli import DEFAULT_CACHE
 
     args.cache = args.cache or str(DEFAULT_CACHE)
-    args.out = args.out or str(DEFAULT_OUT)
     cmd_search(args)

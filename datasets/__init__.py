@@ -24,6 +24,9 @@ class Space:
     default_truth: str = "test_acc_200"
     # the initialisation its builder applies (recorded with every score, part of the cache key)
     init: str = "torch-default"
+    # bump whenever the networks ``builder`` returns change (layers, channels, init): part of the cache key,
+    # so scores of old and new networks never mix
+    builder_version: int = 1
 
     def canonical(self, arch, data_dir=None) -> str:
         raise NotImplementedError

@@ -134,10 +134,13 @@ def load_official_benchmark(path: str | os.PathLike) -> dict:
             f"refusing to load {path}: the safe (weights-only) unpickler cannot read it, so it is corrupt "
             f"or contains objects outside the safe set ({_first_line(msg)}).\n"
             f"  expected: {EXPECTED_STRUCTURE}\n  {_where_to_get()}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        # the weights-only unpickler raises e.g. KeyError(101) on a byte that is no pickle opcode (a text file)
+        what = (f"not a torch/pickle file (its byte {e.args[0]!r} is no pickle opcode)"
+                if isinstance(e, KeyError) and e.args and isinstance(e.args[0], int)
+                else f"{type(e).__name__}{': ' + _first_line(str(e)) if str(e).strip() else ' (truncated?)'}")
         raise DataFileError(
-            f"corrupt or unreadable NAS-Bench-201 benchmark file {path}: "
-            f"{type(e).__name__}{': ' + _first_line(str(e)) if str(e).strip() else ' (truncated?)'}\n"
+            f"corrupt or unreadable NAS-Bench-201 benchmark file {path}: {what}\n"
             f"  expected: {EXPECTED_STRUCTURE}\n  {_where_to_get()}") from None
     return _validate(data, path)
 

@@ -38,11 +38,15 @@ class ProxyContext:
     # filled by the runner only for proxies that declare needs_training_data / needs_table:
     train_data: Callable[[], tuple] | None = None  # () -> (training images, held-out images): ImageSource-like
     table: dict | None = None  # the benchmark's own row for this (arch, task), e.g. {"test_acc_12": ...}
+    # the dtype networks and inputs are computed in; float64 only for the precision measurement
+    # (bench.precision): the network is built in float32 and cast, so it holds the same initial weights
+    dtype: torch.dtype = torch.float32
 
     def network(self, bn: bool = True) -> nn.Module:
         """A fresh network with the cell's seeded PyTorch-default initialisation (safe to modify)."""
         torch.manual_seed(self.seed)
-        return self.build(bn=bn).to(self.device)
+        net = self.build(bn=bn).to(self.device)
+        return net if self.dtype == torch.float32 else net.to(self.dtype)
 
     def shared_network(self) -> nn.Module:
         """One network per cell for proxies that only read it (params, flops); do not modify it."""
@@ -56,7 +60,7 @@ class ProxyContext:
             raise LabelAccessError("this proxy is registered with needs_data=False but read the images")
         if self.batch is None:
             raise RuntimeError("no minibatch was prepared for this study")
-        return self.batch[0].to(self.device)
+        return self.batch[0].to(self.device, self.dtype)
 
     @property
     def targets(self) -> torch.Tensor:

@@ -22,7 +22,7 @@ def flops(ctx) -> float:
     net = ctx.shared_network()
     was_training = net.training
     net.eval()
-    x = torch.zeros((1, *ctx.input_shape), device=ctx.device)
+    x = torch.zeros((1, *ctx.input_shape), device=ctx.device, dtype=ctx.dtype)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(x)
     net.train(was_training)

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.cache import COLUMNS, KEY_COLUMNS, SCHEMA, SCHEMA_VERSION, CacheError, ScoreCache
+from bench.cache import COLUMNS, KEY_COLUMNS, SCHEMA, SCHEMA_VERSION, UNRECORDED_CPU, CacheError, ScoreCache
 
 PUBLIC_COLUMNS = ["space", "task", "arch", "proxy", "proxy_version", "seed", "score", "seconds"]
 ARCHS = [
@@ -56,20 +56,41 @@ def test_append_load_round_trip(tmp_path):
     assert pq.read_schema(part).metadata[b"proxybench_schema"] == str(SCHEMA_VERSION).encode()
 
 
-def test_load_keeps_the_newest_row_of_a_key(tmp_path):
-    cache = ScoreCache(tmp_path)
-    cache.append([row(score=1.0, timestamp="2024-01-01T00:00:00.000+00:00"),
-                  row(ARCHS[1], score=5.0, timestamp="2024-01-01T00:00:00.000+00:00")])
-    cache.append([row(score=2.0, status="ok", timestamp="2024-01-02T00:00:00.000+00:00")])
-    # An older row written later (e.g. merged in from elsewhere) must not win over a newer one.
-    cache.append([row(score=0.5, timestamp="2023-12-31T00:00:00.000+00:00")])
-    df = cache.load()
-    assert len(df) == 2 and not df.duplicated(KEY_COLUMNS).any()
-    assert df.set_index("arch").loc[ARCHS[0], "score"] == 2.0
-    assert df.set_index("arch").loc[ARCHS[1], "score"] == 5.0
-    # A different key column (another proxy version) is another row, not a duplicate.
-    cache.append([row(score=3.0, proxy_version=2)])
-    assert len(cache.load()) == 3
+def test_duplicate_keys_resolve_by_content_whatever_the_clock_or_order(tmp_path):
+    stamps = ["2024-01-02T00:00:00.000+00:00", "2023-12-31T00:00:00.000+00:00", "2999-01-01T00:00:00.000+00:00"]
+    copies = [row(score=2.0, timestamp=stamps[0]), row(score=float("nan"), status="error", timestamp=stamps[2]),
+              row(score=2.5, git_commit="abc1234+dirty", timestamp=stamps[1]),
+              row(score=2.1, timestamp=stamps[1])]
+    picked = set()
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):
+        cache = ScoreCache(tmp_path / "".join(map(str, order)))
+        for i in order:  # one part per copy, written in this order
+            cache.append([copies[i], row(ARCHS[1], score=5.0)] if i == 0 else [copies[i]])
+        df = cache.load()
+        assert len(df) == 2 and not df.duplicated(KEY_COLUMNS).any()
+        picked.add(float(df.set_index("arch").loc[ARCHS[0], "score"]))
+        dup = cache.duplicates()
+        assert len(dup) == 1 and int(dup["rows"].iloc[0]) == 4  # visible: one key stored four times
+        assert dup["min"].iloc[0] == 2.0 and dup["max"].iloc[0] == 2.5  # ... with differing finished scores
+    # ok before error, a clean commit before a dirty one, then the smaller score: 2.0, in every order
+    assert picked == {2.0}
+    # A different key column (another proxy or builder version) is another row, not a duplicate.
+    cache.append([row(score=3.0, proxy_version=2), row(score=3.0, builder_version=2)])
+    assert len(cache.load()) == 4
+
+
+def test_a_schema_1_part_is_read_with_builder_version_1_and_an_unrecorded_cpu(tmp_path):
+    v1 = [c for c in COLUMNS if c not in ("builder_version", "cpu")]
+    table = pa.Table.from_pylist([{**{k: v for k, v in row().items() if k in v1}, "timestamp": "t",
+                                   "schema_version": 1}], schema=pa.schema([SCHEMA.field(c) for c in v1]))
+    pq.write_table(table.replace_schema_metadata({"proxybench_schema": "1"}), tmp_path / "part-old.parquet")
+    before = (tmp_path / "part-old.parquet").read_bytes()
+    df = ScoreCache(tmp_path).load()
+    assert len(df) == 1 and df["builder_version"].iloc[0] == 1 and df["cpu"].iloc[0] == UNRECORDED_CPU
+    assert (tmp_path / "part-old.parquet").read_bytes() == before  # migrated on read, never rewritten
+    ScoreCache(tmp_path).append([row(ARCHS[1])])
+    df = ScoreCache(tmp_path).load()
+    assert len(df) == 2 and df.set_index("arch").loc[ARCHS[1], "cpu"].endswith("kernels")  # this process's CPU
 
 
 def test_pandas_reads_the_directory(tmp_path):
@@ -113,7 +134,7 @@ def test_compact_merges_parts_without_losing_rows(tmp_path):
     cache = ScoreCache(tmp_path / "scores")
     for i, a in enumerate(ARCHS):
         cache.append([row(a, "params", float(i)), row(a, "synflow", float(10 + i))])
-    cache.append([row(ARCHS[0], "params", 99.0, timestamp="2999-01-01T00:00:00.000+00:00")])  # newest wins
+    cache.append([row(ARCHS[0], "params", -99.0, timestamp="2999-01-01T00:00:00.000+00:00")])  # smaller score wins
     assert len(cache.parts()) == 4
     before = cache.load()
     merged = cache.compact()
@@ -123,7 +144,7 @@ def test_compact_merges_parts_without_losing_rows(tmp_path):
     key = ["arch", "proxy"]
     pd.testing.assert_frame_equal(before.sort_values(key).reset_index(drop=True),
                                   after.sort_values(key).reset_index(drop=True))
-    assert after.set_index(key).loc[(ARCHS[0], "params"), "score"] == 99.0
+    assert after.set_index(key).loc[(ARCHS[0], "params"), "score"] == -99.0
     # Compacting a compact cache is a no-op, and appending after it still works.
     assert cache.compact() == merged
     cache.append([row(ARCHS[1], "flops", 7.0)])

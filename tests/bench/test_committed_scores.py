@@ -1,7 +1,9 @@
 """The scores committed in reports/scores are reproduced by the current code (the regression proof).
 
 Any proxy whose registered version equals the committed one must reproduce its committed scores on a
-few cells per task; a changed version is "not comparable" and is reported, not failed.
+few cells per group, within the precision measured for those cells (``reports/precision.json``, ``make
+precision``): so the test passes on any CPU whose rounding stays inside it, and fails on a real change.
+A changed version is "not comparable" and is reported, not failed.
 """
 
 from __future__ import annotations
@@ -10,15 +12,12 @@ import math
 
 import pytest
 
+from bench import precision
 from bench.cache import ScoreCache
 from bench.cli import DEFAULT_CACHE
-from bench.runner import Job, score_job
+from bench.runner import score_job
 from datasets import get_space
 from proxies import get_proxy, list_proxies
-
-# cells re-scored per (space, task, setting): NB101 networks cost 10-40x an NB201 one on a CPU
-CELLS_PER_GROUP = {"nb201": 3}
-OTHER_SPACES_CELLS = 1
 
 
 def _committed():
@@ -32,13 +31,26 @@ def _committed():
 
 def test_committed_scores_carry_full_provenance():
     df = _committed()
-    for col in ("git_commit", "torch_version", "device", "timestamp", "seed", "data_source", "init"):
+    for col in ("git_commit", "torch_version", "device", "cpu", "timestamp", "seed", "data_source", "init"):
         assert df[col].notna().all() and (df[col].astype(str) != "").all(), col
     assert (df["init"] == df["space"].map(lambda s: get_space(s).init)).all()  # each space's declared init
 
 
+def _allowed(prec: dict, proxy: str, version: int, key: str, old: float, new: float) -> tuple[float, str]:
+    """The allowed change of one committed score: its cell's measured spread, or else the proxy's worst
+    measured relative precision (a cell of the sample that was not measured)."""
+    spread = precision.spread_of(prec, proxy, key, version)
+    if spread is not None:
+        return precision.tolerance(spread, max(abs(old), abs(new))), "cell"
+    entry = prec.get("proxies", {}).get(proxy) or {}
+    assert entry.get("version") == version and entry.get("rtol") is not None, (
+        f"no measured precision of {proxy} v{version}: run `make precision`")
+    return precision.tolerance(float(entry["rtol"]) * abs(old), max(abs(old), abs(new))), "proxy"
+
+
 def test_current_code_reproduces_committed_scores(real_data):
     df = _committed()
+    prec = precision.load()
     registered = set(list_proxies())
     df = df[df["proxy"].isin(registered) & (df["status"] == "ok")]
     current = df["proxy"].map(lambda p: get_proxy(p).version)
@@ -47,23 +59,21 @@ def test_current_code_reproduces_committed_scores(real_data):
         print(f"not comparable (version changed since they were committed): {not_comparable}")
     df = df[df["proxy_version"] == current]
     checked = 0
-    # one job per (space, task, setting) with every proxy on the same few cells: shared passes run once
-    for (space, task, seed, batch_size, source), g in df.groupby(["space", "task", "seed", "batch_size",
-                                                                  "data_source"]):
-        n = CELLS_PER_GROUP.get(space, OTHER_SPACES_CELLS)
-        archs = sorted(set(g["arch"]))
-        archs = archs[:: max(1, len(archs) // n)][:n]
-        rows = g[g["arch"].isin(archs)]
-        items = tuple((a, tuple(sorted(set(rows.loc[rows["arch"] == a, "proxy"])))) for a in archs)
-        job = Job(space, task, int(seed), int(batch_size) or 64, "+noaug" not in source, None, "cpu", items, "test",
-                  threads=1)
+    # the cells `make precision committed` measured; one job per (space, task, setting), shared passes run once
+    for job in precision.committed_jobs(df, precision.CELLS_PER_GROUP, precision.OTHER_SPACES_CELLS):
         fresh = {(r["arch"], r["proxy"]): r for r in score_job(job)}
+        archs = {a for a, _ in job.items}
+        rows = df[(df["space"] == job.space) & (df["task"] == job.task) & df["arch"].isin(archs)]
         for _, old in rows.iterrows():
-            proxy = old["proxy"]
-            new = fresh[(old["arch"], proxy)]
-            assert new["data_source"] == old["data_source"], (proxy, task)
-            assert math.isclose(new["score"], old["score"], rel_tol=1e-6, abs_tol=1e-12), (
-                f"{proxy} on {task} {old['arch']}: committed {old['score']!r}, now {new['score']!r}; "
-                f"bump the proxy's version if this change is intended")
+            new = fresh.get((old["arch"], old["proxy"]))
+            if new is None or new["data_source"] != old["data_source"] or new["batch_size"] != old["batch_size"]:
+                continue  # another setting of the same cell (its own job)
+            key = precision.cell_key(old["space"], old["task"], old["seed"], old["batch_size"], old["data_source"],
+                                     old["arch"])
+            allowed, by = _allowed(prec, old["proxy"], int(old["proxy_version"]), key, old["score"], new["score"])
+            assert math.isfinite(new["score"]) and abs(new["score"] - old["score"]) <= allowed, (
+                f"{old['proxy']} on {old['task']} {old['arch']}: committed {old['score']!r}, now {new['score']!r} "
+                f"(allowed {allowed:.3g} by the measured precision of the {by}); bump the proxy's version if this "
+                f"change is intended")
             checked += 1
     assert checked > 0

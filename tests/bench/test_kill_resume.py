@@ -79,7 +79,8 @@ def test_sigkill_mid_run_then_rerun_completes_exactly(tmp_path, cli_env):
     assert len(merged) == k
     assert (merged["timestamp_before"] == merged["timestamp_after"]).all()
     assert (merged["score_before"] == merged["score_after"]).all()
-    assert len(cache.parts()) == 1  # compacted at the end of the completed run
+    # append-only: the completed run added parts and rewrote none (compaction is `proxybench cache compact`)
+    assert set(parts) <= set(cache.parts()) and all(p.name.startswith("part-") for p in cache.parts())
 
 
 # ------------------------------------------------------------------------------------------ the CLI
@@ -172,3 +173,55 @@ def test_report_without_bootstrap_intervals(tmp_path):
     run_study(study, cache, executor="inprocess", progress=False)
     path = write_report(study_scores(study, cache), tmp_path / "report", n_resamples=0)
     assert "| [params](figures/scatter_params.png) |" in path.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigkill_of_the_driver_leaves_no_worker_behind(tmp_path, cli_env):
+    import os
+    import signal
+    import time
+
+    cache_dir = tmp_path / "scores"
+    cmd = cli("run", "--task", "cifar10", "--proxies", "zico,synflow", "--sample", "40", "--chunk-size", "1",
+              "--executor", "processes", "--workers", "2", "--cache", cache_dir, "--no-progress")
+    proc = subprocess.Popen(cmd, env=cli_env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(cache_dir.glob("*.parquet"))) < 1:  # the workers are up and scoring
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no chunk finished within 120 s"
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "workers outlived their SIGKILLed driver"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

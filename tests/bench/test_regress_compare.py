@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench import compare as cmp
-from bench import regress
+from bench import precision, regress
 from proxies import get_proxy, registry
 
 
@@ -24,13 +24,24 @@ def _entry(scores, version=1, rho=0.5, tau=0.4, errors=()):
 SC = {"a": 1.0, "b": 2.0, "c": 3.0}
 
 
+def _prec(names=("p", "q", "r", "new", "gone"), archs=("a", "b", "c"), spread=0.0, version=1) -> dict:
+    """A precision document in which every (proxy, cell) was measured with the given spread."""
+    st = regress.DEFAULT_SETTING
+    key = lambda a: precision.cell_key(st["space"], st["task"], st["seed"], st["batch_size"], st["data_source"], a)  # noqa: E731
+    return {"format": precision.FORMAT_VERSION,
+            "proxies": {n: {"version": version, "cells": {key(a): {"spread": spread} for a in archs}} for n in names}}
+
+
+PREC = _prec()
+
+
 def test_check_passes_identical_and_flags_each_kind_of_change():
     base = {"proxies": {"p": _entry(SC), "q": _entry(SC), "r": _entry(SC), "gone": _entry(SC)}, "tolerance": 0.02}
     current = {"p": _entry(SC),                                              # unchanged
                "q": _entry({k: -v for k, v in SC.items()}, rho=-0.5, tau=-0.4),  # sign flipped, same version
                "r": _entry({k: 2 * v for k, v in SC.items()}, version=2),    # intended change, version bumped
                "new": _entry(SC)}
-    rows, ok = regress.check(base, current)
+    rows, ok = regress.check(base, current, PREC)
     status = {r["proxy"]: r["status"] for r in rows}
     assert not ok
     assert status["p"] == "ok"
@@ -42,25 +53,67 @@ def test_check_passes_identical_and_flags_each_kind_of_change():
 
 def test_check_flags_a_correlation_drop_beyond_the_tolerance_only():
     base = {"proxies": {"p": _entry(SC, rho=0.50, tau=0.40)}, "tolerance": 0.02}
-    assert regress.check(base, {"p": _entry(SC, rho=0.49, tau=0.39)})[1]
-    rows, ok = regress.check(base, {"p": _entry(SC, rho=0.45, tau=0.40)})
+    assert regress.check(base, {"p": _entry(SC, rho=0.49, tau=0.39)}, PREC)[1]
+    rows, ok = regress.check(base, {"p": _entry(SC, rho=0.45, tau=0.40)}, PREC)
     assert not ok and "correlation dropped" in rows[0]["status"]
 
 
-def test_tiny_float_noise_is_not_a_change_but_a_real_one_is():
+def test_changes_are_judged_by_each_cells_measured_precision():
     base = {"proxies": {"p": _entry({"a": 1000.0, "b": -3.0})}, "tolerance": 0.02}
-    assert regress.check(base, {"p": _entry({"a": 1000.0 * (1 + 1e-7), "b": -3.0})})[1]
-    assert not regress.check(base, {"p": _entry({"a": 1000.0, "b": -2.0})})[1]
-    assert not regress.check(base, {"p": _entry({"a": 1000.0, "b": None})})[1]
+    prec = _prec(("p",), ("a", "b"), spread=0.0)
+    # cells whose variants agreed bit for bit: a few float32 ulps pass, a real change does not
+    assert regress.check(base, {"p": _entry({"a": 1000.0 * (1 + 1e-7), "b": -3.0})}, prec)[1]
+    assert not regress.check(base, {"p": _entry({"a": 1000.0 * (1 + 1e-5), "b": -3.0})}, prec)[1]
+    assert not regress.check(base, {"p": _entry({"a": 1000.0, "b": -2.0})}, prec)[1]
+    assert not regress.check(base, {"p": _entry({"a": 1000.0, "b": None})}, prec)[1]
+    # a measured spread of 0.1 allows 2 x 0.1 (MARGIN) and not more
+    prec = _prec(("p",), ("a", "b"), spread=0.1)
+    assert regress.check(base, {"p": _entry({"a": 1000.19, "b": -3.0})}, prec)[1]
+    assert not regress.check(base, {"p": _entry({"a": 1000.21, "b": -3.0})}, prec)[1]
     # a small score of a proxy whose scores span many orders of magnitude (synflow) is checked on its own
     wide = {"p": _entry({"a": 1e50, "b": 1e10, "c": 1e30})}
-    assert not regress.check({"proxies": wide, "tolerance": 0.02}, {"p": _entry({"a": 1e50, "b": 2e10, "c": 1e30})})[1]
+    assert not regress.check({"proxies": wide, "tolerance": 0.02}, {"p": _entry({"a": 1e50, "b": 2e10, "c": 1e30})},
+                             _prec(("p",)))[1]
 
 
-def test_errors_and_nan_correlations_fail():
+def test_a_cell_without_measured_precision_fails_and_says_what_to_run():
     base = {"proxies": {"p": _entry(SC)}, "tolerance": 0.02}
-    assert not regress.check(base, {"p": _entry(SC, errors=["a"])})[1]
-    assert not regress.check(base, {"p": _entry(SC, rho=float("nan"))})[1]
+    rows, ok = regress.check(base, {"p": _entry(SC)}, {})
+    assert not ok and "make precision" in rows[0]["status"]
+    rows, ok = regress.check(base, {"p": _entry(SC)}, _prec(("p",), version=2))  # measured at another version
+    assert not ok and "no measured precision of p v1" in rows[0]["status"]
+
+
+def _committed_baseline():
+    base = json.loads((regress.REPO_ROOT / "reports" / "baseline.json").read_text())
+    prec = precision.load()
+    if not prec:
+        pytest.fail("reports/precision.json is missing: run `make precision`")
+    return base, prec
+
+
+@pytest.mark.parametrize("name", ["grad_norm", "synflow", "params"])
+def test_the_committed_check_fails_a_0_1_percent_change_and_a_sign_flip(name):
+    """With the committed baseline and measured precision: unchanged scores pass, a change of half the allowed
+    amount passes, and a 0.1% change or a sign flip of a well-conditioned proxy fails."""
+    base, prec = _committed_baseline()
+    entry = base["proxies"][name]
+    assert regress.check({**base, "proxies": {name: entry}}, {name: entry}, prec)[1]
+
+    def scaled(f):
+        return {**entry, "scores": {a: (None if v is None else f(a, v)) for a, v in entry["scores"].items()}}
+
+    st = entry["setting"]
+
+    def half_allowed(a, v):
+        key = precision.cell_key(st["space"], st["task"], st["seed"], st["batch_size"], st["data_source"], a)
+        return v + 0.5 * precision.tolerance(precision.spread_of(prec, name, key, entry["version"]), v)
+
+    assert regress.check({**base, "proxies": {name: entry}}, {name: scaled(half_allowed)}, prec)[1]
+    rows, ok = regress.check({**base, "proxies": {name: entry}}, {name: scaled(lambda a, v: v * 1.001)}, prec)
+    assert not ok and "scores changed" in rows[0]["status"]
+    flipped = {**scaled(lambda a, v: -v), "rho": -entry["rho"], "tau": -entry["tau"]}
+    assert not regress.check({**base, "proxies": {name: entry}}, {name: flipped}, prec)[1]
 
 
 @pytest.fixture
@@ -72,11 +125,18 @@ def small_golden(monkeypatch, real_data):
 def test_a_sign_flipped_proxy_fails_the_regression_end_to_end(small_golden, monkeypatch, tmp_path):
     good = regress.compute(small_golden, progress=False, workers=1)
     path = regress.write_baseline(good, tmp_path / "baseline.json")
-    assert regress.check(json.loads(path.read_text()), regress.compute(small_golden, progress=False, workers=1))[1]
+    # the precision of the two proxies on these cells, measured as `make precision` does (two of its variants)
+    variants = [v for v in precision.VARIANTS if v.name in ("native", "avx2")]
+    jobs = precision.golden_jobs(["params", "synflow"])
+    prec = precision.merge({}, precision.measure(jobs, variants, progress=False), "test")
+    assert prec["proxies"]["params"]["rtol"] == 0.0  # a count: every kernel gives the same number
+    assert regress.check(json.loads(path.read_text()), regress.compute(small_golden, progress=False, workers=1),
+                         prec)[1]
     original = get_proxy("params")
     flipped = replace(original, fn=lambda ctx: -original.fn(ctx))  # a bug: same version, sign flipped
     monkeypatch.setitem(registry._REGISTRY, "params", flipped)
-    rows, ok = regress.check(json.loads(path.read_text()), regress.compute(small_golden, progress=False, workers=1))
+    rows, ok = regress.check(json.loads(path.read_text()), regress.compute(small_golden, progress=False, workers=1),
+                             prec)
     assert not ok
     status = {r["proxy"]: r["status"] for r in rows}
     assert status["params"].startswith("FAIL: scores changed") and status["synflow"] == "ok"

@@ -47,7 +47,7 @@ def test_run_computes_every_score_then_resumes_from_cache(first_run):
     assert set(df["arch"]) == set(study.arch_list()) and set(df["proxy"]) == {"params", "synflow"}
     assert (df["status"] == "ok").all() and np.isfinite(df["score"]).all() and (df["score"] >= 0).all()
     assert (df["seed"] == 42).all() and (df["batch_size"] == 0).all() and (df["data_source"] == "none").all()
-    assert len(cache.parts()) == 1  # the two chunk parts were compacted at the end
+    assert len(cache.parts()) == 2  # one part per chunk; a run never compacts (append-only)
     parts = cache.parts()
     again = _run(study, cache)
     assert (again.computed, again.cached, again.errors) == (0, 12, 0)

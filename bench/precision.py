@@ -1,0 +1,465 @@
+"""Measured numerical precision of every proxy: the same scores computed in equivalent ways.
+
+Float32 results differ between machines: other kernels (AVX-512, AVX2, no SIMD; oneDNN's blocking), other
+thread counts, other summation orders. A score is a result only to the digits that survive such changes.
+This module measures them. For a set of cells it scores every proxy under each ``VARIANT`` below, each in a
+fresh process (the dispatch variables must be set before torch loads):
+
+- ``native``: this machine's best kernels, one torch thread (how the suite computes every cached score);
+- ``native-2t``: the same with two torch threads (other work splits, other reduction order);
+- ``avx2``: ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, the kernels of an AVX2-only CPU;
+- ``portable``: ``ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE``: scalar ATen, SSE4.1
+  oneDNN and MKL's portable code path. MKL (torch's BLAS and LAPACK: float64 convolutions, matrix products,
+  eigenvalues) chooses its kernels by CPU vendor and model, so an Intel and an AMD machine differ there too;
+  this is what moved synflow_bn by 3% on an AVX-512/AMX Xeon, and ``MKL_CBWR=COMPATIBLE`` reproduces it here;
+- ``float64``: the same network (built in float32 and cast, so the same initial weights) and images in float64,
+  for training-free proxies: close to exact arithmetic, so it shows how far float32 is from the number the
+  definition asks for.
+
+Method (written with the results): per (proxy, cell) the **spread** is max − min of the variants' scores.
+Two machines whose kernels are among those emulated differ by at most the spread; kernels not emulated here
+(AMX, GPUs, other BLAS) can round differently again, so a check allows ``MARGIN`` (2) times the spread, plus
+``FLOOR_REL`` (4 float32 ulps, 4.8e-7) of the score for cells whose variants happened to agree. Per proxy the
+relative precision is the largest spread/|score| over the cells (its significant digits: -log10 of it), and
+the absolute precision the largest spread (for scores that cancel towards 0, where a relative figure means
+nothing). Both go to ``reports/precision.json``, beside the regression baseline; ``make regress`` and the
+committed-score test judge score changes by them. A proxy whose relative precision is worse than 1e-3 is
+ill-conditioned: ``ILL_CONDITIONED`` says why, or its numerics are fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from bench.provenance import REPO_ROOT
+
+PRECISION_FILE = REPO_ROOT / "reports" / "precision.json"
+FORMAT_VERSION = 1
+MARGIN = 2.0
+FLOOR_REL = 4 * 2.0 ** -23  # 4 float32 ulps of the score: the tolerance of a cell whose variants agreed
+ILL = 1e-3  # a relative precision worse than this marks an ill-conditioned proxy
+# cells of the committed scores re-scored per (space, task, setting) by the committed-score test and measured
+# here: NB101 networks cost 10-40x an NB201 one on a CPU
+CELLS_PER_GROUP = {"nb201": 3}
+OTHER_SPACES_CELLS = 1
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    env: dict = field(default_factory=dict)
+    threads: int = 1
+    dtype: str = "float32"
+    description: str = ""
+
+
+VARIANTS = (
+    Variant("native", {}, 1, "float32", "this CPU's best kernels, 1 torch thread (how the suite scores)"),
+    Variant("native-2t", {}, 2, "float32", "the same kernels, 2 torch threads"),
+    Variant("avx2", {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}, 1, "float32",
+            "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2-only CPU)"),
+    Variant("portable", {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"},
+            1, "float32", "ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE (no vector ATen "
+            "kernels, SSE4.1 oneDNN, MKL's portable code path: MKL picks other kernels on Intel and AMD CPUs)"),
+    Variant("float64", {}, 1, "float64", "network and images in float64 (training-free proxies only)"),
+)
+REFERENCE = "native"
+METHOD = (f"spread = max - min of a (proxy, cell)'s scores over the variants; allowed change = {MARGIN:g} x spread + "
+          f"{FLOOR_REL:.2g} x |score|; relative precision = max over cells of spread/|score|; significant digits = "
+          f"floor(-log10(relative precision))")
+
+# proxies whose measured relative precision is worse than ILL, and why it cannot be better under their definition
+ILL_CONDITIONED: dict[str, str] = {}
+
+
+def cell_key(space: str, task: str, seed: int, batch_size: int, data_source: str, arch: str) -> str:
+    """One string per scored setting of a cell (the cache key without proxy and version)."""
+    return f"{space}|{task}|{int(seed)}|{int(batch_size)}|{data_source}|{arch}"
+
+
+# ------------------------------------------------------------------------------------------ which cells
+
+def golden_jobs(proxies=None, data_dir=None) -> list:
+    """One job per task of the golden regression study (all its cells, every proxy)."""
+    from bench import regress
+    from bench.cache import ScoreCache
+    from bench.runner import plan
+
+    study = regress.golden_study(proxies, data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs, _ = plan(study, ScoreCache(tmp), chunk_size=10 ** 9)
+    return jobs
+
+
+def committed_sample(df, cells_per_group: dict[str, int], default_cells: int = 1) -> list[tuple[tuple, list[str]]]:
+    """The committed cells the committed-score test re-scores: per (space, task, seed, batch, images) the
+    first cells in a fixed hash order (stable as the cache grows only when no new cell hashes lower), with
+    the proxies committed for each. Returns ``[(group, [(arch, proxies)...])]``."""
+    import hashlib
+
+    out = []
+    for (space, task, seed, bs, src), g in df.groupby(["space", "task", "seed", "batch_size", "data_source"]):
+        n = cells_per_group.get(space, default_cells)
+        archs = sorted(set(g["arch"]), key=lambda a: hashlib.sha1(a.encode()).hexdigest())[:n]
+        items = [(a, sorted(set(g.loc[g["arch"] == a, "proxy"]))) for a in archs]
+        out.append(((space, task, int(seed), int(bs), src), items))
+    return out
+
+
+def committed_jobs(df, cells_per_group, default_cells=1) -> list:
+    from bench.runner import Job
+
+    jobs = []
+    for (space, task, seed, bs, src), items in committed_sample(df, cells_per_group, default_cells):
+        jobs.append(Job(space, task, seed, bs or 64, "+noaug" not in src, None, "cpu",
+                        tuple((a, tuple(p)) for a, p in items), "precision", threads=1))
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------- measuring
+
+def _worker(spec_path: str, out_path: str) -> None:
+    """Runs in a fresh process whose environment selects the kernels: scores the jobs, writes rows as JSON."""
+    import torch
+
+    from bench.runner import Job, score_job
+    from proxies import get_proxy
+
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(int(spec["threads"]))
+    rows = []
+    for j in spec["jobs"]:
+        items = tuple((a, tuple(p)) for a, p in j.pop("items"))
+        if spec["dtype"] != "float32":  # float64 only for proxies that do not train
+            items = tuple((a, tuple(n for n in p if not get_proxy(n).needs_training_data)) for a, p in items)
+            items = tuple((a, p) for a, p in items if p)
+            if not items:
+                continue
+        job = Job(**{**j, "items": items, "threads": int(spec["threads"]), "dtype": spec["dtype"]})
+        for r in score_job(job):
+            rows.append({k: r[k] for k in ("space", "task", "arch", "proxy", "proxy_version", "seed", "batch_size",
+                                           "data_source", "score", "status")})
+    Path(out_path).write_text(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
+                                          "threads": torch.get_num_threads(), "rows": rows}))
+
+
+def _job_dict(job) -> dict:
+    d = asdict(job)
+    d["items"] = [list(x) for x in job.items]
+    return d
+
+
+def measure(jobs: list, variants=VARIANTS, parallel: int = 2, progress: bool = True) -> dict:
+    """Score ``jobs`` under every variant (``parallel`` processes at a time). Returns
+    ``{variant: {"capability", "threads", "rows"}}``."""
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="proxybench-precision-") as tmp:
+        running: list = []
+        queue = list(variants)
+        while queue or running:
+            while queue and len(running) < parallel:
+                v = queue.pop(0)
+                spec = Path(tmp, f"{v.name}.spec.json")
+                spec.write_text(json.dumps({"threads": v.threads, "dtype": v.dtype,
+                                            "jobs": [_job_dict(j) for j in jobs]}))
+                out = Path(tmp, f"{v.name}.out.json")
+                env = {**os.environ, **v.env}
+                for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR"):
+                    if k not in v.env:
+                        env.pop(k, None)  # native means native, whatever the caller's shell set
+                proc = subprocess.Popen([sys.executable, "-m", "bench.precision", "_worker", str(spec), str(out)],
+                                        env=env, cwd=REPO_ROOT)
+                running.append((v, proc, out, time.perf_counter()))
+                if progress:
+                    print(f"precision: variant {v.name} started", file=sys.stderr)
+            time.sleep(0.5)
+            for item in list(running):
+                v, proc, out, t0 = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                if proc.returncode != 0:
+                    for _, p, _, _ in running:
+                        p.kill()
+                    raise RuntimeError(f"precision variant {v.name} failed (exit {proc.returncode})")
+                results[v.name] = json.loads(out.read_text())
+                if progress:
+                    print(f"precision: variant {v.name} done in {time.perf_counter() - t0:.0f} s "
+                          f"(ATen capability {results[v.name]['capability']})", file=sys.stderr)
+    return results
+
+
+# -------------------------------------------------------------------------------------------- summarising
+
+def per_cell(results: dict) -> dict:
+    """``{proxy: {cell_key: {"ref", "spread", "n_variants", "scores": {variant: score}}}}``."""
+    table: dict = {}
+    for vname, res in results.items():
+        for r in res["rows"]:
+            key = cell_key(r["space"], r["task"], r["seed"], r["batch_size"], r["data_source"], r["arch"])
+            entry = table.setdefault(r["proxy"], {}).setdefault(key, {"version": r["proxy_version"], "scores": {}})
+            entry["scores"][vname] = r["score"] if r["status"] == "ok" else None
+    for cells in table.values():
+        for e in cells.values():
+            e.update(_spread(e))
+    return table
+
+
+def _spread(e: dict) -> dict:
+    """``ref`` (the native score) and ``spread`` (max - min over the variants) of one cell's ``scores``."""
+    scores = {k: (None if v is None or (isinstance(v, str)) else v) for k, v in e["scores"].items()}
+    vals = [v for v in scores.values() if v is not None and math.isfinite(v)]
+    ref = scores.get(REFERENCE)
+    if len(vals) == len(scores) and vals:
+        return {"ref": ref, "spread": max(vals) - min(vals)}
+    # non-finite in some variant: the same in every one is agreement, else there is no precision at all
+    same = len({str(v) for v in e["scores"].values()}) == 1
+    return {"ref": ref, "spread": 0.0 if same else math.inf}
+
+
+def per_proxy(cells: dict) -> dict:
+    """A proxy's precision from its cells: the worst relative and absolute spread, and the median relative."""
+    rel, spreads, scales = [], [], []
+    version = None
+    for e in cells.values():
+        version = e["version"]
+        ref = e["ref"]
+        if ref is None or not math.isfinite(ref):
+            if e["spread"] == math.inf:
+                rel.append(math.inf)
+            continue
+        spreads.append(e["spread"])
+        scales.append(abs(ref))
+        if ref != 0:
+            rel.append(e["spread"] / abs(ref))
+        elif e["spread"] > 0:
+            rel.append(math.inf)
+    if not rel:
+        return {"version": version, "n_cells": len(cells), "rtol": None, "rtol_median": None, "atol": None,
+                "digits": None}
+    worst = max(rel)
+    return {"version": version, "n_cells": len(cells), "rtol": worst, "rtol_median": float(np.median(rel)),
+            "atol": max(spreads) if spreads else None, "median_abs_score": float(np.median(scales)) if scales else None,
+            "atol_rel_to_median": (max(spreads) / float(np.median(scales))) if spreads and np.median(scales) else None,
+            "digits": digits(worst)}
+
+
+def digits(rtol: float | None) -> int | None:
+    """Significant decimal digits that survive a relative change of ``rtol`` (15 for an exact match)."""
+    if rtol is None or not math.isfinite(rtol):
+        return None
+    return 15 if rtol <= 1e-15 else max(0, int(math.floor(-math.log10(rtol))))
+
+
+def tolerance(spread: float, score: float) -> float:
+    """How far a score of a cell may move on another machine: ``MARGIN`` x its measured spread, at least
+    ``FLOOR_REL`` of the score."""
+    return MARGIN * spread + FLOOR_REL * abs(score)
+
+
+def within(old: float | None, new: float | None, spread: float) -> bool:
+    """Whether ``new`` equals ``old`` to the cell's measured precision (non-finite must stay the same)."""
+    if old is None or new is None or not (math.isfinite(old) and math.isfinite(new)):
+        return (old is None or not math.isfinite(old)) == (new is None or not math.isfinite(new)) and (
+            str(old) == str(new) or old is None or new is None)
+    return abs(new - old) <= tolerance(spread, max(abs(old), abs(new)))
+
+
+# ----------------------------------------------------------------------------------------- the stored file
+
+def machine() -> dict:
+    from bench.provenance import cpu_description
+
+    return cpu_description()
+
+
+def load(path: str | os.PathLike = PRECISION_FILE) -> dict:
+    """The stored precision (``{}`` when none was measured)."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    doc = json.loads(p.read_text())
+    if doc.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{p} has precision format {doc.get('format')}, this proxybench reads {FORMAT_VERSION}: "
+                         f"remeasure it with `make precision`")
+    return doc
+
+
+def merge(doc: dict, results: dict, label: str) -> dict:
+    """The stored document with the scores measured now added to the same (proxy, cell) entries (a variant
+    measured again replaces its score); a proxy measured at another version starts afresh."""
+    from bench import provenance
+
+    doc = json.loads(json.dumps(doc)) if doc else {}
+    doc["format"] = FORMAT_VERSION
+    doc["method"] = METHOD
+    known = doc.get("variants", {})
+    for v in VARIANTS:
+        if v.name in results:
+            known[v.name] = {"description": v.description, "capability": results[v.name].get("capability"),
+                             "threads": results[v.name].get("threads"), "env": v.env, "dtype": v.dtype}
+    doc["variants"] = {k: known[k] for k in [v.name for v in VARIANTS] if k in known}
+    doc.setdefault("measured", {})[label] = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "git_commit": provenance.git_commit(), "torch": provenance.environment()["torch"],
+        "variants": sorted(results)}
+    proxies = doc.setdefault("proxies", {})
+    for name, cells in per_cell(results).items():
+        version = next(iter(cells.values()))["version"]
+        entry = proxies.get(name)
+        if entry is None or entry.get("version") != version:
+            entry = {"version": version, "cells": {}}
+        for key, c in cells.items():
+            stored = entry["cells"].setdefault(key, {"scores": {}})
+            stored["scores"].update(c["scores"])
+        for stored in entry["cells"].values():
+            e = _spread({"scores": dict(stored["scores"])})
+            stored.update(spread=e["spread"], ref=e["ref"])
+        entry.update(per_proxy({k: {**v, "version": version} for k, v in entry["cells"].items()}))
+        entry["ill_conditioned"] = ILL_CONDITIONED.get(name)
+        proxies[name] = dict(sorted(entry.items()))
+    doc["proxies"] = dict(sorted(proxies.items()))
+    return doc
+
+
+def write(doc: dict, path: str | os.PathLike = PRECISION_FILE) -> Path:
+    """Write atomically; unchanged content leaves the file untouched."""
+    p = Path(path)
+    text = json.dumps(doc, indent=1, sort_keys=True, default=_json_default) + "\n"
+    if p.is_file() and p.read_text() == text:
+        return p
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(p)
+    return p
+
+
+def _json_default(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    raise TypeError(type(v))
+
+
+def spread_of(doc: dict, proxy: str, key: str, version: int) -> float | None:
+    """The measured spread of one (proxy, cell), or None when that cell was not measured at this version."""
+    entry = doc.get("proxies", {}).get(proxy)
+    if not entry or entry.get("version") != version:
+        return None
+    cell = entry.get("cells", {}).get(key)
+    return None if cell is None else float(cell["spread"])
+
+
+def table(doc: dict, proxies=None) -> str:
+    """Markdown: per proxy its significant digits, relative and absolute precision (``proxies``: only these)."""
+    L = ["| proxy | version | cells | significant digits | relative precision (worst / median) | worst spread ÷ "
+         "median score | note |", "|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "–" if v is None else ("∞" if not math.isfinite(float(v)) else f"{float(v):.1e}")  # noqa: E731
+    for name, e in doc.get("proxies", {}).items():
+        if proxies is not None and name not in proxies:
+            continue
+        rt, rm = e.get("rtol"), e.get("rtol_median")
+        rt = None if rt is None else float(rt)
+        note = e.get("ill_conditioned") or ("" if rt is None or rt <= ILL else "**ill-conditioned** (worse than 1e-3)")
+        dig = "–" if e.get("digits") is None else e["digits"]
+        L.append(f"| {name} | {e.get('version')} | {e.get('n_cells')} | {dig} | {fmt(rt)} / {fmt(rm)} | "
+                 f"{fmt(e.get('atol_rel_to_median'))} | {note} |")
+    if len(L) == 2:
+        L.append("| – | – | – | – | – | – | not measured: run `make precision` |")
+    return "\n".join(L)
+
+
+def report_paragraph(doc: dict) -> str:
+    """How the precision below was measured, for the reports."""
+    if not doc:
+        return "No precision was measured (`make precision` writes `reports/precision.json`)."
+    runs = "; ".join(f"{what}: {m['machine']['cpu']} ({m['machine']['aten_capability']} kernels), commit "
+                     f"{m['git_commit']}, torch {m['torch']}" for what, m in sorted(doc.get("measured", {}).items()))
+    variants = "; ".join(f"`{k}` {v['description']}" for k, v in doc.get("variants", {}).items())
+    return (f"Each proxy's numerical precision, measured by `make precision` (`bench/precision.py`) on the golden "
+            f"regression cells and on a sample of the committed scores, each scored under equivalent computations: "
+            f"{variants}. Method: {doc.get('method', METHOD)}. Measured on {runs}. `make regress` and the "
+            f"committed-score test allow each score to move by this much and no more.")
+
+
+def machines_line(df) -> str:
+    """Which machines computed the scores of a table, with counts."""
+    cpu = df["cpu"] if "cpu" in df else None
+    if cpu is None:
+        return ", ".join(f"{n} on {d}" for d, n in df["device"].value_counts().items())
+    counts = df.groupby(["device", "cpu", "dtype"], dropna=False).size().sort_values(ascending=False)
+    return "; ".join(f"{n:,} scores on {d} (CPU {c}, {t})" for (d, c, t), n in counts.items())
+
+
+def pooling_line(df, doc: dict) -> str:
+    """Whether scores from several machines were pooled in one table, and on what grounds."""
+    devices = sorted(set(df["device"]))
+    cpus = sorted(set(df["cpu"])) if "cpu" in df else []
+    gpu = [d for d in devices if d.startswith("cuda")]
+    if len(devices) == 1 and len(cpus) <= 1:
+        return "every score of these tables comes from one machine: nothing pooled."
+    worst = [e.get("rtol") for n, e in doc.get("proxies", {}).items() if n in set(df["proxy"]) and e.get("rtol")]
+    text = (f"scores of {len(cpus)} CPU description(s) are pooled: CPU kernels change a score only within its "
+            f"measured precision (above)")
+    if gpu:
+        text += (f"; ⚠ scores from {', '.join(gpu)} are pooled with CPU scores although no GPU variant was "
+                 f"measured here: their agreement is assumed, not shown")
+    return text + ("." if not worst else f" (worst relative precision of these proxies {max(map(float, worst)):.1e}).")
+
+
+# ----------------------------------------------------------------------------------------------- the CLI
+
+def run(args) -> None:
+    from bench.cache import ScoreCache
+    from proxies import resolve_proxies
+
+    proxies = resolve_proxies(args.proxies) if args.proxies else None
+    jobs = []
+    if args.what in ("golden", "all"):
+        jobs += golden_jobs(proxies, args.data_dir)
+    if args.what in ("committed", "all"):
+        df = ScoreCache(args.cache).load()
+        df = df[df["status"] == "ok"]
+        if proxies:
+            df = df[df["proxy"].isin(proxies)]
+        jobs += committed_jobs(df, CELLS_PER_GROUP, OTHER_SPACES_CELLS)
+    variants = [v for v in VARIANTS if not args.variants or v.name in args.variants.split(",")]
+    t0 = time.perf_counter()
+    results = measure(jobs, variants, parallel=args.parallel, progress=not args.no_progress)
+    doc = merge(load(args.out), results, args.what)
+    write(doc, args.out)
+    print(table(doc))
+    print(f"\nprecision: {sum(len(j.items) for j in jobs)} cells x {len(variants)} variants in "
+          f"{time.perf_counter() - t0:.0f} s; written {args.out}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="?", default="all", choices=["golden", "committed", "all"],
+                   help="the golden regression cells, a sample of the committed scores, or both")
+    p.add_argument("--proxies", default=None, help="only these proxies (their entries are replaced)")
+    p.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS))
+    p.add_argument("--parallel", type=int, default=2, help="variants computed at once (one process each)")
+    p.add_argument("--cache", default=str(REPO_ROOT / "reports" / "scores"))
+    p.add_argument("--out", default=str(PRECISION_FILE))
+    p.add_argument("--no-progress", action="store_true")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "_worker":
+        _worker(sys.argv[2], sys.argv[3])
+    else:
+        ap = argparse.ArgumentParser(prog="python -m bench.precision")
+        ap.add_argument("--data-dir", default=None)
+        add_arguments(ap)
+        run(ap.parse_args())
