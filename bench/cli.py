@@ -430,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compare", parents=[common, study_parent("all", SUITE), rep],
                        help="one proxy against every baseline on the default study, with significance")
     s.add_argument("proxy")
-    s.add_argument("--baselines", default="*", help="names or wildcards (default: every other proxy)")
+    s.add_argument("--baselines", default=DEFAULT_PROXIES, help="names, wildcards or @families (default: "
+                   "@training-free, whose scores are cached; add e.g. @reduced-training on purpose: it trains)")
     s.set_defaults(fn=cmd_compare)
     s = sub.add_parser("regress", parents=[common], help="recompute the golden study and compare with the baseline")
     s.add_argument("--baseline", default=str(REPO_ROOT / "reports" / "baseline.json"))

@@ -316,10 +316,7 @@ class SearchResult:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    provenance.write_if_changed(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def record_settings(index_dir: Path, settings: Sequence[ep.EproxySetting]) -> None:
@@ -619,7 +616,7 @@ def write_report(out: Path, result: SearchResult, table: pd.DataFrame, best: ep.
               f"`{out.name}/dps/trajectory.csv`, held-out table `{out.name}/dps/heldout.csv`, setting index "
               f"`{out.name}/dps/settings.json` (cache proxy name → setting).", ""]
     path = out / "dps.md"
-    path.write_text("\n".join(lines))
+    provenance.write_if_changed(path, "\n".join(lines))
     top = table.set_index("proxy")
     best_row = top.iloc[[i for i, p in enumerate(top.index) if p.startswith("DPS best")][0]]
     para = (f"### Eproxy + DPS\n\nDPS ({len(result.history)} candidate settings, fitness on "

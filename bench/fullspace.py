@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.cache import ScoreCache
-from bench.provenance import REPO_ROOT
+from bench.provenance import REPO_ROOT, write_if_changed
 from bench.report import _fmt, _save, summarise
 from bench.runner import INIT, Study, setting_keys, with_truth
 from datasets import nb201
@@ -221,7 +221,5 @@ def bench_section(args) -> str:
               "cache's parquet files are copied into the cache directory (`reports/scores/`)."]
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{NAME}.md"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(L) + "\n")
-    os.replace(tmp, path)
+    write_if_changed(path, "\n".join(L) + "\n")
     return para

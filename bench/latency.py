@@ -206,10 +206,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    provenance.write_if_changed(path, json.dumps(obj, indent=1, default=str))
 
 
 def _add_session(path: Path, study: LatencyStudy, session: dict) -> None:
@@ -722,9 +719,7 @@ def write_report(study: LatencyStudy, res: dict, out: Path, meta: dict, lut_meta
           f"- accuracy: NB201 200-epoch test accuracy ({study.task}), accuracy-proxy scores from the main score cache "
           f"(seed {study.seed})", ""]
     path = out / f"{NAME}.md"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(L) + "\n")
-    os.replace(tmp, path)
+    provenance.write_if_changed(path, "\n".join(L) + "\n")
     return path
 
 

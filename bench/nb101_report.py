@@ -153,9 +153,7 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
           f"devices: {', '.join(sorted(set(df['device']))) if not df.empty else '–'}",
           f"- ground truth: {nb101.truth_source_id(data_dir)}", ""]
     path = out / f"{NAME}.md"
-    tmp = out / f".{NAME}.md.tmp"
-    tmp.write_text("\n".join(L) + "\n")
-    tmp.replace(path)
+    provenance.write_if_changed(path, "\n".join(L) + "\n")
     return path, para
 
 

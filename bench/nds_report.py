@@ -229,9 +229,9 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
           f"one torch thread, CPU; {summary['provenance']['seconds']} s. Scores: `{res_dir / 'scores'}` (real) and "
           f"`{res_dir / 'substitute_scores'}` (substitute), kept apart from the main cache so that substitute "
           "scores never mix with real ones.", ""]
-    (res_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    provenance.write_if_changed(res_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     path = out / f"{NAME}.md"
-    path.write_text("\n".join(L))
+    provenance.write_if_changed(path, "\n".join(L))
     if real:
         para = (f"**NDS** ([reports/nds.md](nds.md)): real files for {len(real)} families; proxies scored on "
                 f"{REAL_SAMPLE} models per family.")

@@ -12,6 +12,8 @@ fresh process (the dispatch variables must be set before torch loads):
   oneDNN and MKL's portable code path. MKL (torch's BLAS and LAPACK: float64 convolutions, matrix products,
   eigenvalues) chooses its kernels by CPU vendor and model, so an Intel and an AMD machine differ there too;
   this is what moved synflow_bn by 3% on an AVX-512/AMX Xeon, and ``MKL_CBWR=COMPATIBLE`` reproduces it here;
+  note that ATen's scalar kernels also draw PyTorch's default initialisation differently in the last bit, so this
+  variant perturbs the initial weights too, as a CPU without AVX2 (or another architecture's kernels) would;
 - ``float64``: the same network (built in float32 and cast, so the same initial weights) and images in float64,
   for training-free proxies: close to exact arithmetic, so it shows how far float32 is from the number the
   definition asks for.
@@ -80,8 +82,34 @@ METHOD = (f"spread = max - min of a (proxy, cell)'s scores over the variants; al
           f"{FLOOR_REL:.2g} x |score|; relative precision = max over cells of spread/|score|; significant digits = "
           f"floor(-log10(relative precision))")
 
-# proxies whose measured relative precision is worse than ILL, and why it cannot be better under their definition
-ILL_CONDITIONED: dict[str, str] = {}
+# proxies whose measured relative precision is worse than ILL, and the measured cause (see the variants' scores
+# in reports/precision.json); zico was one too, until v2 computed its passes in float64
+_SHARED_FLOAT32 = ("float32 rounding of the shared forward+backward pass grows through deep chains of convolutions "
+                   "and train-mode BatchNorm: the worst cells are conv chains with few skip connections, and there "
+                   "the float64 variant differs most, so it is the float32 value that is off. A float64 pass would "
+                   "fix it at about 2.5x the pass's cost on a CPU; not done yet (the speed issue decides), so these "
+                   "are float32 values of the definition, with the digits stated")
+ILL_CONDITIONED: dict[str, str] = {
+    "grad_norm": _SHARED_FLOAT32,
+    "snip": _SHARED_FLOAT32,
+    "fisher": _SHARED_FLOAT32 + "; fisher squares per-channel sums, which doubles the relative error",
+    "epe_nas": _SHARED_FLOAT32 + "; epe_nas takes log|corr| of the float32 input-Jacobian correlations",
+    "plain": _SHARED_FLOAT32 + "; plain is a sum of signed terms that cancel, so read its absolute precision",
+    "grasp": _SHARED_FLOAT32 + "; grasp is a sum of signed terms that cancel, so read its absolute precision",
+    "zico": ("with two halves std(g) = |g1 - g2|/2 and some weights' per-half gradients agree to ~1e-5, so "
+             "float32 gradients leave those terms, the largest of their layer's sum, mostly rounding (native, 2 "
+             "threads and AVX2 differ). Its passes in float64 (zico(ctx, float64=True), measured on the golden "
+             "cells) make those kernels agree to the last bit, at about 2.5x the cost: not switched yet, since it "
+             "means rescoring every committed zico score. Even then ZiCo stays sensitive to its initial weights: "
+             "ATen's scalar kernels (the portable variant, like a CPU without AVX2) draw PyTorch's default init "
+             "differently in the last bit (a third of an NB201 network's weights differ, by about one float32 "
+             "ulp of the init bound), and a weight whose per-half gradients nearly agree gets mean|g|/std near "
+             "1e5 and dominates its layer's sum. Not fixable within its definition (split_data=2)"),
+    "synflow_bn": ("computed in float64, yet rounding decides its value: with BatchNorm in train mode on one "
+                   "all-ones image the weight gradients are left-overs of cancellations, so the BLAS summation "
+                   "order (MKL picks its kernels by CPU vendor: the portable variant) and the thread count move "
+                   "it. Not fixable within its definition (torch has no wider float); its ρ on NB201 is near 0"),
+}
 
 
 def cell_key(space: str, task: str, seed: int, batch_size: int, data_source: str, arch: str) -> str:
@@ -105,14 +133,18 @@ def golden_jobs(proxies=None, data_dir=None) -> list:
 
 def committed_sample(df, cells_per_group: dict[str, int], default_cells: int = 1) -> list[tuple[tuple, list[str]]]:
     """The committed cells the committed-score test re-scores: per (space, task, seed, batch, images) the
-    first cells in a fixed hash order (stable as the cache grows only when no new cell hashes lower), with
-    the proxies committed for each. Returns ``[(group, [(arch, proxies)...])]``."""
+    first cells in a fixed hash order among those that hold every proxy of the group (so each proxy is
+    checked; stable as the cache grows unless a new complete cell hashes lower), with the proxies committed
+    for each. Returns ``[(group, [(arch, proxies)...])]``."""
     import hashlib
 
     out = []
     for (space, task, seed, bs, src), g in df.groupby(["space", "task", "seed", "batch_size", "data_source"]):
         n = cells_per_group.get(space, default_cells)
-        archs = sorted(set(g["arch"]), key=lambda a: hashlib.sha1(a.encode()).hexdigest())[:n]
+        per_arch = g.groupby("arch")["proxy"].nunique()
+        complete = per_arch.index[per_arch == g["proxy"].nunique()]
+        archs = sorted(complete if len(complete) else per_arch.index,
+                       key=lambda a: hashlib.sha1(a.encode()).hexdigest())[:n]
         items = [(a, sorted(set(g.loc[g["arch"] == a, "proxy"]))) for a in archs]
         out.append(((space, task, int(seed), int(bs), src), items))
     return out
@@ -250,10 +282,24 @@ def per_proxy(cells: dict) -> dict:
         return {"version": version, "n_cells": len(cells), "rtol": None, "rtol_median": None, "atol": None,
                 "digits": None}
     worst = max(rel)
-    return {"version": version, "n_cells": len(cells), "rtol": worst, "rtol_median": float(np.median(rel)),
+    return {"worst_variant": _worst_variant(cells), "version": version, "n_cells": len(cells), "rtol": worst,
+            "rtol_median": float(np.median(rel)),
             "atol": max(spreads) if spreads else None, "median_abs_score": float(np.median(scales)) if scales else None,
             "atol_rel_to_median": (max(spreads) / float(np.median(scales))) if spreads and np.median(scales) else None,
             "digits": digits(worst)}
+
+
+def _worst_variant(cells: dict) -> str | None:
+    """The variant farthest from the reference on the proxy's worst cell (relative to its score)."""
+    best, name = 0.0, None
+    for e in cells.values():
+        ref = e.get("ref")
+        if ref is None or not math.isfinite(ref) or ref == 0:
+            continue
+        for v, s in e["scores"].items():
+            if v != REFERENCE and s is not None and math.isfinite(s) and abs(s - ref) / abs(ref) > best:
+                best, name = abs(s - ref) / abs(ref), v
+    return name
 
 
 def digits(rtol: float | None) -> int | None:
@@ -364,7 +410,7 @@ def spread_of(doc: dict, proxy: str, key: str, version: int) -> float | None:
 def table(doc: dict, proxies=None) -> str:
     """Markdown: per proxy its significant digits, relative and absolute precision (``proxies``: only these)."""
     L = ["| proxy | version | cells | significant digits | relative precision (worst / median) | worst spread ÷ "
-         "median score | note |", "|---|---|---|---|---|---|---|"]
+         "median score | farthest variant | note |", "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else ("∞" if not math.isfinite(float(v)) else f"{float(v):.1e}")  # noqa: E731
     for name, e in doc.get("proxies", {}).items():
         if proxies is not None and name not in proxies:
@@ -373,10 +419,11 @@ def table(doc: dict, proxies=None) -> str:
         rt = None if rt is None else float(rt)
         note = e.get("ill_conditioned") or ("" if rt is None or rt <= ILL else "**ill-conditioned** (worse than 1e-3)")
         dig = "–" if e.get("digits") is None else e["digits"]
+        note = ("**ill-conditioned**: " + note) if rt is not None and rt > ILL and e.get("ill_conditioned") else note
         L.append(f"| {name} | {e.get('version')} | {e.get('n_cells')} | {dig} | {fmt(rt)} / {fmt(rm)} | "
-                 f"{fmt(e.get('atol_rel_to_median'))} | {note} |")
+                 f"{fmt(e.get('atol_rel_to_median'))} | {e.get('worst_variant') or '–'} | {note} |")
     if len(L) == 2:
-        L.append("| – | – | – | – | – | – | not measured: run `make precision` |")
+        L.append("| – | – | – | – | – | – | – | not measured: run `make precision` |")
     return "\n".join(L)
 
 

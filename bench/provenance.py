@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -90,3 +91,30 @@ def environment() -> dict:
         "cpu": cpu_label(), "cpu_flags": ",".join(cpu_flags()),
         "git_commit": git_commit(),
     }
+
+
+# what changes on every run without the content changing: the rendering commit, times of day
+_STAMPS = (re.compile(r"\b[0-9a-f]{12}(\+dirty)?\b"),
+           re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(\+00:00|Z)?"))
+
+
+def _unstamped(text: str) -> str:
+    for pattern in _STAMPS:
+        text = pattern.sub("<stamp>", text)
+    return text
+
+
+def write_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically, unless the file already says the same: identical, or different
+    only in its provenance stamps (commit hashes, timestamps). A regenerated report whose numbers did not
+    change leaves the committed file as it was (and says which commit last changed it). True if written."""
+    p = Path(path)
+    if p.is_file():
+        old = p.read_text()
+        if old == text or _unstamped(old) == _unstamped(text):
+            return False
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+    return True

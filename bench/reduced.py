@@ -100,10 +100,7 @@ def save_class_order(out: Path, data_dir=None) -> dict | None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    provenance.write_if_changed(path, text)
 
 
 # ---------------------------------------------------------------------------------------------- the study

@@ -382,9 +382,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     if path.is_file() and SECTIONS_BEGIN in (old := path.read_text()) and SECTIONS_END in old:
         kept = old.split(SECTIONS_BEGIN, 1)[1].split(SECTIONS_END, 1)[0].strip("\n")
     L += [SECTIONS_BEGIN, kept, SECTIONS_END] if kept else [SECTIONS_BEGIN, SECTIONS_END]
-    tmp = out / ".README.md.tmp"
-    tmp.write_text("\n".join(L) + "\n")
-    os.replace(tmp, path)
+    provenance.write_if_changed(path, "\n".join(L) + "\n")
     return path
 
 
@@ -426,7 +424,5 @@ def update_readme(readme: str | os.PathLike, block: str, markers: tuple[str, str
         return False
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
-    os.replace(tmp, p)
+    provenance.write_if_changed(p, f"{head}{begin}\n{block}\n{end}{tail}")
     return True

@@ -811,9 +811,7 @@ def write_report(results: list[GroupResult], cfg: SearchConfig, out: str | os.Pa
           "change recomputes.",
           ""]
     path = out / f"search{cfg.tag}.md"
-    tmp = path.with_name(".search.md.tmp")
-    tmp.write_text("\n".join(L))
-    os.replace(tmp, path)
+    provenance.write_if_changed(path, "\n".join(L))
     return path, _headline(heads, cfg)
 
 

@@ -104,3 +104,30 @@ def test_import_nb201_of_a_file_that_is_not_the_benchmark(tmp_path, cli_env):
     err = _one_line_error(_cli(cli_env, "import-nb201", bad, "--data-dir", tmp_path, timeout=120),
                           "not a torch/pickle file")
     assert "NAS-Bench-201-v1_1-096897.pth" in err  # where to get the real one
+
+
+def test_a_rerendered_report_that_differs_only_in_its_stamps_is_not_rewritten(tmp_path):
+    from bench.provenance import write_if_changed
+
+    p = tmp_path / "r.md"
+    assert write_if_changed(p, "rho +0.812 at commit 86a942af196f, 2026-11-23T09:15:31+00:00\n")
+    mtime = p.stat().st_mtime_ns
+    assert not write_if_changed(p, "rho +0.812 at commit 0123456789ab+dirty, 2026-12-01T10:00:00+00:00\n")
+    assert p.stat().st_mtime_ns == mtime and "86a942af196f" in p.read_text()
+    assert write_if_changed(p, "rho +0.813 at commit 0123456789ab, 2026-12-01T10:00:00+00:00\n")  # a real change
+    assert "+0.813" in p.read_text()
+
+
+def test_cache_check_lists_machines_and_duplicate_keys(tmp_path, cli_env):
+    from test_cache import row  # tests/bench/test_cache.py
+
+    cache = ScoreCache(tmp_path / "c")
+    cache.append([row(score=1.0, cpu="CPU A; AVX512 kernels")])
+    cache.append([row(score=1.0 + 1e-6, cpu="CPU B; AVX2 kernels")])
+    p = _cli(cli_env, "cache", "check", "--cache", tmp_path / "c", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "CPU A; AVX512 kernels" in p.stdout and "1 key(s) stored more than once" in p.stdout
+    assert "1 with differing scores" in p.stdout and "relative 1.0e-06" in p.stdout
+    before = sorted(x.name for x in cache.parts())
+    p = _cli(cli_env, "cache", "compact", "--cache", tmp_path / "c", timeout=120)  # explicit, and only then
+    assert p.returncode == 0 and sorted(x.name for x in cache.parts()) != before and len(cache.parts()) == 1

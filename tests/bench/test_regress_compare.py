@@ -85,7 +85,7 @@ def test_a_cell_without_measured_precision_fails_and_says_what_to_run():
 
 
 def _committed_baseline():
-    base = json.loads((regress.REPO_ROOT / "reports" / "baseline.json").read_text())
+    base = json.loads((regress.provenance.REPO_ROOT / "reports" / "baseline.json").read_text())
     prec = precision.load()
     if not prec:
         pytest.fail("reports/precision.json is missing: run `make precision`")

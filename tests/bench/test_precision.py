@@ -1,0 +1,75 @@
+"""Measured precision: spreads per (proxy, cell), per-proxy figures, merging remeasurements, the committed file."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import precision
+
+
+def _rows(scores: dict, proxy="p", version=1, status="ok"):
+    return [{"space": "nb201", "task": "cifar10", "arch": a, "proxy": proxy, "proxy_version": version, "seed": 42,
+             "batch_size": 0, "data_source": "none", "score": s, "status": status} for a, s in scores.items()]
+
+
+def _results(**variants):
+    return {v: {"capability": "X", "threads": 1, "rows": rows} for v, rows in variants.items()}
+
+
+def test_spread_is_the_range_over_variants_and_digits_follow_the_worst_cell():
+    res = _results(native=_rows({"a": 100.0, "b": 2.0, "z": 0.0}),
+                   avx2=_rows({"a": 100.01, "b": 2.0, "z": 0.0}),
+                   float64=_rows({"a": 99.995, "b": 2.0 + 2e-9, "z": 0.0}))
+    cells = precision.per_cell(res)["p"]
+    key = precision.cell_key("nb201", "cifar10", 42, 0, "none", "a")
+    assert cells[key]["spread"] == pytest.approx(0.015) and cells[key]["ref"] == 100.0
+    summary = precision.per_proxy(cells)
+    assert summary["rtol"] == pytest.approx(1.5e-4) and summary["digits"] == 3
+    assert summary["atol"] == pytest.approx(0.015)
+    assert precision.digits(0.0) == 15 and precision.digits(2.9e-3) == 2
+
+
+def test_non_finite_scores_agree_only_when_every_variant_agrees():
+    res = _results(native=_rows({"a": -math.inf, "b": -math.inf}), avx2=_rows({"a": -math.inf, "b": 3.0}))
+    cells = precision.per_cell(res)["p"]
+    k = lambda a: precision.cell_key("nb201", "cifar10", 42, 0, "none", a)  # noqa: E731
+    assert cells[k("a")]["spread"] == 0.0 and cells[k("b")]["spread"] == math.inf
+    assert not precision.within(-math.inf, 3.0, 0.0) and precision.within(-math.inf, -math.inf, 0.0)
+
+
+def test_merge_adds_variants_to_cells_and_restarts_a_proxy_at_a_new_version():
+    doc = precision.merge({}, _results(native=_rows({"a": 1.0}), avx2=_rows({"a": 1.0 + 1e-6})), "golden")
+    key = precision.cell_key("nb201", "cifar10", 42, 0, "none", "a")
+    assert doc["proxies"]["p"]["cells"][key]["spread"] == pytest.approx(1e-6)
+    doc = precision.merge(doc, _results(portable=_rows({"a": 1.0 - 1e-5})), "golden")  # one more variant
+    assert set(doc["proxies"]["p"]["cells"][key]["scores"]) == {"native", "avx2", "portable"}
+    assert doc["proxies"]["p"]["cells"][key]["spread"] == pytest.approx(1.1e-5)
+    doc = precision.merge(doc, _results(native=_rows({"a": 5.0}, version=2), avx2=_rows({"a": 5.0}, version=2)), "g")
+    assert doc["proxies"]["p"]["version"] == 2 and doc["proxies"]["p"]["cells"][key]["spread"] == 0.0
+    assert precision.spread_of(doc, "p", key, 1) is None and precision.spread_of(doc, "p", key, 2) == 0.0
+
+
+def test_the_tolerance_is_twice_the_spread_plus_a_few_float32_ulps():
+    assert precision.tolerance(0.0, 1.0) == pytest.approx(4 * 2.0 ** -23)
+    assert precision.within(10.0, 10.0 + 0.19, 0.1) and not precision.within(10.0, 10.0 + 0.21, 0.1)
+
+
+def test_the_committed_precision_covers_every_golden_proxy_at_its_current_version():
+    """reports/precision.json is what CI judges by: every training-free proxy measured at its registered
+    version on all 64 golden cells, with every variant, and its table renders."""
+    from proxies import get_proxy, training_free
+
+    doc = precision.load()
+    assert doc, "reports/precision.json is missing: run `make precision`"
+    golden = {k: v for j in precision.golden_jobs() for k, v in [(j.task, {a for a, _ in j.items})]}
+    for name in training_free():
+        entry = doc["proxies"].get(name)
+        assert entry is not None and entry["version"] == get_proxy(name).version, name
+        parts = [k.split("|", 5) for k in entry["cells"]]  # space, task, seed, batch, images, arch
+        measured = {p[5] for p in parts if p[:3] == ["nb201", "cifar10", "42"]}
+        assert golden["cifar10"] <= measured, f"{name}: golden cells without a measured precision"
+        variants = {v for c in entry["cells"].values() for v in c["scores"]}
+        assert {"native", "native-2t", "avx2", "portable", "float64"} <= variants, (name, variants)
+    assert "| params |" in precision.table(doc)
