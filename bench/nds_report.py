@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -151,7 +150,6 @@ def _rho_fmt(v) -> str:
 
 def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, str]:
     """Compute what the caches lack and write ``<out>/nds.md`` and ``<out>/nds/summary.json``."""
-    t0 = time.perf_counter()
     torch.set_num_threads(1)
     out = Path(out)
     res_dir = out / NAME
@@ -223,10 +221,10 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
     summary["substitute"] = {"families": list(DEMO_FAMILIES), "n": DEMO_N, "proxies": list(DEMO_PROXIES),
                              "scores": n_scores, "errors": n_err}
     env = provenance.environment()
-    summary["provenance"] = {**env, "seconds": round(time.perf_counter() - t0, 1)}
+    summary["provenance"] = dict(env)  # no wall time: an unchanged rerun must leave the committed files as they are
     L += ["## Provenance", "",
           f"Written by `bench.nds_report` (`make bench`), commit {provenance.git_commit()}, torch {torch.__version__}, "
-          f"one torch thread, CPU; {summary['provenance']['seconds']} s. Scores: `{res_dir / 'scores'}` (real) and "
+          f"one torch thread, CPU. Scores: `{res_dir / 'scores'}` (real) and "
           f"`{res_dir / 'substitute_scores'}` (substitute), kept apart from the main cache so that substitute "
           "scores never mix with real ones.", ""]
     provenance.write_if_changed(res_dir / "summary.json", json.dumps(summary, indent=1, default=str))

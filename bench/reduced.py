@@ -130,8 +130,9 @@ def compute(n: int = DEFAULT_N, names: tuple[str, ...] | None = None, *, data_di
         runs = {}
         for label, study in (("training-free", free), ("reduced-training", reduced)):
             s = run_study(study, cache, executor="inprocess", chunk_size=2, progress=progress)
+            # the run's wall time only when it computed something: an all-cached rerun must not rewrite meta.json
             runs[label] = {"computed": s.computed, "cached": s.cached, "errors": s.errors,
-                           "seconds": round(s.seconds, 1), "examples": s.error_examples}
+                           **({"seconds": round(s.seconds, 1)} if s.computed else {}), "examples": s.error_examples}
         if restored is None:
             save_class_order(out, data_dir)
         return runs
@@ -415,8 +416,8 @@ def run(n: int = DEFAULT_N, names: tuple[str, ...] | None = None, *, data_dir=No
     names = names or grid()
     runs = compute(n, names, data_dir=data_dir, cache_dir=cache_dir, out=out, progress=progress)
     for label, r in runs.items():
-        print(f"{label}: {r['computed']} scores computed, {r['cached']} cached, {r['errors']} errors, "
-              f"{r['seconds']} s")
+        print(f"{label}: {r['computed']} scores computed, {r['cached']} cached, {r['errors']} errors"
+              + (f", {r['seconds']} s" if "seconds" in r else ""))
         for e in r["examples"]:
             print(f"  error: {e}")
     return write_report(n, names, data_dir=data_dir, cache_dir=cache_dir, out=out, n_resamples=n_resamples,
