@@ -93,9 +93,11 @@ def environment() -> dict:
     }
 
 
-# what changes on every run without the content changing: the rendering commit, times of day
+# what changes on every run without the content changing: the rendering commit, times of day, and where the
+# checkout and the data directory are on this machine (absolute paths)
 _STAMPS = (re.compile(r"\b[0-9a-f]{12}(\+dirty)?\b"),
-           re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(\+00:00|Z)?"))
+           re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(\+00:00|Z)?"),
+           re.compile(r"(?<![\w.])/(?:[\w.+-]+/)*[\w.+-]+"))
 
 
 def _unstamped(text: str) -> str:

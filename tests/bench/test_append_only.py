@@ -116,6 +116,9 @@ def test_a_rerendered_report_that_differs_only_in_its_stamps_is_not_rewritten(tm
     assert p.stat().st_mtime_ns == mtime and "86a942af196f" in p.read_text()
     assert write_if_changed(p, "rho +0.813 at commit 0123456789ab, 2026-12-01T10:00:00+00:00\n")  # a real change
     assert "+0.813" in p.read_text()
+    assert write_if_changed(p, "data in `/work/shared/data`: 3 cells/s, 1/2 of them\n")
+    assert not write_if_changed(p, "data in `/home/me/shared/data`: 3 cells/s, 1/2 of them\n")  # another machine
+    assert write_if_changed(p, "data in `/home/me/shared/data`: 4 cells/s, 1/2 of them\n")
 
 
 def test_cache_check_lists_machines_and_duplicate_keys(tmp_path, cli_env):
