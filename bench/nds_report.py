@@ -225,8 +225,8 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
     L += ["## Provenance", "",
           f"Written by `bench.nds_report` (`make bench`), commit {provenance.git_commit()}, torch {torch.__version__}, "
           f"one torch thread, CPU. Scores: `{NAME}/scores` (real) and "
-          f"`{NAME}/substitute_scores` (substitute), beside this file, kept apart from the main cache so that substitute "
-          "scores never mix with real ones.", ""]
+          f"`{NAME}/substitute_scores` (substitute), beside this file, kept apart from the main cache so that "
+          "substitute scores never mix with real ones.", ""]
     provenance.write_if_changed(res_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     path = out / f"{NAME}.md"
     provenance.write_if_changed(path, "\n".join(L))
