@@ -90,7 +90,7 @@ def test_a_schema_1_part_is_read_with_builder_version_1_and_an_unrecorded_cpu(tm
     assert (tmp_path / "part-old.parquet").read_bytes() == before  # migrated on read, never rewritten
     ScoreCache(tmp_path).append([row(ARCHS[1])])
     df = ScoreCache(tmp_path).load()
-    assert len(df) == 2 and df.set_index("arch").loc[ARCHS[1], "cpu"].endswith("kernels")  # this process's CPU
+    assert len(df) == 2 and " kernels" in df.set_index("arch").loc[ARCHS[1], "cpu"]  # this process's CPU
 
 
 def test_pandas_reads_the_directory(tmp_path):
