@@ -87,7 +87,7 @@ METHOD = (f"spread = max - min of a (proxy, cell)'s scores over the variants; al
 _SHARED_FLOAT32 = ("float32 rounding of the shared forward+backward pass grows through deep chains of convolutions "
                    "and train-mode BatchNorm: the worst cells are conv chains with few skip connections, and there "
                    "the float64 variant differs most, so it is the float32 value that is off. A float64 pass would "
-                   "fix it at about 2.5x the pass's cost on a CPU; not done yet (the speed issue decides), so these "
+                   "fix it at a multiple of the pass's cost on a CPU; not done yet (the speed issue decides), so these "
                    "are float32 values of the definition, with the digits stated")
 ILL_CONDITIONED: dict[str, str] = {
     "grad_norm": _SHARED_FLOAT32,
@@ -96,15 +96,15 @@ ILL_CONDITIONED: dict[str, str] = {
     "epe_nas": _SHARED_FLOAT32 + "; epe_nas takes log|corr| of the float32 input-Jacobian correlations",
     "plain": _SHARED_FLOAT32 + "; plain is a sum of signed terms that cancel, so read its absolute precision",
     "grasp": _SHARED_FLOAT32 + "; grasp is a sum of signed terms that cancel, so read its absolute precision",
-    "zico": ("with two halves std(g) = |g1 - g2|/2 and some weights' per-half gradients agree to ~1e-5, so "
+    "zico": ("with two halves std(g) = |g1 - g2|/2 and some weights' per-half gradients nearly agree, so "
              "float32 gradients leave those terms, the largest of their layer's sum, mostly rounding (native, 2 "
              "threads and AVX2 differ). Its passes in float64 (zico(ctx, float64=True), measured on the golden "
-             "cells) make those kernels agree to the last bit, at about 2.5x the cost: not switched yet, since it "
+             "cells) make those kernels agree to the last bit, at a multiple of the cost: not switched yet, since it "
              "means rescoring every committed zico score. Even then ZiCo stays sensitive to its initial weights: "
              "ATen's scalar kernels (the portable variant, like a CPU without AVX2) draw PyTorch's default init "
-             "differently in the last bit (a third of an NB201 network's weights differ, by about one float32 "
-             "ulp of the init bound), and a weight whose per-half gradients nearly agree gets mean|g|/std near "
-             "1e5 and dominates its layer's sum. Not fixable within its definition (split_data=2)"),
+             "differently in the last bit (many weights differ by about one float32 ulp of the init bound), and a "
+             "weight whose per-half gradients nearly agree gets a huge mean|g|/std that dominates its layer's sum. "
+             "Not fixable within its definition (split_data=2)"),
     **{name: ("it trains (SGD on the task's images for a few epochs): like any perturbation of training, "
               "rounding differences grow from step to step, so the trained accuracy moves by points between "
               "kernels, even between 1 and 2 threads. One score is one draw of a distribution whose width is "
@@ -139,7 +139,7 @@ def golden_jobs(proxies=None, data_dir=None) -> list:
     return jobs
 
 
-def committed_sample(df, cells_per_group: dict[str, int], default_cells: int = 1) -> list[tuple[tuple, list[str]]]:
+def committed_sample(df, cells_per_group: dict[str, int], default_cells: int = 1) -> list[tuple[tuple, list]]:
     """The committed cells the committed-score test re-scores: per (space, task, seed, batch, images) the
     first cells in a fixed hash order among those that hold every proxy of the group (so each proxy is
     checked; stable as the cache grows unless a new complete cell hashes lower), with the proxies committed
@@ -244,7 +244,7 @@ def measure(jobs: list, variants=VARIANTS, parallel: int = 2, progress: bool = T
 # -------------------------------------------------------------------------------------------- summarising
 
 def per_cell(results: dict) -> dict:
-    """``{proxy: {cell_key: {"ref", "spread", "n_variants", "scores": {variant: score}}}}``."""
+    """``{proxy: {cell_key: {"version", "ref", "spread", "scores": {variant: score or None}}}}``."""
     table: dict = {}
     for vname, res in results.items():
         for r in res["rows"]:
@@ -259,13 +259,13 @@ def per_cell(results: dict) -> dict:
 
 def _spread(e: dict) -> dict:
     """``ref`` (the native score) and ``spread`` (max - min over the variants) of one cell's ``scores``."""
-    scores = {k: (None if v is None or (isinstance(v, str)) else v) for k, v in e["scores"].items()}
+    scores = e["scores"]
     vals = [v for v in scores.values() if v is not None and math.isfinite(v)]
     ref = scores.get(REFERENCE)
     if len(vals) == len(scores) and vals:
         return {"ref": ref, "spread": max(vals) - min(vals)}
     # non-finite in some variant: the same in every one is agreement, else there is no precision at all
-    same = len({str(v) for v in e["scores"].values()}) == 1
+    same = len({str(v) for v in scores.values()}) == 1
     return {"ref": ref, "spread": 0.0 if same else math.inf}
 
 
@@ -298,7 +298,7 @@ def per_proxy(cells: dict) -> dict:
 
 
 def _worst_variant(cells: dict) -> str | None:
-    """The variant farthest from the reference on the proxy's worst cell (relative to its score)."""
+    """The variant farthest from the reference over the proxy's cells (relative to the reference score)."""
     best, name = 0.0, None
     for e in cells.values():
         ref = e.get("ref")
@@ -325,19 +325,14 @@ def tolerance(spread: float, score: float) -> float:
 
 def within(old: float | None, new: float | None, spread: float) -> bool:
     """Whether ``new`` equals ``old`` to the cell's measured precision (non-finite must stay the same)."""
-    if old is None or new is None or not (math.isfinite(old) and math.isfinite(new)):
-        return (old is None or not math.isfinite(old)) == (new is None or not math.isfinite(new)) and (
-            str(old) == str(new) or old is None or new is None)
+    finite = [v is not None and math.isfinite(v) for v in (old, new)]
+    if not all(finite):  # a missing or non-finite score must stay exactly so (None and NaN count as missing)
+        return not any(finite) and (str(old) == str(new) or old is None or new is None
+                                    or (math.isnan(old) and math.isnan(new)))
     return abs(new - old) <= tolerance(spread, max(abs(old), abs(new)))
 
 
 # ----------------------------------------------------------------------------------------- the stored file
-
-def machine() -> dict:
-    from bench.provenance import cpu_description
-
-    return cpu_description()
-
 
 def load(path: str | os.PathLike = PRECISION_FILE) -> dict:
     """The stored precision (``{}`` when none was measured)."""
@@ -366,7 +361,7 @@ def merge(doc: dict, results: dict, label: str) -> dict:
                              "threads": results[v.name].get("threads"), "env": v.env, "dtype": v.dtype}
     doc["variants"] = {k: known[k] for k in [v.name for v in VARIANTS] if k in known}
     doc.setdefault("measured", {})[label] = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": provenance.cpu_description(),
         "git_commit": provenance.git_commit(), "torch": provenance.environment()["torch"],
         "variants": sorted(results)}
     proxies = doc.setdefault("proxies", {})

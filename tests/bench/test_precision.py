@@ -63,7 +63,7 @@ def test_the_committed_precision_covers_every_golden_proxy_at_its_current_versio
 
     doc = precision.load()
     assert doc, "reports/precision.json is missing: run `make precision`"
-    golden = {k: v for j in precision.golden_jobs() for k, v in [(j.task, {a for a, _ in j.items})]}
+    golden = {j.task: {a for a, _ in j.items} for j in precision.golden_jobs()}
     for name in training_free():
         entry = doc["proxies"].get(name)
         assert entry is not None and entry["version"] == get_proxy(name).version, name
