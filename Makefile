@@ -41,7 +41,7 @@ check-params: $(STAMP)
 
 # speed of the proxies as ratios to one forward+backward pass, and memory growth (writes reports/perf.md)
 perf: $(STAMP)
-	$(BIN)/python -m bench.perf $(ARGS)
+	$(BIN)/proxybench perf $(ARGS)
 
 # one proxy against every baseline on the default study: make compare PROXY=my_proxy
 compare: $(STAMP)
@@ -49,7 +49,7 @@ compare: $(STAMP)
 
 # speed-ups of 1 and 2 local workers and Ray on 2 CPUs on one study (writes reports/scaling.md, README block)
 scaling: $(STAMP)
-	$(BIN)/python -m bench.scaling $(ARGS)
+	$(BIN)/proxybench scaling $(ARGS)
 
 # the complete NB201 training-free study: all 15,625 cells, every task (resumable), then the report;
 # executor and device through ARGS, e.g. ARGS="--executor ray --address auto" (see README: cluster or GPU)

@@ -14,11 +14,18 @@ are read as they are, with builder version 1 (every builder of that time) and ``
 Two rows of one key (the same score computed twice, or caches merged) resolve deterministically, whatever
 the clocks said: a finished score before a non-finite one before an error, then a clean commit before a
 dirty one, then the smaller score; ``duplicates()`` lists every such key and whether its scores differed.
+
+This module owns the row contract: ``row(...)`` builds the one row every writer appends (the runner, DPS, the
+latency measurements), with its provenance columns filled in; ``where(df, ...)`` is the one filter of cached rows
+(``bench.runner.select`` builds a study's from it). Rows whose value is a measurement of this machine rather than a
+reproducible score (the latency study's timings) carry the run index in ``data_source``
+(``measurement_source``/``measurement_runs``); no other code reads that encoding.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -28,6 +35,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from bench import store
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -50,6 +59,9 @@ _TYPES = {
     "timestamp": pa.string(), "schema_version": pa.int64(),
 }
 SCHEMA = pa.schema([(c, _TYPES[c]) for c in COLUMNS])
+# the store marker of a part; the schema version ``ScoreCache`` checks is its own ``proxybench_schema`` metadata
+SCORE_CACHE = store.Kind("score-cache", SCHEMA_VERSION, "proxybench run")
+STAMP_COLUMNS = ("timestamp", "schema_version")  # filled by ``ScoreCache.append``
 
 
 def _builder_version(space: str) -> int:
@@ -60,8 +72,72 @@ def _builder_version(space: str) -> int:
     return int(getattr(sp, "builder_version", 1)) if sp is not None else 1
 
 
-class CacheError(Exception):
+class CacheError(store.StoreError):
     """The cache cannot be read as this version of the suite writes it."""
+
+
+def row(*, space: str, task: str, arch: str, proxy: str, proxy_version: int, seed: int, init: str, score: float,
+        seconds: float, batch_size: int = 0, data_source: str = "none", substitute: bool = False,
+        status: str | None = None, error: str = "", device: str = "cpu", dtype: str = "float32",
+        git_commit: str | None = None, cpu: str | None = None, builder_version: int | None = None) -> dict:
+    """One score row: every column of ``COLUMNS`` but the ``STAMP_COLUMNS`` that ``ScoreCache.append`` adds.
+
+    ``status`` defaults to "error" with an ``error``, else "ok" for a finite score and "nonfinite" otherwise.
+    Provenance left out is this process's: ``git_commit`` (pass the driver's from a worker), ``cpu``
+    (``provenance.cpu_label``), torch and proxybench versions, and the space's ``builder_version``."""
+    import math
+
+    import torch
+
+    from bench import provenance
+
+    if status is None:
+        status = "error" if error else ("ok" if math.isfinite(score) else "nonfinite")
+    return {
+        "space": space, "task": task, "arch": arch, "proxy": proxy, "proxy_version": proxy_version, "seed": seed,
+        "batch_size": batch_size, "data_source": data_source, "init": init,
+        "builder_version": builder_version if builder_version is not None else _builder_version(space),
+        "score": score, "status": status, "error": error, "seconds": seconds, "substitute": substitute,
+        "device": device, "cpu": cpu if cpu is not None else provenance.cpu_label(), "dtype": dtype,
+        "torch_version": torch.__version__, "proxybench_version": provenance.version("proxybench"),
+        "git_commit": git_commit if git_commit is not None else provenance.git_commit(),
+    }
+
+
+def where(df: pd.DataFrame, *, settings: set[tuple] | None = None, ok_only: bool = False, **columns) -> pd.DataFrame:
+    """The rows of ``df`` whose columns match: ``column=value`` (equal) or ``column={values}`` (a set, list or
+    tuple: one of them); None matches anything. ``settings``: the (task, proxy, proxy_version, batch_size,
+    data_source) a row must have (a row of a (task, proxy) not in it is dropped). ``ok_only`` drops error rows.
+    Row order and columns are kept (an empty result still has every column)."""
+    mask = np.ones(len(df), dtype=bool)
+    for col, want in columns.items():
+        if want is None:
+            continue
+        hit = df[col].isin(list(want)) if isinstance(want, (set, frozenset, list, tuple)) else df[col] == want
+        mask &= hit.to_numpy(dtype=bool)
+    if ok_only:
+        mask &= (df["status"] != "error").to_numpy(dtype=bool)
+    df = df[mask]
+    if settings is not None:
+        key = zip(df["task"], df["proxy"], df["proxy_version"], df["batch_size"], df["data_source"], strict=True)
+        df = df[np.fromiter((k in settings for k in key), dtype=bool, count=len(df))]  # df[[]] would drop columns
+    return df
+
+
+# Measurement rows. A measurement (a timing of this machine) is kept as a score row whose ``data_source`` names
+# the input it was measured on and the index of the independent measurement run: ``"<input>;run=<k>"``. The runs
+# of one cell are separate keys, so each is cached and resumed on its own.
+MEASUREMENT_RUN = ";run="
+
+
+def measurement_source(run: int, measured_on: str = "zeros") -> str:
+    """The ``data_source`` of run ``run`` of a measurement on ``measured_on`` (latency: an all-zeros input)."""
+    return f"{measured_on}{MEASUREMENT_RUN}{int(run)}"
+
+
+def measurement_runs(data_source: pd.Series) -> pd.Series:
+    """The run index of each measurement row's ``data_source`` (``<NA>`` for a row that is not one)."""
+    return data_source.str.extract(rf"{re.escape(MEASUREMENT_RUN)}(\d+)$", expand=False).astype("Int64")
 
 
 class ScoreCache:
@@ -154,14 +230,8 @@ class ScoreCache:
         return self._write(table, f"part-{now.replace(':', '').replace('-', '')[:15]}-{uuid.uuid4().hex[:8]}")
 
     def _write(self, table: pa.Table, stem: str) -> Path:
-        self.path.mkdir(parents=True, exist_ok=True)
-        final = self.path / f"{stem}.parquet"
-        tmp = self.path / f".{stem}.parquet.tmp"  # hidden: readers of the directory skip it
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        return final
+        # atomic and fsynced, through a hidden temporary file that readers of the directory skip
+        return store.write_table(self.path / f"{stem}.parquet", table, SCORE_CACHE, compression="zstd", fsync=True)
 
     def prune_stale(self, current_versions: dict[str, int]) -> int:
         """Drop the rows of proxies whose cached version differs from ``current_versions[proxy]`` (scores that can
@@ -195,7 +265,7 @@ class ScoreCache:
             return parts[0] if parts else None
         merged = self._replace_all(self.load(), parts)
         # temporary files of writers killed mid-write; an hour old, they belong to no live writer
-        for tmp in self.path.glob(".*.parquet.tmp"):
+        for tmp in self.path.glob(".*.tmp"):
             if time.time() - tmp.stat().st_mtime > 3600:
                 tmp.unlink(missing_ok=True)
         return merged

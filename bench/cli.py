@@ -7,83 +7,20 @@ import os
 import sys
 from pathlib import Path
 
+from bench.options import (
+    DEFAULT_CACHE,
+    DEFAULT_PROXIES,
+    DEFAULT_SUITE,
+    OUT_DEFAULT,
+    SUITE,
+    Parents,
+    positive_int,
+    ray_options,
+    resolve_outputs,
+    study_from_args,
+    tasks_of,
+)
 from bench.provenance import REPO_ROOT
-
-DEFAULT_CACHE = REPO_ROOT / "reports" / "scores"
-DEFAULT_OUT = REPO_ROOT / "reports"
-# the default of every report command's --out: reports/ with the committed cache, <cache>/report with another
-# --cache (see resolve_outputs), so that a trial run with a temporary cache never rewrites the committed reports
-OUT_DEFAULT = "(reports/, or <cache>/report with another --cache)"
-DEFAULT_PROXIES = "@training-free"  # families baseline + zero-cost; the other families have their own sections
-SUITE = "default-suite"  # `bench` without --sample/--task: the DEFAULT_SUITE below
-
-# Report sections beyond the training-free study. Each module defines
-#   add_cli(sub, common) -> None      its own subcommand(s) on the `proxybench` parser
-#   bench_section(args) -> str        computes what the cache lacks for its default study, writes
-#                                     reports/<name>.md and figures, returns a short markdown paragraph
-#                                     (headline numbers and a link) for reports/README.md
-# `args` carries data_dir, cache (the score cache directory), out (the report directory), no_progress, bootstrap.
-SECTIONS: tuple[str, ...] = ("bench.nb101_report", "bench.nds_report", "bench.latency", "bench.fullspace", "bench.dps",
-                             "bench.search", "bench.reduced")
-
-
-def _sample(v: str):
-    if v.lower() == "all":
-        return None
-    if v == SUITE:
-        return SUITE
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sample takes a number of architectures or 'all', got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("--sample must be at least 1")
-    return n
-
-
-def _positive_int(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
-def _tasks(space: str, spec: str) -> tuple[str, ...]:
-    from datasets import get_space
-
-    sp = get_space(space)
-    if spec == "all":
-        return sp.tasks
-    return tuple(sp.check_task(t.strip()) for t in spec.split(",") if t.strip())
-
-
-def _archs_file(path: str) -> tuple[str, ...]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--archs-file {p} does not exist (one canonical arch key per line)")
-    lines = [ln.strip() for ln in p.read_text().splitlines()]
-    archs = tuple(ln for ln in lines if ln and not ln.startswith("#"))
-    if not archs:
-        raise ValueError(f"--archs-file {p} lists no architectures")
-    return archs
-
-
-def _study(args, tasks):
-    from bench.runner import Study
-
-    archs = _archs_file(args.archs_file) if getattr(args, "archs_file", None) else None
-    return Study(space=args.space, tasks=tasks, proxies=tuple(args.proxies.split(",")),
-                 sample=args.sample, archs=archs, seed=args.seed, sample_seed=args.sample_seed,
-                 batch_size=args.batch_size, data_dir=args.data_dir, augment=not args.no_augment,
-                 device=getattr(args, "device", "cpu"))
-
-
-def ray_options(args) -> dict:
-    """The Ray executor's options from the command line (none unless ``--executor ray``)."""
-    return {"address": args.address, "gpus_per_task": args.gpus_per_task} if args.executor == "ray" else {}
 
 
 def _run(args, study) -> None:
@@ -102,12 +39,12 @@ def _run(args, study) -> None:
 
 
 def _image_descriptions(study) -> dict:
-    from bench.runner import _image_source
+    from bench.runner import task_images
     from proxies import get_proxy
 
     if not any(get_proxy(p).needs_data for p in study.proxies):
         return {}
-    return {t: _image_source(t, study.data_dir).description for t in study.tasks}
+    return {t: task_images(t, study.data_dir).description for t in study.tasks}
 
 
 def _report(args, study=None) -> None:
@@ -160,10 +97,10 @@ def _report(args, study=None) -> None:
                         ensemble=tuple(resolve_proxies(args.ensemble)))
     print(f"report: {path}")
     if getattr(args, "readme", None):
-        from bench import precision
-        from bench.report import headline_table, update_readme
+        from bench import precision, store
+        from bench.report import SUMMARY_STORE, headline_table, update_readme
 
-        summary = pd.read_csv(Path(args.out) / "summary.csv")
+        summary = store.read_csv(Path(args.out) / "summary.csv", SUMMARY_STORE)
         block = headline_table(summary, note + f" Truth: `{args.truth}`; ⚠ = substitute images; digits = the "
                                f"proxy's significant digits under other CPU kernels, threads and float64 (`make "
                                f"precision`). Scores from: {precision.machines_line(df)}.", precision.load())
@@ -176,10 +113,13 @@ def cmd_ls(args) -> None:
         from proxies import get_proxy, list_proxies
 
         names = list_proxies(args.pattern or "*")
-        print(f"{'name':<14} {'dir':<4} {'family':<16} {'needs':<12} {'version':<8} paper")
-        for n in names:
-            p = get_proxy(n)
-            print(f"{n:<14} {p.direction:<4} {p.family:<16} {p.needs:<12} {p.version:<8} {p.paper}")
+        header = ("name", "dir", "family", "cost", "tier", "needs", "version", "paper")
+        rows = [(n, p.direction, p.family, p.cost, p.tier, p.needs, str(p.version), p.paper)
+                for n, p in ((n, get_proxy(n)) for n in names)]
+        # every column but the last as wide as its longest entry (names like danas_rand5_c4r4s0e2 are long)
+        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
+        for r in (header, *rows):
+            print("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
     else:
         from datasets import SPACES, files
 
@@ -214,7 +154,7 @@ def cmd_data(args) -> None:
 
 
 def cmd_run(args) -> None:
-    study = _study(args, _tasks(args.space, args.task))
+    study = study_from_args(args, tasks_of(args.space, args.task))
     _run(args, study)
 
 
@@ -222,69 +162,69 @@ def cmd_report(args) -> None:
     _report(args)
 
 
-# The default study of `make bench`: every registered proxy; 1,000 seeded cells on cifar10 (the sample
-# the literature's comparisons use) and the first 300 of the same permutation on the other tasks.
-DEFAULT_SUITE = {"cifar10": 1000, "cifar100": 300, "ImageNet16-120": 300}
+def suite_studies(args) -> list:
+    """The studies ``bench`` and ``compare`` run: the default suite (DEFAULT_SUITE, one study per task) unless
+    the options name a study (--sample, --task or --archs-file), which is then the one study."""
+    from dataclasses import replace
+
+    tasks = tasks_of(args.space, args.task)
+    if args.sample == SUITE and not args.archs_file:
+        base = study_from_args(args, (tasks[0],))
+        return [replace(base, tasks=(t,), sample=DEFAULT_SUITE.get(t, 300)) for t in tasks]
+    study = study_from_args(args, tasks)
+    return [replace(study, sample=DEFAULT_SUITE["cifar10"]) if args.sample == SUITE else study]
+
+
+def is_default_bench(args) -> bool:
+    """``bench`` with no option that changes the study: the default suite on every task, and its sections."""
+    return args.sample == SUITE and args.task == "all" and not args.archs_file and not args.skip_sections
 
 
 def cmd_bench(args) -> None:
-    from dataclasses import replace
-
-    if args.sample != SUITE or args.task != "all" or args.archs_file:
-        if args.sample == SUITE:
-            args.sample = DEFAULT_SUITE["cifar10"]
-        studies = [_study(args, _tasks(args.space, args.task))]  # an explicit study
-    else:
-        args.sample = None
-        base = _study(args, (_tasks(args.space, "all")[0],))
-        studies = [replace(base, tasks=(t,), sample=n) for t, n in DEFAULT_SUITE.items()]
+    studies = suite_studies(args)
     for study in studies:
         _run(args, study)
     _report(args, studies)
-    if studies_are_default(args):
+    if is_default_bench(args):
         _sections(args)
 
 
-def studies_are_default(args) -> bool:
-    return args.sample is None and args.task == "all" and not args.archs_file and not args.skip_sections
-
-
 def _sections(args) -> None:
-    """Run every extra section (SECTIONS) and list them at the end of reports/README.md."""
-    import importlib
-
+    """Run every registered section (bench/studies/) and list them at the end of reports/README.md."""
     from bench.report import SECTIONS_BEGIN, SECTIONS_END, update_readme
+    from bench.sections import SectionConfig, sections
 
+    cfg = SectionConfig.from_args(args)
     parts = []
-    for name in SECTIONS:
-        mod = importlib.import_module(name)
-        print(f"section: {name}")
-        parts.append(mod.bench_section(args).strip())
+    for sec in sections():
+        print(f"section: {sec.name}")
+        parts.append(sec.run(cfg).strip())
     if parts:
         block = "## Further sections\n\n" + "\n\n".join(parts)
-        update_readme(Path(args.out) / "README.md", block, (SECTIONS_BEGIN, SECTIONS_END))
+        update_readme(cfg.out / "README.md", block, (SECTIONS_BEGIN, SECTIONS_END))
 
 
 def cmd_import_nb201(args) -> None:
+    from bench.progress import progress as progress_bar
     from datasets import files, nb201
     from datasets.nb201_official import truth_from_official, write_truth_parquet
 
     out = files.resolve_data_dir(args.data_dir) / nb201.OFFICIAL_TRUTH
-    df = truth_from_official(args.file)
+    df = truth_from_official(args.file, progress=progress_bar)
     write_truth_parquet(df, out)
     print(f"wrote {len(df)} rows to {out}; the suite now reads NB201 ground truth from it")
 
 
 def cmd_check_params(args) -> None:
     import numpy as np
-    from tqdm.auto import tqdm
 
+    from bench.progress import progress as progress_bar
     from datasets import nb201
 
     truth = nb201.load_truth("cifar10", args.data_dir)
     idx = np.arange(nb201.N_ARCHS) if args.all else np.linspace(0, nb201.N_ARCHS - 1, args.n).astype(int)
     memo, counts, unexplained = {}, {}, []
-    for i in tqdm(idx, unit="cell", disable=args.no_progress):
+    for i in progress_bar(idx, unit="cell", disable=args.no_progress):
         arch = truth["arch"].iloc[i]
         ops = nb201.parse_arch(arch)
         key = (ops.count("nor_conv_1x1"), ops.count("nor_conv_3x3"))
@@ -302,49 +242,18 @@ def cmd_check_params(args) -> None:
         raise SystemExit(1)
 
 
-def _study_options(study, task: str, sample) -> None:
-    study.add_argument("--space", default="nb201")
-    study.add_argument("--family", default=None, help="NDS: --space nds --family DARTS is --space nds:DARTS")
-    study.add_argument("--task", "--tasks", dest="task", default=task, help="task(s), comma-separated, or 'all'")
-    study.add_argument("--proxies", default=DEFAULT_PROXIES, help="names or wildcards, comma-separated")
-    study.add_argument("--sample", type=_sample, default=sample, help="number of architectures, or 'all'")
-    study.add_argument("--archs-file", default=None, help="one canonical arch key per line (instead of --sample)")
-    study.add_argument("--seed", type=int, default=42, help="init and minibatch seed (reference: 42)")
-    study.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample")
-    study.add_argument("--batch-size", type=_positive_int, default=64)
-    study.add_argument("--no-augment", action="store_true")
-    study.add_argument("--cache", default=str(DEFAULT_CACHE), help="parquet score cache directory")
-    study.add_argument("--executor", default="auto", choices=["auto", "inprocess", "processes", "ray"])
-    study.add_argument("--workers", type=_positive_int, default=None,
-                       help="worker processes, or the CPUs of a local Ray instance (default: all cores)")
-    study.add_argument("--address", default=None, help="Ray cluster to join ('auto' on a cluster node, or "
-                       "HOST:PORT of the head); without it --executor ray starts a local Ray instance")
-    study.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda when there is one); "
-                       "recorded with every score")
-    study.add_argument("--gpus-per-task", type=float, default=None, help="Ray: GPUs each chunk reserves, e.g. "
-                       "0.25 runs four chunks per GPU (default: 1 with --device cuda, else 0)")
-    study.add_argument("--chunk-size", type=_positive_int, default=8,
-                       help="cells per chunk (flushed to the cache as one part)")
-    study.add_argument("--retry-errors", action="store_true", help="recompute scores cached as errors")
-    study.add_argument("--no-progress", action="store_true")
-
-
 def cmd_compare(args) -> None:
-    from dataclasses import replace
-
+    from bench import store
     from bench.cache import ScoreCache
-    from bench.compare import compare, markdown
+    from bench.compare import RESULT_STORE, compare, markdown
     from bench.runner import study_scores
     from proxies import get_proxy, resolve_proxies
 
     proxy = get_proxy(args.proxy).name
     baselines = [p for p in resolve_proxies(args.baselines) if p != proxy]
     args.proxies = ",".join([proxy, *baselines])
-    args.sample = None
-    base = _study(args, (_tasks(args.space, "all")[0],))
-    tasks = _tasks(args.space, args.task)
-    suite = DEFAULT_SUITE if args.task == "all" else {t: DEFAULT_SUITE.get(t, 300) for t in tasks}
-    studies = [replace(base, tasks=(t,), sample=n) for t, n in suite.items()]
+    studies = suite_studies(args)
+    suite = {s.tasks[0]: len(s.arch_list()) for s in studies}
     for study in studies:
         _run(args, study)  # computes only what the cache lacks: normally just the new proxy
     cache = ScoreCache(args.cache)
@@ -352,20 +261,17 @@ def cmd_compare(args) -> None:
 
     df = pd.concat([study_scores(s, cache) for s in studies], ignore_index=True)
     result = compare(df, proxy, truth=args.truth, n_resamples=args.bootstrap)
-    note = (f"Default study ({', '.join(f'{t}: {n} cells' for t, n in suite.items())}, seed {base.seed}); truth "
+    note = (f"Study: {', '.join(f'{t}: {n} cells' for t, n in suite.items())}, seed {studies[0].seed}; truth "
             f"`{args.truth}`; cache `{cache.path}`.")
     md = markdown(result, proxy, note)
     out = Path(args.out) / f"compare_{proxy}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(md + "\n")
-    result.to_csv(out.with_suffix(".csv"), index=False)
+    store.write_text(out, md + "\n")
+    store.write_csv(out.with_suffix(".csv"), result, RESULT_STORE)
     print(md)
     print(f"\nwritten: {out}")
 
 
 def cmd_regress(args) -> None:
-    import json
-
     from bench import regress
 
     path = Path(args.baseline)
@@ -379,7 +285,7 @@ def cmd_regress(args) -> None:
         return
     from bench import precision
 
-    rows, ok = regress.check(json.loads(path.read_text()), current, precision.load(args.precision))
+    rows, ok = regress.check(regress.load_baseline(path), current, precision.load(args.precision))
     print(regress.table(rows))
     if not ok:
         print("\nREGRESSION: see the FAIL rows above. If a change of numbers is intended, bump the proxy's "
@@ -389,16 +295,9 @@ def cmd_regress(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=None, help="benchmark data directory (default: $PROXYBENCH_DATA, "
-                        "else ../shared/data beside the checkout)")
-
-    def study_parent(task: str, sample):
-        # one parent per subcommand: argparse shares a parent's option objects, so defaults set on one
-        # subcommand would leak into the others
-        study = argparse.ArgumentParser(add_help=False)
-        _study_options(study, task, sample)
-        return study
+    P = Parents()
+    common = P.common
+    study_parent = P.study
 
     rep = argparse.ArgumentParser(add_help=False)
     rep.add_argument("--out", default=OUT_DEFAULT, help="report directory")
@@ -436,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("regress", parents=[common], help="recompute the golden study and compare with the baseline")
     s.add_argument("--baseline", default=str(REPO_ROOT / "reports" / "baseline.json"))
     s.add_argument("--write", action="store_true", help="write the baseline instead of checking it (make baseline)")
-    s.add_argument("--workers", type=_positive_int, default=None)
+    s.add_argument("--workers", type=positive_int, default=None)
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--precision", default=str(REPO_ROOT / "reports" / "precision.json"),
                    help="measured precision per proxy and cell (make precision) that judges score changes")
@@ -462,26 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=300)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_check_params)
-    import importlib
+    from bench.sections import sections
+    from bench.tools import TOOLS
 
-    for name in SECTIONS:
-        importlib.import_module(name).add_cli(sub, common)
+    for sec in sections():
+        sec.add_cli(sub, P)
+    for tool in TOOLS:
+        tool.add_cli(sub, P)
     return p
-
-
-def _same_path(a, b) -> bool:
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-
-
-def resolve_outputs(args) -> None:
-    """Where a command writes: only where it was told. ``--out`` defaults to reports/ with the committed cache,
-    and to ``<cache>/report`` with any other ``--cache``; the project README is updated only when the report
-    goes to reports/."""
-    if getattr(args, "out", None) == OUT_DEFAULT:
-        cache = getattr(args, "cache", None)
-        args.out = str(DEFAULT_OUT if cache is None or _same_path(cache, DEFAULT_CACHE) else Path(cache) / "report")
-    if hasattr(args, "readme") and args.readme is None:
-        args.readme = str(REPO_ROOT / "README.md") if _same_path(args.out, DEFAULT_OUT) else ""
 
 
 def cmd_precision(args) -> None:

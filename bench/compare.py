@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench import metrics
+from bench import metrics, store
+from datasets import get_space
 from proxies import get_proxy
+
+RESULT_STORE = store.Kind("compare", 1, "proxybench compare")  # <out>/compare_<proxy>.csv (beside its .md)
 
 
 def _holm(pvalues: list[float]) -> list[float]:
@@ -21,6 +24,12 @@ def _holm(pvalues: list[float]) -> list[float]:
     return adj.tolist()
 
 
+def _task_rank(space: str, task: str) -> int:
+    """Sort key: the tasks of a space in the order the space lists them (``Space.tasks``), not alphabetical."""
+    tasks = get_space(space).tasks
+    return tasks.index(task) if task in tasks else len(tasks)
+
+
 def aligned(g: pd.DataFrame, members, truth: str) -> tuple[list[np.ndarray], np.ndarray, pd.Index]:
     """Oriented scores of ``members`` on the architectures that every one of them scored (rows with
     status "error" or no row at all drop the architecture; a *stored* non-finite score follows its proxy's
@@ -33,8 +42,7 @@ def aligned(g: pd.DataFrame, members, truth: str) -> tuple[list[np.ndarray], np.
         index=wide.index, columns=list(members)).notna().all(axis=1)
     wide = wide[present]
     acc = g.drop_duplicates("arch").set_index("arch")[truth].reindex(wide.index).to_numpy(dtype=float)
-    cols = [metrics.oriented(wide[m].to_numpy(dtype=float), get_proxy(m).higher_is_better, get_proxy(m).nan_policy)
-            for m in members]
+    cols = [metrics.declared(wide[m].to_numpy(dtype=float), m) for m in members]
     keep = np.isfinite(acc)
     for c in cols:
         keep &= ~np.isnan(c)
@@ -51,7 +59,10 @@ def compare(df: pd.DataFrame, proxy: str, truth: str = "accuracy", n_resamples: 
     """
     rows = []
     get_proxy(proxy)  # an unknown name fails here, with "did you mean"
-    for (space, task, _seed), g in df.groupby(["space", "task", "seed"], sort=False):
+    spaces = list(dict.fromkeys(df["space"]))
+    groups = sorted(df.groupby(["space", "task", "seed"], sort=False),
+                    key=lambda kg: (spaces.index(kg[0][0]), _task_rank(*kg[0][:2])))
+    for (space, task, _seed), g in groups:
         if proxy not in set(g["proxy"]):
             continue
         task_rows = []

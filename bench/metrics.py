@@ -56,6 +56,33 @@ def oriented(score, higher_is_better: bool = True, nan_policy: str = "exclude") 
     return s
 
 
+def _record(proxy):
+    """A proxy's registry record: ``proxy`` is a registered name or the record itself."""
+    if isinstance(proxy, str):
+        from proxies import get_proxy
+
+        return get_proxy(proxy)
+    return proxy
+
+
+def declared(score, proxy, *, every_cell: bool = False) -> np.ndarray:
+    """A proxy's scores as its declared ranking: the one place its registry record's direction and NaN
+    policy are applied (``proxy``: a registered name or its record, ``proxies.ProxyInfo``).
+
+    Higher ranks better (negated for a ↓ proxy); a non-finite score becomes -inf under ``rank_last`` (below
+    every finite score, tied among themselves) and NaN under ``exclude`` (the caller drops it). A consumer that
+    must order every cell (a search picking cells, a latency budget) passes ``every_cell=True``: it cannot
+    leave a cell out, so a non-finite score ranks last whatever the policy."""
+    info = _record(proxy)
+    return oriented(score, info.higher_is_better, "rank_last" if every_cell else info.nan_policy)
+
+
+def proxy_summary(proxy, score, truth, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """:func:`correlation_summary` of a registered proxy's scores, in its declared ranking (:func:`declared`)."""
+    s, t = _pair(score, truth)
+    return _summary(declared(s, proxy), t, int((~np.isfinite(s)).sum()), n_resamples, seed)
+
+
 def correlation_summary(score, truth, higher_is_better: bool = True, n_resamples: int = 1000,
                         seed: int = 0, nan_policy: str = "exclude") -> dict:
     """τ and ρ of the proxy's *declared* ranking against the truth, with 95% bootstrap intervals.
@@ -64,11 +91,15 @@ def correlation_summary(score, truth, higher_is_better: bool = True, n_resamples
     as it claims" and a negative one exposes a proxy that is anti-correlated with accuracy. Non-finite
     scores are counted in ``n_nonfinite`` and, by the proxy's declared policy, either excluded
     (``exclude``) or ranked below every finite score (``rank_last``); ``n`` is the number of
-    architectures in the correlation.
+    architectures in the correlation. For a registered proxy, :func:`proxy_summary` reads the direction and
+    the policy from its record.
     """
     s, t = _pair(score, truth)
-    n_nonfinite = int((~np.isfinite(s)).sum())
-    s = oriented(s, higher_is_better, nan_policy)
+    return _summary(oriented(s, higher_is_better, nan_policy), t, int((~np.isfinite(s)).sum()), n_resamples, seed)
+
+
+def _summary(s: np.ndarray, t: np.ndarray, n_nonfinite: int, n_resamples: int, seed: int) -> dict:
+    """τ, ρ and their intervals of oriented scores ``s`` (NaN: excluded) against the truth ``t``."""
     keep = ~np.isnan(s) & np.isfinite(t)
     s, t = s[keep], t[keep]
     out = {"n": int(len(s)), "n_nonfinite": n_nonfinite,

@@ -384,15 +384,15 @@ def merge(doc: dict, results: dict, label: str) -> dict:
 
 
 def write(doc: dict, path: str | os.PathLike = PRECISION_FILE) -> Path:
-    """Write atomically; unchanged content leaves the file untouched."""
+    """Write atomically; unchanged content leaves the file untouched. (Its schema version is its own ``format``
+    key, which ``load`` checks; the document predates ``bench.store``'s marker.)"""
+    from bench import store
+
     p = Path(path)
     text = json.dumps(doc, indent=1, sort_keys=True, default=_json_default) + "\n"
     if p.is_file() and p.read_text() == text:
         return p
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(p)
-    return p
+    return store.atomic_write(p, text)
 
 
 def _json_default(v):
@@ -471,7 +471,7 @@ def pooling_line(df, doc: dict) -> str:
 # ----------------------------------------------------------------------------------------------- the CLI
 
 def run(args) -> None:
-    from bench.cache import ScoreCache
+    from bench.cache import ScoreCache, where
     from proxies import resolve_proxies
 
     proxies = resolve_proxies(args.proxies) if args.proxies else None
@@ -479,10 +479,7 @@ def run(args) -> None:
     if args.what in ("golden", "all"):
         jobs += golden_jobs(proxies, args.data_dir)
     if args.what in ("committed", "all"):
-        df = ScoreCache(args.cache).load()
-        df = df[df["status"] == "ok"]
-        if proxies:
-            df = df[df["proxy"].isin(proxies)]
+        df = where(ScoreCache(args.cache).load(), status="ok", proxy=proxies or None)
         jobs += committed_jobs(df, CELLS_PER_GROUP, OTHER_SPACES_CELLS)
     variants = [v for v in VARIANTS if not args.variants or v.name in args.variants.split(",")]
     t0 = time.perf_counter()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -93,30 +92,11 @@ def environment() -> dict:
     }
 
 
-# what changes on every run without the content changing: the rendering commit, times of day, and where the
-# checkout and the data directory are on this machine (absolute paths)
-_STAMPS = (re.compile(r"\b[0-9a-f]{12}(\+dirty)?\b"),
-           re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(\+00:00|Z)?"),
-           re.compile(r"(?<![\w.])/(?:[\w.+-]+/)*[\w.+-]+"))
-
-
-def _unstamped(text: str) -> str:
-    for pattern in _STAMPS:
-        text = pattern.sub("<stamp>", text)
-    return text
-
-
 def write_if_changed(path: str | os.PathLike, text: str) -> bool:
     """Write ``text`` to ``path`` atomically, unless the file already says the same: identical, or different
-    only in its provenance stamps (commit hashes, timestamps). A regenerated report whose numbers did not
-    change leaves the committed file as it was (and says which commit last changed it). True if written."""
-    p = Path(path)
-    if p.is_file():
-        old = p.read_text()
-        if old == text or _unstamped(old) == _unstamped(text):
-            return False
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
-    return True
+    only in its provenance stamps (commit hashes, timestamps, absolute paths: ``bench.store.unstamped``). A
+    regenerated report whose numbers did not change leaves the committed file as it was (and says which commit
+    last changed it). True if written. (``bench.store.write_text``.)"""
+    from bench import store
+
+    return store.write_text(path, text)

@@ -3,17 +3,30 @@ numbers, kept apart from anything the suite measures; reports print them side by
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Published:
+    """A published figure; ``n`` as the paper states its sample, with the count ("all 15,625", "1,000")."""
+
     space: str
     task: str
     proxy: str
     rho: float
     n: str
     source: str
+
+    def __post_init__(self):
+        if not re.search(r"\d", self.n):
+            raise ValueError(f"published {self.proxy} on {self.space}/{self.task}: n must state the number of cells, "
+                             f"got {self.n!r}")
+
+    @property
+    def cells(self) -> int:
+        """The number of cells behind the figure, read from ``n`` (every cell of its space when it says "all")."""
+        return int(re.sub(r"\D", "", self.n))
 
 
 _AB = "Abdelfattah et al. ICLR 2021 (repo notebook, absolute ρ, test accuracy)"

@@ -11,7 +11,6 @@ baseline and remeasure its precision).
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from datetime import datetime, timezone
@@ -19,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import metrics, precision, provenance
+from bench import metrics, precision, provenance, store
 from bench.cache import ScoreCache
 from bench.runner import Study, run_study, study_scores
 from proxies import get_proxy, training_free
 
 GOLDEN = {"space": "nb201", "tasks": ("cifar10",), "sample": 64, "sample_seed": 1, "seed": 42, "batch_size": 64}
 TRUTH = "accuracy"  # the space's headline ground truth (NB201: 200-epoch test accuracy)
+BASELINE_STORE = store.Kind("regression-baseline", 1, "make baseline")  # reports/baseline.json
 TOLERANCE = 0.02  # the largest allowed drop of the declared-direction Spearman ρ (and Kendall τ)
 
 
@@ -43,8 +43,7 @@ def compute(study: Study, progress: bool = True, workers: int | None = None) -> 
     for proxy, g in df.groupby("proxy"):
         info = get_proxy(proxy)
         ok = g[g["status"] != "error"]
-        s = metrics.correlation_summary(ok["score"].to_numpy(), ok[TRUTH].to_numpy(), info.higher_is_better,
-                                        n_resamples=0, nan_policy=info.nan_policy)
+        s = metrics.proxy_summary(info, ok["score"].to_numpy(), ok[TRUTH].to_numpy(), n_resamples=0)
         first = g.iloc[0]
         setting = {"space": study.space, "task": str(first["task"]), "seed": int(first["seed"]),
                    "batch_size": int(first["batch_size"]), "data_source": str(first["data_source"])}
@@ -64,10 +63,13 @@ def write_baseline(result: dict, path: str | Path) -> Path:
            "score_tolerance": "per cell, from reports/precision.json: " + precision.METHOD,
            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "environment": provenance.environment(), "proxies": result}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    tmp.replace(path)
+    store.write_json(path, doc, BASELINE_STORE, sort_keys=True)
     return path
+
+
+def load_baseline(path: str | Path) -> dict:
+    """The baseline ``write_baseline`` wrote (``make baseline``)."""
+    return store.read_json(path, BASELINE_STORE)
 
 
 DEFAULT_SETTING = {"space": "nb201", "task": "cifar10", "seed": 42, "batch_size": 0, "data_source": "none"}

@@ -13,8 +13,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench import metrics, provenance  # noqa: E402
+from bench import metrics, provenance, store  # noqa: E402
 from bench.references import definition_notes, published_for  # noqa: E402
+from bench.render import annotate_spread, fmt_ci, save_figure  # noqa: E402
 from datasets import files, get_space  # noqa: E402
 from proxies import get_proxy  # noqa: E402
 
@@ -31,9 +32,8 @@ def summarise(df: pd.DataFrame, truth: str = "accuracy", n_resamples: int = 1000
     for (space, task, proxy, seed), g in df.groupby(["space", "task", "proxy", "seed"], sort=True):
         info = get_proxy(proxy)
         ok = g[g["status"] != "error"]
-        s = metrics.correlation_summary(ok["score"].to_numpy(), ok[truth].to_numpy(), info.higher_is_better,
-                                        n_resamples=n_resamples, nan_policy=info.nan_policy)
-        o = metrics.oriented(ok["score"].to_numpy(), info.higher_is_better, info.nan_policy)
+        s = metrics.proxy_summary(info, ok["score"].to_numpy(), ok[truth].to_numpy(), n_resamples=n_resamples)
+        o = metrics.declared(ok["score"].to_numpy(), info)
         keep = ~np.isnan(o) & np.isfinite(ok[truth].to_numpy())
         o, tt = o[keep], ok[truth].to_numpy()[keep]
         top = {"top10_rho": metrics.top_k_spearman(o, tt, 0.1) if len(tt) >= 20 else float("nan"),
@@ -69,8 +69,7 @@ def ensembles(df: pd.DataFrame, truth: str = "accuracy", members=VOTE, n_resampl
         oriented, acc, _ = aligned(g, members, truth)
         if len(acc) < 3:
             continue
-        # the vote and the rank average see every member's declared ranking, non-finite scores ranked last
-        oriented = [np.where(np.isnan(o), -np.inf, o) for o in oriented]
+        # the vote and the rank average see every member's declared ranking (``aligned``: its NaN policy applied)
         avg = metrics.rank_average(oriented)
         summ = metrics.correlation_summary(avg, acc, True, n_resamples=n_resamples)
         rows.append({"space": space, "task": task, "seed": seed, "members": "+".join(members), "n": len(acc),
@@ -84,9 +83,7 @@ def _rho_against(df: pd.DataFrame, column: str) -> dict:
     """Signed ρ of each (space, task, proxy, seed) against another ground-truth column (no intervals)."""
     out = {}
     for key, g in df[df["status"] != "error"].groupby(["space", "task", "proxy", "seed"]):
-        info = get_proxy(key[2])
-        out[key] = metrics.correlation_summary(g["score"].to_numpy(), g[column].to_numpy(), info.higher_is_better,
-                                               n_resamples=0, nan_policy=info.nan_policy)["rho"]
+        out[key] = metrics.proxy_summary(key[2], g["score"].to_numpy(), g[column].to_numpy(), n_resamples=0)["rho"]
     return out
 
 
@@ -94,12 +91,6 @@ def _nonfinite(r) -> str:
     if not r["n_nonfinite"]:
         return "0"
     return f"{r['n_nonfinite']} ({'ranked last' if r['nan_policy'] == 'rank_last' else 'excluded'})"
-
-
-def _fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    return f"{v:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and np.isfinite(lo) else "")
 
 
 def _truth_source(data_dir) -> str:
@@ -112,25 +103,33 @@ def _truth_source(data_dir) -> str:
         return f"unavailable ({type(e).__name__})"
 
 
-def _perf(out: Path) -> dict | None:
-    import json
+# result stores that more than one module reads: the suite's summary (written here) and make perf's timings
+SUMMARY_STORE = store.Kind("summary", 1, "proxybench report")  # <out>/summary.csv
+PERF_STORE = store.Kind("perf", 1, "make perf")  # <out>/perf.json, written by bench.tools.perf
 
+
+def load_perf(out: Path) -> dict | None:
+    """``<out>/perf.json`` as written by ``make perf`` (``proxybench perf``), or None when absent or unreadable
+    (a newer schema is an error: StoreError)."""
     try:
-        return json.loads((out / "perf.json").read_text())
+        return store.read_json(Path(out) / "perf.json", PERF_STORE)
     except (OSError, ValueError):
         return None
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def _task_order(df: pd.DataFrame) -> list[str]:
+    """The tasks present in ``df`` in the order their space lists them (``Space.tasks``), not alphabetical;
+    a task no space lists goes last."""
+    rank: dict[str, int] = {}
+    for space in dict.fromkeys(df["space"]):
+        for t in get_space(space).tasks:
+            rank.setdefault(t, len(rank))
+    present = list(dict.fromkeys(df["task"]))
+    return sorted(present, key=lambda t: rank.get(t, len(rank)))
 
 
 def _scatter(df: pd.DataFrame, proxy: str, truth: str, out: Path, summary: pd.DataFrame) -> Path:
-    tasks = sorted(df["task"].unique(), key=lambda t: ["cifar10", "cifar100", "ImageNet16-120"].index(t)
-                   if t in ("cifar10", "cifar100", "ImageNet16-120") else 9)
+    tasks = _task_order(df)
     info = get_proxy(proxy)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -145,15 +144,16 @@ def _scatter(df: pd.DataFrame, proxy: str, truth: str, out: Path, summary: pd.Da
         ax.set_xlabel(f"rank of {proxy} score ({info.direction}), percentile")
         ax.set_ylabel(TRUTH_LABELS.get(truth, truth) + " (%)")
         ax.grid(alpha=0.3)
-    return _save(fig, out / f"scatter_{proxy}.png")
+    return save_figure(fig, out / f"scatter_{proxy}.png")
 
 
 def _heatmap(summary: pd.DataFrame, out: Path) -> Path:
     pivot = summary.pivot_table(index="proxy", columns="task", values="rho")
+    pivot = pivot[[t for t in _task_order(summary) if t in pivot.columns]]  # the space's task order
     fig, ax = plt.subplots(figsize=(1.6 + 1.6 * pivot.shape[1], 0.8 + 0.45 * pivot.shape[0]))
     sns.heatmap(pivot, annot=True, fmt="+.2f", cmap="RdBu_r", vmin=-1, vmax=1, ax=ax, cbar_kws={"label": "ρ"})
     ax.set_title("Spearman ρ of each proxy's declared ranking vs accuracy")
-    return _save(fig, out / "rho_heatmap.png")
+    return save_figure(fig, out / "rho_heatmap.png")
 
 
 def _bars(summary: pd.DataFrame, out: Path) -> Path:
@@ -174,7 +174,7 @@ def _bars(summary: pd.DataFrame, out: Path) -> Path:
         ax.set_xlabel("Spearman ρ with 95% CI")
         ax.set_xlim(-1, 1)
         ax.grid(axis="x", alpha=0.3)
-    return _save(fig, out / "rho_bars.png")
+    return save_figure(fig, out / "rho_bars.png")
 
 
 def _proxy_matrix(df: pd.DataFrame, out: Path) -> Path:
@@ -188,7 +188,7 @@ def _proxy_matrix(df: pd.DataFrame, out: Path) -> Path:
     sns.heatmap(corr, annot=len(corr) <= 20, fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1, ax=ax,
                 annot_kws={"fontsize": 7}, cbar_kws={"label": "Spearman ρ between scores"})
     ax.set_title(f"How similar are the proxies?\n{task}, n={len(wide)} architectures")
-    return _save(fig, out / "proxy_correlation.png")
+    return save_figure(fig, out / "proxy_correlation.png")
 
 
 def _cost(summary: pd.DataFrame, out: Path, perf: dict | None = None) -> Path:
@@ -206,14 +206,13 @@ def _cost(summary: pd.DataFrame, out: Path, perf: dict | None = None) -> Path:
         xlabel = "seconds per architecture (as cached; shared passes charged to the first proxy of a cell)"
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.scatter(g["cost"], g["rho"], color="tab:blue")
-    for _, r in g.iterrows():
-        ax.annotate(r["proxy"], (r["cost"], r["rho"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel("Spearman ρ")
     ax.set_title(f"Cost vs ranking quality ({task}, n={int(g['n'].max())})")
     ax.grid(alpha=0.3)
-    return _save(fig, out / "cost_vs_rho.png")
+    annotate_spread(ax, list(g["proxy"]), list(g["cost"]), list(g["rho"]), fontsize=7)  # labels nudged apart
+    return save_figure(fig, out / "cost_vs_rho.png")
 
 
 def _data_section(data_dir) -> list[str]:
@@ -246,15 +245,13 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     seeds = sorted(summary["seed"].unique())
     fig_seed = seeds[0]  # figures show one seed; the spread over seeds is a table below
     fig_df, fig_summary = df[df["seed"] == fig_seed], summary[summary["seed"] == fig_seed]
-    tmp = out / ".summary.csv.tmp"
-    summary.to_csv(tmp, index=False)
-    os.replace(tmp, out / "summary.csv")
+    store.write_csv(out / "summary.csv", summary, SUMMARY_STORE)
     figs = {p: _scatter(fig_df[fig_df["proxy"] == p], p, truth, out / "figures", fig_summary)
             for p in sorted(fig_df["proxy"].unique())}
     heat = _heatmap(fig_summary, out / "figures")
     extra = [(_bars(fig_summary, out / "figures"), "Spearman ρ with 95% intervals, per task"),
              (_proxy_matrix(fig_df, out / "figures"), "how similar the proxies' rankings are (Spearman ρ between scores)"),
-             (_cost(fig_summary, out / "figures", _perf(out)), "seconds per architecture vs ρ")]
+             (_cost(fig_summary, out / "figures", load_perf(out)), "seconds per architecture vs ρ")]
     env = provenance.environment()
     substitute_tasks = sorted(summary.loc[summary["substitute"], "task"].unique())
 
@@ -279,8 +276,8 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
             data = ("⚠ substitute" if r["substitute"] else "real") if r["data_source"] != "none" else "none needed"
             seed_tag = f" (seed {r['seed']})" if len(seeds) > 1 else ""
             L.append(f"| [{r['proxy']}](figures/scatter_{r['proxy']}.png){seed_tag} | {r['direction']} | {r['family']} | {r['n']} "
-                     f"| {_nonfinite(r)} | {r['n_errors']} | {_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | "
-                     f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | {_fmt(r['top10_rho'])} | {r['precision_at_10']:.2f} | {data} | {r['sec_per_arch']:.3f} |")
+                     f"| {_nonfinite(r)} | {r['n_errors']} | {fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | "
+                     f"{fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | {fmt_ci(r['top10_rho'])} | {r['precision_at_10']:.2f} | {data} | {r['sec_per_arch']:.3f} |")
         L.append("")
     if len(seeds) > 1:
         L += ["## Spread across seeds", "", f"Seeds {', '.join(str(x) for x in seeds)}: each proxy scored at "
@@ -307,8 +304,8 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
             pub = PUBLISHED_VOTE.get((r["space"], r["task"])) if tuple(ensemble) == VOTE else None
             L.append(f"| {r['space']} · {r['task']} | {r['n']} | {r['vote_concordance']:.3f} | "
                      f"{f'{pub:.2f}' if pub else '–'} | " + " | ".join(f"{r[f'concordance_{m}']:.3f}" for m in ensemble)
-                     + f" | {_fmt(r['rankavg_tau'], r['rankavg_tau_lo'], r['rankavg_tau_hi'])} | "
-                     f"{_fmt(r['rankavg_rho'], r['rankavg_rho_lo'], r['rankavg_rho_hi'])} |")
+                     + f" | {fmt_ci(r['rankavg_tau'], r['rankavg_tau_lo'], r['rankavg_tau_hi'])} | "
+                     f"{fmt_ci(r['rankavg_rho'], r['rankavg_rho_lo'], r['rankavg_rho_hi'])} |")
         L.append("")
     L += ["## Against published numbers", "",
           "Every proxy with a published ρ, its measured ρ, and the difference. A difference over 0.05 is marked "
@@ -327,8 +324,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
                 "yes" if r["rho_lo"] <= p.rho <= r["rho_hi"] else "no")
             facts = []
             if abs(diff) > 0.05:
-                theirs = 15625 if p.n.startswith("all") else int(p.n.replace(",", ""))
-                if theirs != r["n"]:
+                if p.cells != r["n"]:
                     facts.append(f"our sample is {r['n']} cells, theirs {p.n}")
                 if r["substitute"]:
                     facts.append("substitute images")
@@ -339,7 +335,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
             flag = " ⚑" if abs(diff) > 0.05 else ""
             vtxt = f"{val_rho[(r['space'], r['task'], r['proxy'], r['seed'])]:+.3f}" if (
                 r["space"], r["task"], r["proxy"], r["seed"]) in val_rho else "–"
-            L.append(f"| {r['space']} · {r['task']} | {r['proxy']} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} ({r['n']}) "
+            L.append(f"| {r['space']} · {r['task']} | {r['proxy']} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} ({r['n']}) "
                      f"| {vtxt} | {p.rho:.2f} ({p.n}) | {diff:+.3f}{flag} | {inside} | {'; '.join(facts) or '–'} | {p.source} |")
     if not any_pub:
         L.append("| - | - | - | - | - | - | - | - | no published figure for these proxies |")
@@ -404,7 +400,7 @@ def headline_table(summary: pd.DataFrame, study_note: str = "", prec: dict | Non
         for t in tasks:
             if t in g.index:
                 r = g.loc[t]
-                cells.append(f"{_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} (n={r['n']}){' ⚠' if r['substitute'] else ''}")
+                cells.append(f"{fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} (n={r['n']}){' ⚠' if r['substitute'] else ''}")
             else:
                 cells.append("–")
         d = (prec.get("proxies", {}).get(proxy) or {}).get("digits")

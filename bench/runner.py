@@ -4,6 +4,10 @@ A study is space x tasks x proxies x architectures (a seeded sample, all, or a g
 Work goes out in chunks of cells through an executor (in-process, local worker processes, or Ray tasks on
 a local instance or a cluster: ``bench.executors``); only the driver writes the cache, one atomic part per
 finished chunk, so a killed run loses at most the chunks in flight and a rerun resumes.
+
+The study contract lives here, once: ``permutation``/``draw_order``/``seeded_sample`` (the seeded order every
+study samples from), ``select`` (a study's rows of a cache frame, built on ``bench.cache.where``) and
+``make_context`` (the one way a ``ProxyContext`` is built).
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from multiprocessing import get_context
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from bench import provenance
-from bench.cache import KEY_COLUMNS, ScoreCache
+from bench.cache import KEY_COLUMNS, ScoreCache, where
+from bench.cache import row as score_row
+from bench.progress import progress as progress_bar
 from datasets import get_space
 from datasets.errors import ArchError
 from proxies import ProxyContext, get_proxy, resolve_proxies
@@ -79,9 +84,32 @@ class Study:
                             f"{self.space}: use --sample all to score every one, or a smaller sample")
         if self.sample is None or self.sample == len(every):
             return every
-        # a prefix of one seeded permutation: samples of one seed are nested (the 300 are among the 1000)
-        idx = np.sort(np.random.default_rng(self.sample_seed).permutation(len(every))[: self.sample])
-        return [every[i] for i in idx]
+        return seeded_sample(self.space, self.sample, self.sample_seed, self.data_dir)
+
+
+# ------------------------------------------------------------------------------ the seeded permutation
+# Every committed study depends on this order: the default studies, DPS's held-out cells, the search groups and
+# the latency sample are prefixes of it. Change it and every cached study would draw other cells.
+
+def permutation(space: str, seed: int = 0, data_dir=None) -> np.ndarray:
+    """The order in which studies of sample seed ``seed`` draw architectures: a seeded permutation of the indices
+    into ``get_space(space).all_archs(data_dir)``. A sample of n is its first n, so samples of one seed are nested
+    (the 300 are among the 1000)."""
+    return np.random.default_rng(seed).permutation(len(get_space(space).all_archs(data_dir)))
+
+
+def draw_order(space: str, n: int | None = None, seed: int = 0, data_dir=None) -> list[str]:
+    """The first ``n`` architectures of the permutation (all with None) in the order it draws them: every prefix
+    of a run that scores them in this order is a seeded random sample itself."""
+    every = get_space(space).all_archs(data_dir)
+    return [every[i] for i in permutation(space, seed, data_dir)[:n]]
+
+
+def seeded_sample(space: str, n: int, seed: int = 0, data_dir=None) -> list[str]:
+    """The seeded sample of ``n`` architectures (``Study.arch_list``): the permutation's first ``n``, in the
+    space's order."""
+    every = get_space(space).all_archs(data_dir)
+    return [every[i] for i in np.sort(permutation(space, seed, data_dir)[:n])]
 
 
 @dataclass(frozen=True)
@@ -115,29 +143,29 @@ class RunSummary:
 # ------------------------------------------------------------------------------------------ the worker
 
 @lru_cache(maxsize=8)
-def _image_source(task: str, data_dir: str | None):
+def task_images(task: str, data_dir: str | None):
     from datasets.images import image_source
 
     return image_source(task, data_dir)
 
 
 @lru_cache(maxsize=8)
-def _batch(task: str, data_dir: str | None, batch_size: int, seed: int, augment: bool):
+def task_batch(task: str, data_dir: str | None, batch_size: int, seed: int, augment: bool):
     from datasets.images import sample_batch
 
-    return sample_batch(_image_source(task, data_dir), batch_size, seed, augment=augment)
+    return sample_batch(task_images(task, data_dir), batch_size, seed, augment=augment)
 
 
 def data_source_id(task: str, data_dir: str | None, augment: bool) -> tuple[str, bool]:
     """Cache key of the images a data-using proxy sees, and whether they are a substitute."""
-    src = _image_source(task, data_dir)
+    src = task_images(task, data_dir)
     return src.source_id + ("" if augment else "+noaug"), bool(src.substitute)
 
 
 @lru_cache(maxsize=4)
-def _training_data(task: str, data_dir: str | None):
+def training_data(task: str, data_dir: str | None):
     """(training images, held-out images) of a task, for proxies that train (needs_training_data)."""
-    return _image_source(task, data_dir), _held_out_source(task, data_dir)
+    return task_images(task, data_dir), _held_out_source(task, data_dir)
 
 
 @lru_cache(maxsize=4)
@@ -149,7 +177,7 @@ def _held_out_source(task: str, data_dir: str | None):
 
 def training_source_id(task: str, data_dir: str | None) -> tuple[str, bool]:
     """Cache key of the images a training proxy trains and is scored on, and whether they are a substitute."""
-    train, test = _training_data(task, data_dir)
+    train, test = training_data(task, data_dir)
     return f"train={train.source_id};heldout={test.source_id}", bool(train.substitute or test.substitute)
 
 
@@ -171,6 +199,23 @@ def device_label(device: torch.device) -> str:
     return device.type
 
 
+def make_context(space: str, task: str, arch: str, seed: int, batch=None, *, device: torch.device | None = None,
+                 requested: Iterable[str] = (), build: Callable | None = None, train_data: Callable | None = None,
+                 table: dict | None = None, dtype: torch.dtype = torch.float32,
+                 allow_labels: bool = True) -> ProxyContext:
+    """The one way a :class:`~proxies.ProxyContext` is built: the space's network builder (or ``build``), its input
+    shape and number of classes for ``task``; ``batch`` the minibatch, ``requested`` the proxies that will run on
+    the cell (shared passes compute only what they need), the rest as :class:`~proxies.ProxyContext` says."""
+    sp = get_space(space)
+    res = sp.resolution[task]
+    ctx = ProxyContext(arch=arch, task=task, seed=seed, build=build if build is not None else sp.builder(arch, task),
+                       input_shape=(3, res, res), num_classes=sp.num_classes[task], batch=batch,
+                       requested=tuple(requested), train_data=train_data, table=table, dtype=dtype,
+                       **({"device": device} if device is not None else {}))
+    ctx.allow_labels = allow_labels
+    return ctx
+
+
 def score_job(job: Job) -> list[dict]:
     """Compute every score of a chunk; one row per (cell, proxy). Errors are rows too, never raised."""
     if job.threads:
@@ -181,24 +226,23 @@ def score_job(job: Job) -> list[dict]:
     space = get_space(job.space)
     infos = {n: get_proxy(n) for _, names in job.items for n in names}
     needs_data = any(i.needs_data for i in infos.values())
-    batch = _batch(job.task, job.data_dir, job.batch_size, job.seed, job.augment) if needs_data else None
+    batch = task_batch(job.task, job.data_dir, job.batch_size, job.seed, job.augment) if needs_data else None
     src, substitute = data_source_id(job.task, job.data_dir, job.augment) if needs_data else ("none", False)
-    res = space.resolution[job.task]
     # proxies that train get the task's images, proxies that read the benchmark's table get its row
-    train_data = (partial(_training_data, job.task, job.data_dir)
+    train_data = (partial(training_data, job.task, job.data_dir)
                   if any(i.needs_training_data for i in infos.values()) else None)
     if train_data is not None:
         tsrc, tsub = training_source_id(job.task, job.data_dir)
     table = None
     if any(i.needs_table for i in infos.values()):
         table = space.truth(job.task, job.data_dir).set_index("arch")
-        # never the ground truth itself: a table proxy reads cheaper results (NB201's 12-epoch columns)
-        table = table.drop(columns=[c for c in table.columns if c == space.default_truth or "_200" in c])
+        # never the ground truth nor its siblings (Space.final_truth): a table proxy reads cheaper results
+        hidden = {space.default_truth, *space.final_truth}
+        table = table.drop(columns=[c for c in table.columns if c in hidden])
     rows = []
     for arch, names in job.items:
-        ctx = ProxyContext(arch=arch, task=job.task, seed=job.seed, build=space.builder(arch, job.task),
-                           input_shape=(3, res, res), num_classes=space.num_classes[job.task], batch=batch,
-                           device=device, requested=names, train_data=train_data, dtype=getattr(torch, job.dtype),
+        ctx = make_context(job.space, job.task, arch, job.seed, batch, device=device, requested=names,
+                           train_data=train_data, dtype=getattr(torch, job.dtype),
                            table=table.loc[arch].to_dict() if table is not None and arch in table.index else None)
         for name in names:
             info = infos[name]
@@ -210,19 +254,15 @@ def score_job(job: Job) -> list[dict]:
                 status = "ok" if math.isfinite(score) else "nonfinite"
             except Exception as e:  # one bad cell must not kill a study: recorded, counted, reported
                 score, status, error = float("nan"), "error", f"{type(e).__name__}: {e}"[:500]
-            rows.append({
-                "space": job.space, "task": job.task, "arch": arch, "proxy": name,
-                "proxy_version": info.version, "seed": job.seed,
-                "batch_size": job.batch_size if info.needs_data else 0,
-                "data_source": src if info.needs_data else "none", "init": space.init,
-                "builder_version": space.builder_version, "cpu": cpu,
-                "score": score, "status": status, "error": error, "seconds": time.perf_counter() - t0,
-                "substitute": substitute if info.needs_data else False, "device": label,
-                "dtype": job.dtype, "torch_version": torch.__version__,
-                "proxybench_version": provenance.version("proxybench"), "git_commit": job.git_commit,
-            })
+            seconds = time.perf_counter() - t0
+            key = (job.batch_size, src, substitute) if info.needs_data else (0, "none", False)
             if info.needs_training_data:  # keyed by the training/held-out images, not the minibatch
-                rows[-1].update(batch_size=0, data_source=tsrc, substitute=tsub)
+                key = (0, tsrc, tsub)
+            rows.append(score_row(space=job.space, task=job.task, arch=arch, proxy=name, proxy_version=info.version,
+                                  seed=job.seed, batch_size=key[0], data_source=key[1], init=space.init,
+                                  builder_version=space.builder_version, cpu=cpu, score=score, status=status,
+                                  error=error, seconds=seconds, substitute=key[2], device=label, dtype=job.dtype,
+                                  git_commit=job.git_commit))
     return rows
 
 
@@ -320,9 +360,7 @@ def _cached_keys(cache: ScoreCache, study: Study, retry_errors: bool) -> set[tup
     df = cache.load()
     if df.empty:
         return set()
-    df = df[(df["space"] == study.space) & (df["seed"] == study.seed)]
-    if retry_errors:
-        df = df[df["status"] != "error"]
+    df = where(df, space=study.space, seed=study.seed, ok_only=retry_errors)
     return set(df[KEY_COLUMNS].itertuples(index=False, name=None))
 
 
@@ -373,8 +411,8 @@ def run_study(study: Study, cache: ScoreCache, executor: str = "auto", workers: 
         ex = make_executor(executor, workers, len(jobs), **ray_options)
         if executor != "ray":
             resolve_device(study.device)  # fail here, before any work, when this machine lacks the device
-        bar = tqdm(total=n_cells, unit="cell", disable=not progress, dynamic_ncols=True,
-                   desc=f"{study.space} {','.join(study.tasks)} [{ex.workers} worker(s)]")
+        bar = progress_bar(total=n_cells, unit="cell", disable=not progress, dynamic_ncols=True,
+                           desc=f"{study.space} {','.join(study.tasks)} [{ex.workers} worker(s)]")
         try:
             for rows in ex.map(score_job, jobs):
                 cache.append(rows)
@@ -396,17 +434,26 @@ def run_study(study: Study, cache: ScoreCache, executor: str = "auto", workers: 
 
 def study_scores(study: Study, cache: ScoreCache) -> pd.DataFrame:
     """The study's cached scores joined with the ground truth (one row per task, arch, proxy)."""
-    df = cache.load()
-    archs = set(study.arch_list())
-    df = df[(df["space"] == study.space) & (df["seed"] == study.seed) & df["task"].isin(study.tasks)
-            & df["proxy"].isin(study.proxies) & df["arch"].isin(archs) & (df["init"] == get_space(study.space).init)
-            & (df["builder_version"] == get_space(study.space).builder_version)]
-    # exactly the study's settings: the current version, batch and images of each proxy (the cache may
-    # also hold other batch sizes, substitute and real images, older versions)
-    wanted = {(t, p, *k) for t in study.tasks for p, k in setting_keys(study, t).items()}
-    key = list(zip(df["task"], df["proxy"], df["proxy_version"], df["batch_size"], df["data_source"], strict=True))
-    df = df[np.fromiter((k in wanted for k in key), dtype=bool, count=len(df))]  # df[[]] would drop columns
-    return with_truth(df, study.data_dir)
+    return with_truth(select(cache.load(), study), study.data_dir)
+
+
+def study_settings(study: Study) -> set[tuple]:
+    """The (task, proxy, proxy_version, batch_size, data_source) of every score of the study."""
+    return {(t, p, *k) for t in study.tasks for p, k in setting_keys(study, t).items()}
+
+
+def select(df: pd.DataFrame, study: Study, *, scope_only: bool = False, ok_only: bool = False) -> pd.DataFrame:
+    """The rows of the cache frame ``df`` that are ``study``'s: its space, seed, tasks and architectures, the space's
+    init and builder version, and of each (task, proxy) exactly the study's setting (the current version, batch
+    size and images; the cache may also hold other batch sizes, substitute and real images, older versions).
+
+    ``scope_only``: every proxy at any setting within that scope. ``ok_only``: without error rows."""
+    space = get_space(study.space)
+    whole = study.archs is None and study.sample is None  # every architecture: no need to list them
+    return where(df, space=study.space, seed=study.seed, task=set(study.tasks),
+                 arch=None if whole else set(study.arch_list()), init=space.init,
+                 builder_version=space.builder_version, proxy=None if scope_only else set(study.proxies),
+                 settings=None if scope_only else study_settings(study), ok_only=ok_only)
 
 
 def with_truth(df: pd.DataFrame, data_dir=None) -> pd.DataFrame:

@@ -22,6 +22,10 @@ class Space:
     resolution: dict = {}
     description: str = ""
     default_truth: str = "test_acc_200"
+    # the ``truth`` columns that come from the benchmark's full training (the ground truth and its siblings, e.g.
+    # the validation accuracy of the same training): never handed to a proxy that reads the benchmark's table
+    # (``needs_table``), which may read only cheaper results (NB201's 12-epoch columns); ``default_truth`` always is
+    final_truth: tuple[str, ...] = ()
     # the initialisation its builder applies (recorded with every score, part of the cache key)
     init: str = "torch-default"
     # bump whenever the networks ``builder`` returns change (layers, channels, init): part of the cache key,
@@ -55,6 +59,7 @@ class NB201Space(Space):
     resolution = nb201.RESOLUTION
     description = "NAS-Bench-201 (15,625 cells)"
     default_truth = "test_acc_200"
+    final_truth = ("test_acc_200", "val_acc_200")  # the 200-epoch training; the 12-epoch columns are a proxy's
     init = "torch-default"
 
     def canonical(self, arch, data_dir=None) -> str:

@@ -6,9 +6,11 @@ kind of message: the file, its expected checksum or format, and where users get 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,14 +75,15 @@ _NB201_TASKS = ("cifar10", "cifar100", "ImageNet16-120")
 CATALOGUE: dict[str, DataFile] = {}
 
 
-def _add(f: DataFile) -> DataFile:
+def register_file(f: DataFile) -> DataFile:
+    """Add a data file to the catalogue (each space's module registers its own files); its key must be new."""
     if f.key in CATALOGUE:
         raise ValueError(f"duplicate data file key {f.key!r}")
     CATALOGUE[f.key] = f
     return f
 
 
-_add(DataFile(
+register_file(DataFile(
     "nb201/nats_bench.csv", "nb201/nats_bench.csv", "nb201", _NB201_TASKS,
     "200-epoch test accuracy (seed mean) of all 15,625 cells on the three tasks",
     "CSV with columns CIFAR10TestAccuracy200Epochs, CIFAR100TestAccuracy200Epochs, "
@@ -92,21 +95,21 @@ for _task, _name, _digest in [
     ("cifar100", "cifar100.json", "59128e7b0e634be4748b386915990bf762d916b667118eef5774cfafc43cd724"),
     ("ImageNet16-120", "tinyimagenet.json", "afeaf220f5ef6517442e73f166577db9bf38387a3e47a24ffa4b21662e92bc8d"),
 ]:
-    _add(DataFile(
+    register_file(DataFile(
         f"nb201/val200/{_name}", f"nb201/val200/{_name}", "nb201", (_task,),
         f"200-epoch validation accuracy of all 15,625 cells ({'cifar10-valid' if _task == 'cifar10' else _task})",
         "JSON list of [cell, accuracy] (cells in base-5 counting order, matched by arch string); "
         "cell = [[e01],[e02,e12],[e03,e13,e23]] "
         "as indices into (none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3)",
         NB201_SOURCE, _mirror(_digest)))
-_add(DataFile(
+register_file(DataFile(
     "nb201/mini-bench-arch-cell-accs.csv", "nb201/mini-bench-arch-cell-accs.csv", "nb201", _NB201_TASKS,
     "official 12-epoch-schedule (hp=12) final test/validation accuracy",
     "CSV with columns arch, cellstr, cifar10-test, cifar10-val, cifar100-test, cifar100-val, "
     "imagenet-test, imagenet-val",
     NB201_SOURCE,
     _mirror("dd03f9c5ffc3ad6fcc7abeae23c0844d840f0a65d243b01926dcd83ca5c93999")))
-_add(DataFile(
+register_file(DataFile(
     "nb201/arch_score_acc.csv", "nb201/arch_score_acc.csv", "nb201", _NB201_TASKS,
     "parameter count (millions, CIFAR-10 head) of every cell, with a published NASWOT v1 score",
     "CSV with columns arch, cellstr, params, score, test_top1, valid_top1, valid_test_top1",
@@ -117,7 +120,7 @@ for _task, _digest in [
     ("cifar100", "43e66dff2c02fd36f655c989615c95ae366b97a60f289410c802c5b8b87a1cb8"),
     ("ImageNet16-120", "c0d10fa8da52bcf8880496c22fa126cce39d8acf3c9224670170e31ef0294a0c"),
 ]:
-    _add(DataFile(
+    register_file(DataFile(
         f"nb201/hw/hw_{_task}.csv", f"nb201/hw/hw_{_task}.csv", "nb201", (_task,),
         "HW-NAS-Bench latency/energy (edge GPU, Raspberry Pi 4, Edge TPU, Pixel 3, Eyeriss, FPGA)",
         "CSV with column net = tuple of op indices in NASLib order, then one column per device metric",
@@ -134,7 +137,7 @@ for _name, _sha, _md5 in [
     ("test_batch", "b4df387dfe1399b6709654949157629883bbe51f40cf36a23bd0f03d44babb0a", "40351d587109b95175f43aff81a1287e"),
     ("batches.meta", "77372fa7682e1412c68f5e27d2e78d727731fff841dc9b4750ea5231263f938c", "5ff9c542aee3614f3951f8cda6e48888"),
 ]:
-    _add(DataFile(
+    register_file(DataFile(
         f"cifar-10-batches-py/{_name}", f"cifar-10-batches-py/{_name}", "images", ("cifar10",),
         "CIFAR-10 " + ("label names" if _name == "batches.meta" else "image batch"),
         "python pickle (dict with b'data' uint8 [N, 3072] and b'labels')" if _name != "batches.meta"
@@ -146,7 +149,7 @@ for _name, _sha, _md5 in [
     ("test", "d2c13952564065b9d033278bdc1519d99414a97f22466eb2296ad13f0c21570e", "f0ef6b0ae62326f3e7ffdfab6717acfc"),
     ("meta", "7bb3dd2050f77eb5417fab883e0d70aba639e820fce7e3a999a0a2daaad5da8a", "7973b15100ade9c7d40fb424638fde48"),
 ]:
-    _add(DataFile(
+    register_file(DataFile(
         f"cifar-100-python/{_name}", f"cifar-100-python/{_name}", "images", ("cifar100",),
         "CIFAR-100 " + ("label names" if _name == "meta" else f"{_name} images"),
         "python pickle (dict with b'data' uint8 [N, 3072], b'fine_labels', b'coarse_labels')"
@@ -154,12 +157,12 @@ for _name, _sha, _md5 in [
         CIFAR100_SOURCE, {"mirror": f"sha256:{_sha}", "official": f"md5:{_md5}"},
         required=_name != "meta"))
 for _i in range(1, 11):
-    _add(DataFile(
+    register_file(DataFile(
         f"ImageNet16/train_data_batch_{_i}", f"ImageNet16/train_data_batch_{_i}", "images", ("ImageNet16-120",),
         "ImageNet16 training batch (1000 classes; the 120-class task keeps labels 1..120)",
         "python pickle (dict with 'data' uint8 [N, 768], 'labels' 1-based, 'mean')",
         IMAGENET16_SOURCE, {}, required=False))
-_add(DataFile(
+register_file(DataFile(
     "ImageNet16/val_data", "ImageNet16/val_data", "images", ("ImageNet16-120",),
     "ImageNet16 validation images", "python pickle (dict with 'data' uint8 [N, 768], 'labels' 1-based)",
     IMAGENET16_SOURCE, {}, required=False))
@@ -184,6 +187,66 @@ def resolve_cache_dir() -> Path:
     or ``<repo>/.cache``."""
     env = os.environ.get(ENV_CACHE_DIR)
     return Path(env).expanduser().resolve() if env else REPO_ROOT / ".cache"
+
+
+# -------------------------------------------------------------------------------- derived parquet files
+# Parquet copies of parsed benchmark files under resolve_cache_dir(): re-creatable, so one that cannot be read is
+# rebuilt and one that cannot be written is only slower next time; either is warned about once per path.
+
+class DerivedCacheWarning(UserWarning):
+    """A derived (re-creatable) file could not be read or written; the suite goes on without it."""
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: Path, what: str, err: BaseException, then: str) -> None:
+    if (str(path), what) in _WARNED:
+        return
+    _WARNED.add((str(path), what))
+    warnings.warn(f"derived cache {path}: cannot {what} it ({type(err).__name__}: {err}); {then}",
+                  DerivedCacheWarning, stacklevel=3)
+
+
+def read_derived(path: Path, read):
+    """``read(path)`` of a derived file, or None when there is none or it cannot be read (then it is rebuilt)."""
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    # a truncated or foreign file (ArrowInvalid is a ValueError, ArrowIOError an OSError), a missing column
+    except (OSError, ValueError, KeyError, pa.ArrowException) as e:
+        _warn_once(path, "read", e, "it is rebuilt from its source")
+        return None
+
+
+def atomic_parquet(df, path: Path) -> Path:
+    """``df.to_parquet(path, index=False)`` through a temporary file renamed into place (a reader never sees half)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_derived(df, path: Path) -> bool:
+    """``atomic_parquet`` of a derived table; False, warned once, when the cache directory cannot take it
+    (read-only, full): the table is then derived again next time."""
+    try:
+        atomic_parquet(df, path)
+        return True
+    except OSError as e:
+        _warn_once(Path(path), "write", e, "it is derived again next time (slower, same result)")
+        return False
 
 
 def _digest(path: Path, algo: str) -> str:

@@ -22,7 +22,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import re
 import struct
 from dataclasses import dataclass
@@ -59,18 +58,18 @@ NB101_SOURCE = (
 
 _SPEC_FMT = ("JSON list of [[adjacency, ops], accuracy]; adjacency a square 0/1 upper-triangular matrix "
              "(at most 7x7), ops 'input', conv3x3-bn-relu / conv1x1-bn-relu / maxpool3x3, 'output'")
-files._add(files.DataFile(
+files.register_file(files.DataFile(
     MIRROR_KEY, MIRROR_KEY, "nb101", TASKS,
     "2,500 NB101 cells with CIFAR-10 test accuracy (a fraction; most likely the 108-epoch mean over the "
     "three repeats, undocumented upstream)",
     _SPEC_FMT, NB101_SOURCE,
     {"mirror": "sha256:cc87cc0c5c2c20c6e9bb5adddd84db873ca97c1fa0b171bb1af13f8eed7844da"}))
-files._add(files.DataFile(
+files.register_file(files.DataFile(
     IMAGENET_KEY, IMAGENET_KEY, "nb101", (),
     "500 NB101 cells with ImageNet top-1 accuracy (%) of an undocumented training run",
     _SPEC_FMT, NB101_SOURCE,
     {"mirror": "sha256:68dbec138fb986c0304f8e0607a2d263204c26f5eb3cb42bcf6f1db7b3cd1e48"}, required=False))
-files._add(files.DataFile(
+files.register_file(files.DataFile(
     TFRECORD_KEY, TFRECORD_KEY, "nb101", TASKS,
     "official NAS-Bench-101 108-epoch results: 423,624 cells x 3 repeats (read without TensorFlow)",
     "TFRecord (u64 length, masked CRC32C of the length, payload, masked CRC32C of the payload); payload = "
@@ -615,15 +614,8 @@ def convert_tfrecord(src, dst=None, epochs: int = EPOCHS, verify_crc: bool = Tru
         rows.append(row)
     df = _with_notes(pd.DataFrame(rows).sort_values("arch", ignore_index=True))
     if dst is not None:
-        _atomic_parquet(df, Path(dst))
+        files.atomic_parquet(df, Path(dst))
     return df
-
-
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------ truth
@@ -654,19 +646,14 @@ def _load_table_cached(kind: str, path_str: str, stamp: tuple) -> pd.DataFrame:
     digest = hashlib.sha256(repr(stamp).encode()).hexdigest()[:12]
     prefix = "nb101_only108" if kind == "official-tfrecord" else "nb101_mirror"
     cache = files.resolve_cache_dir() / f"{prefix}_{digest}.parquet"
-    if cache.is_file():
-        try:
-            return _with_notes(pd.read_parquet(cache))
-        except Exception:
-            pass  # a broken derived file is simply rebuilt
+    df = files.read_derived(cache, lambda p: _with_notes(pd.read_parquet(p)))  # None: absent, or broken (warned)
+    if df is not None:
+        return df
     if kind == "official-tfrecord":
         df = convert_tfrecord(path)
     else:
         df = read_mirror_json(path.parent.parent)
-    try:
-        _atomic_parquet(df, cache)
-    except OSError:
-        pass
+    files.write_derived(df, cache)
     return df
 
 
@@ -692,9 +679,8 @@ def _spec_index(data_dir=None) -> dict[str, tuple[str, str]]:
 def _cached_spec_index() -> dict[str, tuple[str, str]]:
     index: dict[str, tuple[str, str]] = {}
     for p in sorted(files.resolve_cache_dir().glob("nb101_*.parquet")):
-        try:
-            df = pd.read_parquet(p, columns=["arch", "matrix", "ops"])
-        except Exception:
+        df = files.read_derived(p, lambda q: pd.read_parquet(q, columns=["arch", "matrix", "ops"]))
+        if df is None:  # unreadable (warned once)
             continue
         index.update(zip(df["arch"], zip(df["matrix"], df["ops"], strict=True), strict=True))
     return index

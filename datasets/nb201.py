@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -171,19 +170,11 @@ def _load_truth_cached(data_dir_str: str, stamp: tuple) -> pd.DataFrame:
         return df
     digest = hashlib.sha256(repr(stamp).encode()).hexdigest()[:12]  # stable across processes, unlike hash()
     cache = files.resolve_cache_dir() / f"nb201_truth_{digest}.parquet"
-    if cache.is_file():
-        try:
-            return pd.read_parquet(cache)
-        except Exception:
-            pass  # a broken derived file is simply rebuilt
+    df = files.read_derived(cache, pd.read_parquet)  # None: absent, or broken (warned) and rebuilt
+    if df is not None:
+        return df
     df = _truth_from_mirrors(data_dir)
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, cache)
-    except OSError:
-        pass
+    files.write_derived(df, cache)
     return df
 
 

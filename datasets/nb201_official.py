@@ -27,14 +27,13 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from datasets.errors import DataFileError, UnsafePickleError
 
@@ -49,7 +48,6 @@ EXPECTED_STRUCTURE = (
     "'evaluated_indexes' (set or list of indices)"
 )
 TASKS = ("cifar10", "cifar100", "ImageNet16-120")
-HPS = ("12", "200")
 COLUMNS = ["index", "arch", "task", "test_acc_200", "val_acc_200", "test_acc_12", "val_acc_12", "params"]
 
 # Errors the official API raises when an entry (dataset, seed, eval set, epoch) is absent.
@@ -219,7 +217,7 @@ def _params(api, index: int, dataset: str) -> float:
     return math.nan
 
 
-def truth_from_official(path_or_dict: str | os.PathLike | Mapping, progress: bool = True) -> pd.DataFrame:
+def truth_from_official(path_or_dict: str | os.PathLike | Mapping, progress: Callable | None = None) -> pd.DataFrame:
     """One row per (task, cell index) for the tasks cifar10, cifar100, ImageNet16-120.
 
     Columns: ``index`` (int64), ``arch`` (official arch string), ``task``, ``test_acc_200``,
@@ -227,6 +225,9 @@ def truth_from_official(path_or_dict: str | os.PathLike | Mapping, progress: boo
     (millions, for the task's classifier head).  Test accuracy: ``cifar10`` dataset ``ori-test`` for
     cifar10, ``x-test`` otherwise; validation accuracy: ``cifar10-valid`` dataset ``x-valid`` for
     cifar10, ``x-valid`` otherwise.  Missing entries are NaN.  Rows are ordered by task, then index.
+
+    ``progress``: a wrapper ``progress(iterable, desc=..., unit=...)`` of the loop over cells, such as
+    ``bench.progress.progress`` (datasets/ does not import bench); None or False: no progress.
     """
     if isinstance(path_or_dict, Mapping):
         source = "<in-memory dict>"
@@ -238,8 +239,8 @@ def truth_from_official(path_or_dict: str | os.PathLike | Mapping, progress: boo
     del data  # the API holds what it needs; let the raw dict go before the long loop
 
     per_task: dict[str, list[tuple]] = {t: [] for t in TASKS}
-    for index, arch in enumerate(tqdm(api.meta_archs, desc="NAS-Bench-201 cells", unit="cell",
-                                      disable=not progress)):
+    cells = progress(api.meta_archs, desc="NAS-Bench-201 cells", unit="cell") if progress else api.meta_archs
+    for index, arch in enumerate(cells):
         for task in TASKS:
             if task == "cifar10":
                 test_ds, val_ds, params_ds = "cifar10", "cifar10-valid", "cifar10"

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -117,7 +116,7 @@ def _family(name: str) -> Family:
 FAMILIES: dict[str, Family] = {n: _family(n) for n in FAMILY_NAMES}
 
 for _f in FAMILIES.values():
-    files._add(files.DataFile(
+    files.register_file(files.DataFile(
         _f.key, _f.key, f"nds:{_f.name}", (_f.task,),
         f"NDS {_f.name}: trained {'ImageNet' if _f.dataset == 'imagenet' else 'CIFAR-10'} models of the "
         f"{_f.base} design space (networks, per-epoch error curves, params, flops)",
@@ -312,13 +311,6 @@ COLUMN_NOTES = {
 
 # -------------------------------------------------------------------------------------------- the table
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 # The file each family was last read from in this process: lets a builder made without a data_dir (the runner's
 # Space.builder has none) find a file given to load_table(data_dir=...) earlier.
 _LAST_PATH: dict[str, Path] = {}
@@ -329,16 +321,11 @@ def _table_cached(family_name: str, path_str: str, stamp: tuple) -> pd.DataFrame
     family = FAMILIES[family_name]
     digest = hashlib.sha256(repr(stamp).encode()).hexdigest()[:12]
     cache = files.resolve_cache_dir() / f"nds_{family_name}_{digest}.parquet"
-    if cache.is_file():
-        try:
-            return pd.read_parquet(cache)
-        except Exception:
-            pass  # a broken derived file is rebuilt
+    df = files.read_derived(cache, pd.read_parquet)  # None: absent, or broken (warned) and rebuilt
+    if df is not None:
+        return df
     df = records_table(read_records(path_str, family), family)
-    try:
-        _atomic_parquet(df, cache)
-    except OSError:
-        pass
+    files.write_derived(df, cache)
     return df
 
 

@@ -10,14 +10,20 @@ import pkgutil
 
 from proxies.context import LabelAccessError, ProxyContext
 from proxies.registry import (
+    COSTS,
     FAMILIES,
+    SHARES,
+    TIERS,
     TRAINING_FREE,
     ProxyInfo,
     UnknownProxyError,
     get_proxy,
     list_proxies,
+    of_tier,
     register_proxy,
     resolve_proxies,
+    share_group,
+    sharing,
     training_free,
 )
 
@@ -26,6 +32,6 @@ for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _mod not in _INFRASTRUCTURE and not _mod.startswith("_"):
         importlib.import_module(f"{__name__}.{_mod}")
 
-__all__ = ["FAMILIES", "LabelAccessError", "ProxyContext", "ProxyInfo", "UnknownProxyError", "get_proxy",
-           "list_proxies", "register_proxy", "resolve_proxies", "TRAINING_FREE",
-           "training_free"]
+__all__ = ["COSTS", "FAMILIES", "LabelAccessError", "ProxyContext", "ProxyInfo", "SHARES", "TIERS",
+           "UnknownProxyError", "get_proxy", "list_proxies", "of_tier", "register_proxy", "resolve_proxies",
+           "share_group", "sharing", "TRAINING_FREE", "training_free"]

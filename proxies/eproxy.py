@@ -3,7 +3,7 @@
 The candidate backbone + a small trainable head per branch + a frozen, randomly initialised **barrier**
 convolution regress fixed synthetic 8x8 target maps for 10 SGD iterations on one batch of 16 images; the
 score is the final MSE loss (lower is better). Every training setting is an :class:`EproxySetting`, a
-frozen, hashable record with a stable short hash, so the Discrete Proxy Search (``bench/dps.py``) can cache
+frozen, hashable record with a stable short hash, so the Discrete Proxy Search (``bench/studies/dps.py``) can cache
 each (setting, cell) score and never recompute it.
 
 What this implementation decides (the public GenNAS-Zero code, ``do_train.py`` and ``model_wrapper/``, is
@@ -428,6 +428,7 @@ def eproxy_score(ctx, setting: EproxySetting = DEFAULT) -> float:
 
 @register_proxy("eproxy", higher_is_better=False, family="self-supervised", needs_data=True, needs_labels=False,
                 paper=PAPER, version=VERSION, cost="training", nan_policy="rank_last",
+                cost_note="10 SGD steps on one batch of 16 images",
                 description="Eproxy, default setting: final MSE of 10 SGD steps regressing synthetic 8x8 targets "
                             "through a frozen barrier (lower is better; divergence ranks last)")
 def eproxy(ctx) -> float:

@@ -28,7 +28,10 @@ from proxies import hvp
 from proxies.registry import register_proxy
 
 _LAYERS = (nn.Conv2d, nn.Linear)
-# what each proxy needs from the shared pass
+# the registry's share group of the proxies of this module (``shares=`` in each record below)
+PASS = "gradient pass"
+# what each proxy of the pass needs from it (internal to this module: the parts of the pass to compute); the
+# registry records who shares the pass (proxies.registry.share_group), tests check both agree
 NEEDS = {
     "grad_norm": {"wgrad"}, "snip": {"wgrad"}, "plain": {"wgrad"}, "grasp": {"wgrad", "hvp"},
     "fisher": {"actgrad"}, "jacob_cov": {"jacobian"}, "epe_nas": {"jacobian"}, "nwot": {"codes"},
@@ -157,19 +160,21 @@ def _layer_sum(name: str):
     return fn
 
 
-for _name, _doc in [
-    ("grad_norm", "Sum over Conv/Linear layers of the L2 norm of the layer's loss gradient."),
-    ("snip", "SNIP (Lee et al. 2019): sum of |dL/dw * w| over Conv/Linear weights."),
-    ("plain", "Plain (Mozer & Smolensky 1989, as in NAS-Bench-Suite-Zero): sum of dL/dw * w."),
-    ("grasp", "GraSP (Wang et al. 2020): sum of -w * (H g) over Conv/Linear weights, H the loss Hessian."),
-    ("fisher", "Fisher (Theis et al. 2018; Turner et al. 2020): per output channel 0.5 * mean over the batch "
-               "of (sum over positions of activation * its gradient)^2, summed."),
-]:
+_WEIGHT_GRAD_COST = dict(cost="forward+backward", cost_note="the shared pass: one loss backward")
+for _name, _doc, _cost, _version in [
+    ("grad_norm", "Sum over Conv/Linear layers of the L2 norm of the layer's loss gradient.", _WEIGHT_GRAD_COST, 1),
+    ("snip", "SNIP (Lee et al. 2019): sum of |dL/dw * w| over Conv/Linear weights.", _WEIGHT_GRAD_COST, 1),
+    ("plain", "Plain (Mozer & Smolensky 1989, as in NAS-Bench-Suite-Zero): sum of dL/dw * w.", _WEIGHT_GRAD_COST, 1),
     # grasp v3: -g . (H w) by forward-over-reverse (proxies/hvp.py) instead of -w . (H g) by a double backward
     # (v2) -- the same number in exact arithmetic (tests: float64), float32 rounding differs where terms cancel
+    ("grasp", "GraSP (Wang et al. 2020): sum of -w * (H g) over Conv/Linear weights, H the loss Hessian.",
+     dict(cost="second-order", cost_note="the shared pass, its forward and loss backward carrying a "
+                                         "forward-mode tangent (H w, proxies/hvp.py)"), 3),
+    ("fisher", "Fisher (Theis et al. 2018; Turner et al. 2020): per output channel 0.5 * mean over the batch "
+               "of (sum over positions of activation * its gradient)^2, summed.", _WEIGHT_GRAD_COST, 1),
+]:
     register_proxy(_name, higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True,
-                   paper=_ABDELFATTAH, description=_doc, cost="one shared pass",
-                   version=3 if _name == "grasp" else 1)(_layer_sum(_name))
+                   paper=_ABDELFATTAH, description=_doc, shares=PASS, version=_version, **_cost)(_layer_sum(_name))
 
 
 def _jacob_cov_from(jac: torch.Tensor) -> float:
@@ -184,7 +189,7 @@ def _jacob_cov_from(jac: torch.Tensor) -> float:
 
 @register_proxy("jacob_cov", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False,
                 paper="Mellor et al. 2021 (NASWOT v1); " + _ABDELFATTAH, nan_policy="rank_last",
-                cost="one shared pass")
+                cost="forward+backward", shares=PASS, cost_note="the shared pass: one input-only backward")
 def jacob_cov(ctx) -> float:
     """NASWOT v1: -sum over eigenvalues v of the per-image input-Jacobian correlation matrix of log(v+k)+1/(v+k)."""
     return _jacob_cov_from(shared_pass(ctx, "jacob_cov")["jacobian"])
@@ -213,7 +218,8 @@ def _epe_from(jac: torch.Tensor, labels: np.ndarray, n_outputs: int) -> float:
 
 
 @register_proxy("epe_nas", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True,
-                paper="Lopes et al., EPE-NAS, ICANN 2021", nan_policy="rank_last", cost="one shared pass")
+                paper="Lopes et al., EPE-NAS, ICANN 2021", nan_policy="rank_last", cost="forward+backward",
+                shares=PASS, cost_note="the shared pass: one input-only backward")
 def epe_nas(ctx) -> float:
     """EPE-NAS: per class, sum of log(|corr|+k) of the input-Jacobian correlations; combined over classes as
     the reference (sum of |s_c| for <=100 outputs, mean pairwise |s_c - s_c'| otherwise)."""
@@ -223,7 +229,8 @@ def epe_nas(ctx) -> float:
 
 @register_proxy("nwot", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False,
                 paper="Mellor et al., Neural Architecture Search without Training, ICML 2021 (v2)",
-                nan_policy="rank_last", cost="one shared pass")
+                nan_policy="rank_last", cost="forward", shares=PASS,
+                cost_note="the shared pass: hooks on its forward")
 def nwot(ctx) -> float:
     """NASWOT v2: log|det K|, K the Hamming-similarity kernel of the binary ReLU input codes of the batch."""
     sign, logdet = torch.linalg.slogdet(shared_pass(ctx, "nwot")["kernel"])

@@ -200,11 +200,11 @@ def latency_measured(ctx, batch_size: int = 1) -> float:
 for _b, _suffix in ((1, ""), (64, "_b64")):
     register_proxy(f"latency_lut{_suffix}", higher_is_better=False, family="hardware", needs_data=False,
                    needs_labels=False, paper=_PROXYLESS, deterministic=False, batch_size=_b, version=LUT_VERSION,
-                   cost="a table lookup per op (the table is measured once per process)",
+                   cost="free", cost_note="a table lookup per op (the table is measured once per process)",
                    description=f"ProxylessNAS-style lookup-table latency at batch {_b}: sum of per-op medians "
                                f"measured on this device ({THREADS} thread; CPU: thread CPU time)")(latency_lut)
     register_proxy(f"latency_measured{_suffix}", higher_is_better=False, family="hardware", needs_data=False,
                    needs_labels=False, paper=_PROXYLESS, deterministic=False, batch_size=_b,
-                   cost=f"two forward passes (batch {_b})",
+                   cost="forward", cost_note=f"two forward passes (batch {_b}), one of them timed",
                    description=f"latency of one timed forward pass at batch {_b} after one warm-up "
                                f"({THREADS} thread)")(latency_measured)

@@ -39,7 +39,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-# "input_only": set by ``input_grads_only`` (backward passes that need no weight gradients); "generic": bench/perf.py
+# "input_only": set by ``input_grads_only`` (backward passes that need no weight gradients); "generic": set by
+# ``generic_formulas`` (bench/tools/perf.py)
 _STATE = {"input_only": False, "generic": False}
 _CB = torch.ops.aten.convolution_backward
 _NBB = torch.ops.aten.native_batch_norm_backward
@@ -225,10 +226,6 @@ class _LinearWeightGrad(_ForwardOnly):
         if tgy is not None:
             out.addmm_(tgy.t(), x)
         return out
-
-
-def _channel_mean(t: torch.Tensor) -> torch.Tensor:
-    return t.mean(dim=[d for d in range(t.dim()) if d != 1], keepdim=True)
 
 
 def _shape(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -449,7 +446,7 @@ def _patch(net: nn.Module, state: WeightDirection):
         core = out if b is None else out - b
         return _Scaled.apply(out, core.detach(), s)
 
-    generic = _STATE.get("generic", False)  # bench/perf.py: PyTorch's formulas only, to show what the above save
+    generic = _STATE.get("generic", False)  # generic_formulas(): PyTorch's formulas only, to show what the above save
     for m in net.modules():
         if generic:
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -508,6 +505,17 @@ def cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     t = tz.double()
     tangent = (p * t - p * (p * t).sum(1, keepdim=True)) / z.shape[0]
     return fwAD.make_dual(gz, tangent.to(gz.dtype))
+
+
+@contextmanager
+def generic_formulas():
+    """``weight_direction`` blocks opened in the block use PyTorch's generic forward-mode formulas, none of the
+    hand-written tangents of this module (bench/tools/perf.py measures what those save)."""
+    saved, _STATE["generic"] = _STATE.get("generic", False), True
+    try:
+        yield
+    finally:
+        _STATE["generic"] = saved
 
 
 @contextmanager

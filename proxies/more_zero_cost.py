@@ -152,7 +152,7 @@ def _zen(ctx, batch_size: int = 64, mixup_gamma: float = 1e-2, official: bool = 
 
 
 register_proxy("zen", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
-               paper=_ZEN, nan_policy="rank_last", cost="two forward passes (batch 64)",
+               paper=_ZEN, nan_policy="rank_last", cost="forward", cost_note="two forward passes (batch 64)",
                description="Zen-score (Lin et al. ICCV 2021): log E||f(x)-f(x+0.01e)||_F + sum log BN sigma, "
                            "N(0,1) weights and inputs (paper's definition)")(_zen)
 
@@ -173,7 +173,7 @@ def _zico_from_grads(per_layer: list[torch.Tensor]) -> float:
 
 
 @register_proxy("zico", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True,
-                paper=_ZICO, cost="two forward+backward passes (half batch each)")
+                paper=_ZICO, cost="forward+backward", cost_note="two forward+backward passes (half batch each)")
 def zico(ctx, splits: int = 2, float64: bool = False) -> float:
     """ZiCo (Li et al., ICLR 2023): sum over Conv2d/Linear layers of log sum_w mean|g_w| / std(g_w) across batches.
 
@@ -297,12 +297,17 @@ def _meco(ctx, opt: bool = False, sample_channels: int = 8) -> float:
     return math.fsum(f * lowest[i] for i, f in terms if math.isfinite(f * lowest[i]))
 
 
+# tiers by the cost measured per NB101 cell (reports/nb101.md, s/cell): MeCo's eigendecompositions of every
+# module's full channel correlation cost several times MeCo_opt's of 8 channels (about 0.9 s vs 0.2 s on the
+# 2-core CPU), so MeCo is sized with the one-pass proxies and MeCo_opt with the cheap ones
 register_proxy("meco", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
-               paper=_MECO, cost="one forward pass of one image",
+               paper=_MECO, cost="forward", tier="one-pass",
+               cost_note="one forward pass of one image; an eigendecomposition per module and its channels",
                description="MeCo (Jiang et al. NeurIPS 2023): sum over modules of the min eigenvalue of the "
                            "channel correlation of one random input's features")(_meco)
 register_proxy("meco_opt", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
-               paper=_MECO, cost="one forward pass of one image", opt=True,
+               paper=_MECO, cost="forward", tier="cheap", opt=True,
+               cost_note="one forward pass of one image; an 8x8 eigendecomposition per module",
                description="MeCo_opt (Jiang et al. NeurIPS 2023): MeCo on 8 random channels per module, "
                            "weighted by channels/8")(_meco)
 
@@ -310,7 +315,7 @@ register_proxy("meco_opt", higher_is_better=True, family="zero-cost", needs_data
 # ------------------------------------------------------------------------------------------------ l2_norm
 
 @register_proxy("l2_norm", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
-                paper=_SUITE_ZERO, cost="reads the weights")
+                paper=_SUITE_ZERO, cost="free", shares="network", cost_note="reads the weights")
 def l2_norm(ctx) -> float:
     """L2 norm (NAS-Bench-Suite-Zero / NASLib): sum over Conv2d/Linear layers of ||W||_2 at initialisation.
 

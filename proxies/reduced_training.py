@@ -40,7 +40,9 @@ from torch import nn
 from proxies.registry import register_proxy
 
 _ECONAS = "Zhou et al., EcoNAS: Finding Proxies for Economical Neural Architecture Search, CVPR 2020"
-_DANAS = "Dai et al., DA-NAS: Data Adapted Pruning for Efficient Neural Architecture Search, 2020 (easy classes)"
+_DANAS = "Dai et al., DA-NAS: Data Adapted Pruning for Efficient Neural Architecture Search, 2020"
+# what each class-subset mode takes from the paper: DA-NAS trains on its easy classes; the random subset is the control
+_DANAS_SUBSET = {"easy": "easy classes", "random": "random classes, a control for its easy classes"}
 _NB201 = "Dong & Yang, NAS-Bench-201, ICLR 2020 (the official 12-epoch schedule, hp=12)"
 
 # the trainer's fixed hyper-parameters (part of every proxy's definition: change them -> bump versions)
@@ -298,7 +300,16 @@ class ReferenceCNN(nn.Module):
 
 REFERENCE_SETTING = Setting(1, 2, 0, 10)  # full width, resolution ÷2, every training image, 10 epochs
 REFERENCE_VERSION = 1  # bump when the reference network or its setting changes
-_CLASS_ORDERS: dict[tuple, dict] = {}
+# The class orderings of the images the committed scores were computed on, pinned per
+# (training images, held-out images, seed, REFERENCE_VERSION) as :func:`class_order` computed them: part of the
+# easy-class proxies' definition, so every process (in-process, worker processes, Ray workers) trains on the
+# same classes without training the reference network again, and a machine whose float32 kernels would order
+# two near-tied classes the other way still scores the committed proxy. The evidence (per-class accuracies,
+# when and where computed) is the bench's reports/reduced/class_order.json; a test checks both agree.
+PINNED_ORDERS: dict[tuple, tuple[int, ...]] = {
+    ("cifar10-train:aaf7f13c57ba", "cifar10-test:be786b47a887", 42, 1): (8, 7, 6, 1, 0, 9, 5, 3, 2, 4),
+}
+_COMPUTED: dict[tuple, dict] = {}  # orderings of unpinned images computed in this process (a memo)
 
 
 def class_order_key(train, test, seed: int) -> tuple:
@@ -306,30 +317,37 @@ def class_order_key(train, test, seed: int) -> tuple:
             REFERENCE_VERSION)
 
 
-def class_order(train, test, seed: int, num_classes: int | None = None) -> dict:
-    """Classes from easiest to hardest, with the evidence: the per-class held-out accuracy of
-    :class:`ReferenceCNN` trained once (``REFERENCE_SETTING``, ``seed``) on every training image; ties
-    broken by class id. Memoised per (images, seed) in this process; :func:`remember_class_order` lets the
-    bench restore a stored ordering so it is not retrained.
+def _reference(seed: int) -> str:
+    return f"ReferenceCNN v{REFERENCE_VERSION}, {REFERENCE_SETTING}, seed {seed}"
 
-    Returns ``{"order": [class ids], "per_class_accuracy": {id: %}, "seconds": …, "reference": text}``.
+
+def pinned_order(train, test, seed: int) -> tuple[int, ...] | None:
+    """The pinned ordering of these images (:data:`PINNED_ORDERS`), or None when they have none."""
+    return PINNED_ORDERS.get(class_order_key(train, test, seed))
+
+
+def class_order(train, test, seed: int, num_classes: int | None = None) -> dict:
+    """Classes from easiest to hardest: by the per-class held-out accuracy of :class:`ReferenceCNN` trained
+    once (``REFERENCE_SETTING``, ``seed``) on every training image, ties broken by class id.
+
+    Images with a pinned ordering (:data:`PINNED_ORDERS`) get it without training: ``{"order": [class ids],
+    "reference": text, "pinned": True}``. Others train the reference network on first use in each process
+    (seeded: the same ordering on one machine) and return the evidence too: ``{"order": …,
+    "per_class_accuracy": {id: %}, "seconds": …, "accuracy": …, "reference": text, "pinned": False}``.
     """
     key = class_order_key(train, test, seed)
-    if key not in _CLASS_ORDERS:
+    if key in PINNED_ORDERS:
+        return {"order": [int(c) for c in PINNED_ORDERS[key]], "reference": _reference(seed), "pinned": True}
+    if key not in _COMPUTED:
         k = int(num_classes or max(int(np.max(train.labels)), int(np.max(test.labels))) + 1)
         res = train_and_evaluate(partial(ReferenceCNN, k), train, test, REFERENCE_SETTING, seed)
         acc = {c: res.per_class.get(c, float("nan")) for c in range(k)}
         present = [c for c in range(k) if not math.isnan(acc[c])]
         order = sorted(present, key=lambda c: (-acc[c], c))
-        _CLASS_ORDERS[key] = {"order": order, "per_class_accuracy": {c: acc[c] for c in present},
-                              "seconds": res.seconds, "accuracy": res.accuracy,
-                              "reference": f"ReferenceCNN v{REFERENCE_VERSION}, {REFERENCE_SETTING}, seed {seed}"}
-    return _CLASS_ORDERS[key]
-
-
-def remember_class_order(key: tuple, record: dict) -> None:
-    """Restore a class ordering computed earlier (the bench stores them; a proxy never reads files)."""
-    _CLASS_ORDERS[tuple(key)] = {**record, "order": [int(c) for c in record["order"]]}
+        _COMPUTED[key] = {"order": order, "per_class_accuracy": {c: acc[c] for c in present},
+                          "seconds": res.seconds, "accuracy": res.accuracy, "reference": _reference(seed),
+                          "pinned": False}
+    return _COMPUTED[key]
 
 
 def random_classes(num_classes: int, k: int, seed: int = SUBSET_SEED) -> list[int]:
@@ -365,7 +383,7 @@ def _reduced(ctx, setting: str, subset: str | None = None, k: int = 0) -> float:
     return train_and_evaluate(ctx.build, train, test, setting, ctx.seed, classes=classes, device=ctx.device).accuracy
 
 
-# The default grid, sized for a shared 2-core CPU (see bench/reduced.py): about one epoch's worth of images
+# The default grid, sized for a shared 2-core CPU (see bench/studies/reduced.py): about one epoch's worth of images
 # each. From c4r4s0e1: the same iterations on a quarter of the images for 4 epochs (EcoNAS's "more samples,
 # fewer epochs" finding), and twice the resolution on half the images.
 ECONAS_GRID = ("c4r4s0e1", "c4r4s2e4", "c4r2s1e1")
@@ -389,15 +407,13 @@ def register_setting(setting: str | Setting, subset: str | None = None, k: int =
     """Register (once) the proxy of an EcoNAS setting, optionally on an easy/random class subset; its name.
 
     Registration is per process: studies of settings outside the default grid run in-process."""
-    from proxies.registry import _REGISTRY
-
     setting = parse_setting(str(setting))
     if subset is None:
         name = econas_name(setting)
-        if name not in _REGISTRY:
+        if name not in SPECS:  # registered here, once (SPECS is filled with the registration)
             register_proxy(name, higher_is_better=True, family="reduced-training", needs_data=True,
                            needs_labels=True, needs_training_data=True, paper=_ECONAS,
-                           cost=f"training ({setting})",
+                           cost="training", cost_note=f"training ({setting})",
                            description=f"held-out accuracy (%) after reduced training {setting}: "
                                        f"{setting.describe()}",
                            setting=str(setting))(_reduced)
@@ -406,10 +422,11 @@ def register_setting(setting: str | Setting, subset: str | None = None, k: int =
     if subset not in ("easy", "random"):
         raise ValueError(f"unknown class-subset mode {subset!r}: use 'easy' or 'random'")
     name = danas_name(subset, k, setting)
-    if name not in _REGISTRY:
+    if name not in SPECS:
         which = "easiest (by a reference CNN's per-class accuracy)" if subset == "easy" else "seeded random"
         register_proxy(name, higher_is_better=True, family="reduced-training", needs_data=True, needs_labels=True,
-                       needs_training_data=True, paper=_DANAS, cost=f"training ({setting}, {k} classes)",
+                       needs_training_data=True, paper=f"{_DANAS} ({_DANAS_SUBSET[subset]})",
+                       cost="training", cost_note=f"training ({setting}, {k} classes)",
                        description=f"held-out accuracy (%) on the {k} {which} classes after training on them "
                                    f"only, {setting}",
                        setting=str(setting), subset=subset, k=k)(_reduced)
@@ -435,12 +452,12 @@ def _table(ctx, column: str) -> float:
     return float(ctx.table[column])
 
 
-_TABLE_COST = "table lookup (the benchmark's own 12-epoch training)"
+_TABLE_COST = dict(cost="free", cost_note="table lookup (the benchmark's own 12-epoch training)")
 register_proxy("nb201_12epoch", higher_is_better=True, family="reduced-training", needs_data=False,
-               needs_labels=False, needs_table=True, paper=_NB201, cost=_TABLE_COST,
+               needs_labels=False, needs_table=True, paper=_NB201, **_TABLE_COST,
                description="reduced-training (table): NB201's official 12-epoch-schedule test accuracy",
                column="test_acc_12")(_table)
 register_proxy("nb201_12epoch_val", higher_is_better=True, family="reduced-training", needs_data=False,
-               needs_labels=False, needs_table=True, paper=_NB201, cost=_TABLE_COST,
+               needs_labels=False, needs_table=True, paper=_NB201, **_TABLE_COST,
                description="reduced-training (table): NB201's official 12-epoch-schedule validation accuracy",
                column="val_acc_12")(_table)

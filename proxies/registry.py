@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from datasets.errors import did_you_mean
 
@@ -15,6 +16,31 @@ NAN_POLICIES = {
     "exclude": "non-finite scores are left out of the correlations and counted in the report",
     "rank_last": "non-finite scores (a degenerate network: e.g. an output that ignores the input) rank below "
                  "every finite score, tied among themselves; counted in the report",
+}
+# what a proxy computes per cell, by the costliest kind of work; ``cost_note`` adds the details
+COSTS = {
+    "free": "no pass through the network: counts or reads the weights, or looks a value up in a table",
+    "forward": "forward pass(es) only",
+    "forward+backward": "forward and backward pass(es) (a gradient, an input Jacobian)",
+    "second-order": "a Hessian term on top of a forward+backward pass",
+    "training": "trains a network (steps of SGD)",
+}
+# the cost tier a study sizes its samples by (NB101: the cheap tier on the most cells, second order on fewest)
+TIERS = {
+    "cheap": "no backward pass through the minibatch of images, or no pass at all: the largest samples",
+    "one-pass": "a pass (or a few) of the minibatch, forward or forward+backward",
+    "second-order": "a second-order term per cell: the costliest training-free tier, the smallest samples",
+    "trained": "trains a network per cell: sized by its own study",
+}
+# the tier of a cost class unless the record says otherwise (a forward+backward pass of ONE image is cheap)
+TIER_OF_COST = {"free": "cheap", "forward": "one-pass", "forward+backward": "one-pass",
+                "second-order": "second-order", "training": "trained"}
+# per-cell work that proxies of one group share when they run on the same cell: the cache charges it to
+# whichever ran first, so a consumer of per-score seconds must treat the group together (bench.studies.search)
+SHARES = {
+    "gradient pass": "one forward pass of the minibatch and the backward passes the requested proxies need "
+                     "(proxies.gradient.shared_pass)",
+    "network": "one built network per cell, read and never modified (ProxyContext.shared_network)",
 }
 
 
@@ -33,6 +59,10 @@ class ProxyInfo:
     ``needs_data`` / ``needs_labels``: whether it looks at images / labels (contract tests check it).
     ``version``: bump whenever the numbers it produces would change; cached scores of another
     version are "not comparable", never a regression.
+    ``cost``: a class of :data:`COSTS` (what it computes per cell); ``cost_note``: the details in words.
+    ``tier``: its cost tier (:data:`TIERS`; by default the tier of its cost class).
+    ``shares``: the group of :data:`SHARES` whose per-cell work it shares, or "" (none).
+    ``nan_policy``: how a non-finite score ranks (:data:`NAN_POLICIES`; applied by ``bench.metrics.declared``).
     """
 
     name: str
@@ -43,12 +73,15 @@ class ProxyInfo:
     needs_labels: bool
     paper: str
     version: int = 1
-    cost: str = "cheap"
+    cost: str = "forward"
     nan_policy: str = "exclude"
     description: str = ""
     needs_training_data: bool = False  # trains on ctx.train_data() (the task's training/held-out images)
     needs_table: bool = False  # reads the benchmark's own table row (ctx.table)
     deterministic: bool = True  # False for timings: two calls under one seed may differ (contract tests skip a == b)
+    tier: str = "one-pass"
+    shares: str = ""
+    cost_note: str = ""
 
     @property
     def direction(self) -> str:
@@ -65,14 +98,31 @@ _REGISTRY: dict[str, ProxyInfo] = {}
 
 
 def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data: bool, needs_labels: bool,
-                   paper: str, version: int = 1, cost: str = "cheap", nan_policy: str = "exclude",
+                   paper: str, version: int = 1, cost: str = "forward", nan_policy: str = "exclude",
                    description: str = "", needs_training_data: bool = False, needs_table: bool = False,
-                   deterministic: bool = True, **bound):
-    """Register ``fn(ctx, **bound) -> float`` under ``name``; ``bound`` makes variants of one function."""
+                   deterministic: bool = True, tier: str | None = None, shares: str = "", cost_note: str = "",
+                   **bound):
+    """Register ``fn(ctx, **bound) -> float`` under ``name``; ``bound`` makes variants of one function.
+
+    ``cost`` is a class of :data:`COSTS` (default ``forward``); ``tier`` defaults to the cost class's
+    (:data:`TIER_OF_COST`); ``shares`` names a group of :data:`SHARES` or is empty."""
     if family not in FAMILIES:
         raise ValueError(f"proxy {name!r}: family must be one of {FAMILIES}, got {family!r}")
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"proxy {name!r}: nan_policy must be one of {sorted(NAN_POLICIES)}")
+    if cost not in COSTS:
+        raise ValueError(f"proxy {name!r}: cost must be a cost class, one of {', '.join(COSTS)}, got {cost!r} "
+                         "(details in words go to cost_note)")
+    tier = TIER_OF_COST[cost] if tier is None else tier
+    if tier not in TIERS:
+        raise ValueError(f"proxy {name!r}: tier must be one of {', '.join(TIERS)}, got {tier!r}")
+    if family in TRAINING_FREE and tier == "trained":
+        raise ValueError(f"proxy {name!r}: a {family} proxy is training-free; its tier cannot be 'trained'")
+    if shares and shares not in SHARES:
+        raise ValueError(f"proxy {name!r}: shares must name a group of shared work, one of {', '.join(SHARES)}, "
+                         f"or be empty; got {shares!r}")
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"proxy {name!r}: version must be a positive integer, got {version!r}")
     if needs_labels and not needs_data:
         raise ValueError(f"proxy {name!r}: a proxy that needs labels needs data too")
     if needs_training_data and not needs_labels:
@@ -80,12 +130,13 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
 
     def deco(fn):
         if name in _REGISTRY:
-            raise ValueError(f"proxy {name!r} is already registered (by {_REGISTRY[name].fn.__module__})")
-        call = (lambda ctx: fn(ctx, **bound)) if bound else fn
+            first = _REGISTRY[name].fn
+            raise ValueError(f"proxy {name!r} is already registered (by {getattr(first, 'func', first).__module__})")
+        call = partial(fn, **bound) if bound else fn  # a variant: its function stays visible (call.func)
         doc = description or (fn.__doc__ or "").strip().splitlines()[0] if (description or fn.__doc__) else ""
         _REGISTRY[name] = ProxyInfo(name, call, higher_is_better, family, needs_data, needs_labels, paper,
                                     version, cost, nan_policy, doc, needs_training_data, needs_table,
-                                    deterministic=deterministic)
+                                    deterministic=deterministic, tier=tier, shares=shares, cost_note=cost_note)
         return fn
 
     return deco
@@ -116,6 +167,29 @@ def list_proxies(pattern: str = "*", family: str | None = None) -> list[str]:
 def training_free() -> list[str]:
     """Every registered proxy of the training-free families (the default study)."""
     return [n for n in list_proxies() if get_proxy(n).family in TRAINING_FREE]
+
+
+def of_tier(tier: str, among=None) -> list[str]:
+    """The registered proxies of a cost tier (:data:`TIERS`): of ``among`` in its order, or of every registered
+    proxy, sorted."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}{did_you_mean(tier, TIERS)}; tiers: {', '.join(TIERS)}")
+    names = list_proxies() if among is None else list(among)
+    return [n for n in names if get_proxy(n).tier == tier]
+
+
+def share_group(name: str) -> frozenset[str]:
+    """The registered proxies that share per-cell work with ``name`` (itself included; its record's
+    ``shares``), or an empty set when it shares none."""
+    group = get_proxy(name).shares
+    if not group:
+        return frozenset()
+    return frozenset(n for n in list_proxies() if _REGISTRY[n].shares == group)
+
+
+def sharing() -> frozenset[str]:
+    """Every registered proxy that shares per-cell work with others (a member of some share group)."""
+    return frozenset(n for n in list_proxies() if _REGISTRY[n].shares)
 
 
 def resolve_proxies(spec: str | list[str]) -> list[str]:

@@ -28,9 +28,12 @@ def _synflow(ctx, bn: bool) -> float:
     return total
 
 
+# cheap tier: the backward pass is of ONE all-ones image, not of the minibatch
+_SYNFLOW_COST = dict(cost="forward+backward", tier="cheap",
+                     cost_note="one forward+backward pass of one all-ones image, float64")
 register_proxy("synflow", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
-               paper="Tanaka et al. 2020; Abdelfattah et al. ICLR 2021", bn=False,
+               paper="Tanaka et al. 2020; Abdelfattah et al. ICLR 2021", bn=False, **_SYNFLOW_COST,
                description="SynFlow with BatchNorm removed (the reference setting)")(_synflow)
 register_proxy("synflow_bn", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
-               paper="Tanaka et al. 2020; Abdelfattah et al. ICLR 2021", bn=True,
+               paper="Tanaka et al. 2020; Abdelfattah et al. ICLR 2021", bn=True, **_SYNFLOW_COST,
                description="SynFlow with BatchNorm kept (train mode, batch of one all-ones image)")(_synflow)

@@ -194,3 +194,42 @@ def test_prune_stale_drops_only_rows_of_another_version(tmp_path):
     assert left.loc[(ARCHS[0], "grasp"), "score"] == 2.0
     assert (ARCHS[1], "retired") in left.index  # a proxy not registered any more is left alone
     assert cache.prune_stale({"grasp": 2, "params": 1}) == 0
+
+
+def test_the_row_constructor_fills_every_column_of_the_schema(tmp_path):
+    from bench import cache as C
+
+    kw = dict(space="nb201", task="cifar10", arch=ARCHS[0], proxy="params", proxy_version=1, seed=42,
+              init="torch-default", score=1.5, seconds=0.01)
+    r = C.row(**kw)
+    assert list(r) + list(C.STAMP_COLUMNS) == COLUMNS  # exactly the schema's columns, in its order
+    assert r["status"] == "ok" and r["builder_version"] == 1 and r["cpu"] and r["git_commit"]
+    assert C.row(**{**kw, "score": float("nan")})["status"] == "nonfinite"
+    assert C.row(**{**kw, "score": float("nan"), "error": "ValueError: x"})["status"] == "error"
+    cache = ScoreCache(tmp_path)
+    cache.append([r])
+    back = cache.load().iloc[0]
+    assert {c: back[c] for c in r} == r and back["schema_version"] == SCHEMA_VERSION
+
+
+def test_where_filters_key_columns_and_settings_keeping_columns():
+    from bench.cache import where
+
+    df = pd.DataFrame([row(a, p, float(i)) for i, (a, p) in enumerate(
+        [(ARCHS[0], "params"), (ARCHS[1], "params"), (ARCHS[0], "synflow")])] + [
+        row(ARCHS[2], "params", status="error")])
+    assert list(where(df, proxy="params")["arch"]) == [ARCHS[0], ARCHS[1], ARCHS[2]]
+    assert list(where(df, proxy="params", ok_only=True)["arch"]) == [ARCHS[0], ARCHS[1]]
+    assert list(where(df, arch={ARCHS[0]}, proxy=None)["proxy"]) == ["params", "synflow"]
+    keep = {("cifar10", "synflow", 1, 0, "none")}
+    assert list(where(df, settings=keep)["proxy"]) == ["synflow"]
+    empty = where(df, proxy="absent", settings=keep)
+    assert empty.empty and list(empty.columns) == list(df.columns)
+
+
+def test_measurement_rows_encode_their_run_in_the_data_source():
+    from bench.cache import measurement_runs, measurement_source
+
+    assert measurement_source(1) == "zeros;run=1"
+    runs = measurement_runs(pd.Series(["zeros;run=0", "zeros;run=12", "cifar10-train", "none"]))
+    assert runs.iloc[:2].tolist() == [0, 12] and runs.iloc[2:].isna().all()

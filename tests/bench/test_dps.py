@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import dps
 from bench.cache import ScoreCache
+from bench.options import Parents
+from bench.studies import dps
 from datasets import nb201
 from proxies import eproxy as ep
 
@@ -133,7 +134,7 @@ def test_config_and_cli_validate(tmp_path):
         dps.DPSConfig(fitness_n=2)
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd")
-    dps.add_cli(sub, argparse.ArgumentParser(add_help=False))
+    dps.add_cli(sub, Parents())
     args = p.parse_args(["dps", "--space", "nb201", "--task", "cifar10", "--budget", "50"])
     assert (args.budget, args.population, args.tournament, args.fn) == (50, 40, 10, dps.cmd_dps)
 
@@ -142,11 +143,84 @@ def test_trajectory_report_renders(tmp_path):
     scorer = FakeScorer()
     result = dps.search(CONFIG, _evaluator(tmp_path / "c", scorer), FITNESS, tmp_path / "i", progress=False)
     table = pd.DataFrame([dps._correlation_row(n, "k", s, list(FITNESS.values()), h, 0)
-                          for n, s, h in (("DPS best (alpha +0)", [1, 2, 3, 4, 5, 6], False),
-                                          ("eproxy", [6, 5, 4, 3, 2, 1], False))])
+                          for n, s, h in (("DPS best (alpha +0)", [1, 2, 3, 4, 5, 6], dps.SEARCHED),
+                                          ("eproxy", [6, 5, 4, 3, 2, 1], "eproxy"))])  # both ranked ↓
     para = dps.write_report(tmp_path, result, table, result.best_setting, 0.1, eval_n=6, search_s=1.0, eval_s=1.0,
                             data_source="test", substitute=False, computed=len(scorer.calls))
     text = (tmp_path / "dps.md").read_text()
     assert (tmp_path / "figures" / "dps_trajectory.png").is_file()
     assert "random search" not in text and f"{len(result.history)} candidate settings" in text
     assert "dps.md" in para
+
+
+def test_eval_n_option_takes_a_number_default_or_all():
+    assert dps.eval_n_arg("50") == 50
+    assert dps.eval_n_arg("default") == dps.DEFAULT_EVAL_N == 500
+    assert dps.eval_n_arg("all") == dps.SUITE_N
+    for bad in ("2", "1001", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            dps.eval_n_arg(bad)
+    # the committed default study keeps its 500 held-out cells; a quick evaluation is another run
+    assert dps.is_default_study(dps.DEFAULT_STUDY, dps.DEFAULT_EVAL_N)
+    assert not dps.is_default_study(dps.DEFAULT_STUDY, dps.QUICK_EVAL_N)
+    assert dps.run_id(dps.DEFAULT_STUDY, dps.QUICK_EVAL_N) != dps.run_id(dps.DEFAULT_STUDY, dps.DEFAULT_EVAL_N)
+
+
+def test_make_bench_section_still_evaluates_the_default_study_on_500_cells(tmp_path, monkeypatch):
+    from bench.sections import SectionConfig
+
+    seen = {}
+    monkeypatch.setattr(dps, "run_default", lambda config, cache, out, **kw: seen.update(config=config, **kw) or "")
+    dps.bench_section(SectionConfig(cache=tmp_path, out=tmp_path))
+    assert seen["config"] == dps.DEFAULT_STUDY and seen.get("eval_n", dps.DEFAULT_EVAL_N) == 500
+
+
+def test_a_tiny_user_search_evaluates_only_the_quick_held_out_set(tmp_path, monkeypatch, capsys):
+    """`proxybench dps --budget 3`: the held-out evaluation is the quick default (50 cells), not 500; stubs
+    stand in for the data, the Eproxy training and the main-cache studies."""
+    import itertools
+
+    from bench import runner
+    from datasets import get_space
+
+    pool = [nb201.arch_str(ops) for ops in itertools.islice(itertools.product(nb201.OPS, repeat=6), 0, 2000, 9)]
+    suite, fit = pool[:150], pool[150:170]
+    rng = np.random.default_rng(0)
+    acc = dict(zip(pool, rng.uniform(50, 95, len(pool)), strict=True))
+    truth = pd.DataFrame({"arch": pool, "task": "cifar10", "test_acc_200": [acc[a] for a in pool],
+                          "test_acc_12": [acc[a] - 20 for a in pool]})
+    monkeypatch.setattr(get_space("nb201"), "truth", lambda task, data_dir=None: truth)
+    monkeypatch.setattr(dps, "sample_in_draw_order", lambda space, task, n, data_dir=None: suite[:n])
+    monkeypatch.setattr(dps, "default_sample", lambda space, task, n=1000, data_dir=None: suite)
+    monkeypatch.setattr(dps, "fitness_archs", lambda space, task, n, seed, exclude=(), data_dir=None: fit[:n])
+    monkeypatch.setattr(ep, "macs_ratio", lambda ctx: 0.5)
+    calls = []
+
+    def scorer(ctx, setting):
+        calls.append(ctx.arch)
+        return float(-acc[ctx.arch] * setting.lr)
+
+    real = dps.Evaluator
+    batch = (torch.zeros(16, 3, 32, 32), torch.zeros(16, dtype=torch.long))
+    monkeypatch.setattr(dps, "Evaluator", lambda config, cache, workers=1, progress=True: real(
+        config, cache, batch=batch, data_source="test-images", scorer=scorer, progress=False))
+    studies = []
+    monkeypatch.setattr(runner, "run_study", lambda study, cache, **kw: studies.append(study))
+    monkeypatch.setattr(runner, "study_scores", lambda study, cache: pd.DataFrame(
+        {"proxy": "eproxy" if study.proxies == ("eproxy",) else "params", "arch": list(study.archs),
+         "score": [-acc[a] for a in study.archs], "seconds": 0.01}))
+
+    p = argparse.ArgumentParser()
+    dps.add_cli(p.add_subparsers(dest="cmd"), Parents())
+    args = p.parse_args(["dps", "--budget", "3", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+                         "--no-progress", "--bootstrap", "0"])
+    assert args.eval_n == dps.QUICK_EVAL_N == 50
+    args.fn(args)
+    held_out = suite[:dps.QUICK_EVAL_N]
+    assert {a for a in calls if a not in fit} == set(held_out)  # the best setting trained on the 50 cells only
+    assert studies and all(list(st.archs) == held_out for st in studies)
+    assert "held-out evaluation on 50 cells" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "dps.md").exists()  # never over the committed default study
+    config = dps.DPSConfig(budget=3)
+    text = (tmp_path / "out" / "dps-runs" / dps.run_id(config, 50) / "dps.md").read_text()
+    assert "Quick held-out evaluation: 50 cells" in text and "**50 held-out NB201 cifar10 cells**" in text

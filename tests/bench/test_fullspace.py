@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from bench import fullspace
 from bench.cache import ScoreCache
 from bench.runner import INIT
+from bench.sections import SectionConfig
+from bench.studies import fullspace
 from datasets import nb201
 from proxies import get_proxy
 
@@ -26,8 +25,7 @@ def _rows(archs, proxy: str, scores, device: str) -> list[dict]:
 
 
 def _args(tmp_path, bootstrap=20):
-    return argparse.Namespace(data_dir=None, cache=str(tmp_path / "scores"), out=str(tmp_path / "out"),
-                              no_progress=True, bootstrap=bootstrap)
+    return SectionConfig(cache=tmp_path / "scores", out=tmp_path / "out", progress=False, bootstrap=bootstrap)
 
 
 def test_a_full_space_proxy_is_reported_with_provenance_and_the_rest_as_missing(tmp_path):

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from bench import latency
 from bench.cache import ScoreCache
+from bench.studies import latency
 
 
 class _Counting(nn.Module):

@@ -108,6 +108,29 @@ def test_rank_last_policy_ranks_nonfinite_scores_below_all_others():
         correlation_summary(s, t, nan_policy="to_minus_1e8")
 
 
+def test_declared_applies_the_direction_and_nan_policy_of_the_registry_record():
+    from bench.metrics import declared, proxy_summary
+    from proxies import get_proxy
+
+    s, t = _random_pairs(5, 30, ties=False)
+    bad = s.copy()
+    bad[[0, 5]] = [np.nan, np.inf]
+    # jacob_cov: ↑, rank_last; eproxy: ↓, rank_last; params: ↑, exclude
+    assert get_proxy("jacob_cov").nan_policy == "rank_last" and get_proxy("params").nan_policy == "exclude"
+    ranked = declared(bad, "jacob_cov")
+    assert np.isneginf(ranked[[0, 5]]).all() and (ranked[1:5] == s[1:5]).all()
+    assert (declared(bad, "eproxy")[1:5] == -s[1:5]).all() and np.isneginf(declared(bad, "eproxy")[[0, 5]]).all()
+    assert np.isnan(declared(bad, "params")[[0, 5]]).all()
+    assert np.isneginf(declared(bad, get_proxy("params"), every_cell=True)[[0, 5]]).all()  # a search ranks all
+    for name in ("jacob_cov", "eproxy", "params"):
+        info = get_proxy(name)
+        mine = proxy_summary(name, bad, t, n_resamples=50)
+        by_hand = correlation_summary(bad, t, info.higher_is_better, n_resamples=50, nan_policy=info.nan_policy)
+        assert mine == by_hand
+    assert proxy_summary("params", bad, t, n_resamples=0)["n"] == 28
+    assert proxy_summary("jacob_cov", bad, t, n_resamples=0)["n"] == 30
+
+
 def test_pairwise_concordance_matches_kendall_without_ties_and_votes_by_majority():
     s, t = _random_pairs(6, 40, ties=False)
     assert pairwise_concordance(s, t) == pytest.approx((stats.kendalltau(s, t).statistic + 1) / 2)

@@ -168,7 +168,7 @@ def test_device_option():
 
 
 def test_scaling_benchmark_runs_and_renders(ray_session):
-    from bench import scaling
+    from bench.tools import scaling
 
     study = Study(proxies=("params",), sample=3, sample_seed=2)
     r = scaling.run(study, chunk_size=1, configs=(("inprocess", 1), ("ray", 2)), progress=False)

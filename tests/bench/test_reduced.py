@@ -8,9 +8,9 @@ import argparse
 import pandas as pd
 import pytest
 
-from bench import reduced
 from bench.cache import ScoreCache
 from bench.runner import Study, run_study, setting_keys, study_scores, training_source_id
+from bench.studies import reduced
 from proxies import get_proxy
 from proxies import reduced_training as rt
 
@@ -62,12 +62,30 @@ def test_runner_gives_the_table_row_and_keys_training_proxies_by_their_images(re
     assert (df["score"].to_numpy() == truth.loc[df["arch"]].to_numpy()).all()
 
 
-def test_counts_state_absolute_image_numbers(real_data, monkeypatch):
-    from bench.runner import _training_data
+def test_a_table_proxy_never_sees_the_final_training_columns(real_data, tmp_path, monkeypatch):
+    from dataclasses import replace
 
-    train, test = _training_data("cifar10", str(real_data))
-    monkeypatch.setattr(rt, "_CLASS_ORDERS", {})  # a given ordering: no reference network is trained here
-    rt.remember_class_order(rt.class_order_key(train, test, reduced.SEED), {"order": [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]})
+    from datasets import get_space
+    from proxies import registry
+
+    seen = []
+    info = get_proxy("nb201_12epoch")
+    spy = replace(info, fn=lambda ctx: seen.append(set(ctx.table)) or 1.0)
+    monkeypatch.setitem(registry._REGISTRY, info.name, spy)
+    study = Study(space="nb201", tasks=("cifar10",), proxies=(info.name,), sample=2, data_dir=str(real_data))
+    run_study(study, ScoreCache(tmp_path / "scores"), executor="inprocess", progress=False)
+    space = get_space("nb201")
+    assert space.final_truth == ("test_acc_200", "val_acc_200")
+    assert len(seen) == 2 and all({"test_acc_12", "val_acc_12"} <= cols for cols in seen)
+    assert all(cols.isdisjoint({space.default_truth, *space.final_truth}) for cols in seen)
+
+
+def test_counts_state_absolute_image_numbers(real_data, monkeypatch):
+    from bench.runner import training_data
+
+    train, test = training_data("cifar10", str(real_data))
+    # a given ordering: no reference network is trained here
+    monkeypatch.setitem(rt.PINNED_ORDERS, rt.class_order_key(train, test, reduced.SEED), (9, 8, 7, 6, 5, 4, 3, 2, 1, 0))
     counts = reduced._counts(reduced.grid(), str(real_data))
     avail = counts["_available"]
     assert (avail["train"], avail["test"]) == (train.num_images, test.num_images)
@@ -75,6 +93,23 @@ def test_counts_state_absolute_image_numbers(real_data, monkeypatch):
     assert c["n_train"] == round(train.num_images / 4) and c["n_test"] == test.num_images and c["resolution"] == 8
     easy = counts[next(n for n in reduced.grid() if rt.SPECS[n]["subset"] == "easy")]
     assert easy["classes"] == [5, 6, 7, 8, 9] and easy["n_test"] == int((test.labels >= 5).sum())
+
+
+def test_the_committed_class_ordering_is_pinned_and_needs_no_bench_to_reach_a_process(real_data, monkeypatch):
+    import json
+
+    from bench import provenance
+    from bench.runner import training_data
+
+    train, test = training_data("cifar10", str(real_data))
+    key = rt.class_order_key(train, test, reduced.SEED)
+    # the pinned ordering is the one whose evidence the committed report shows
+    evidence = json.loads((provenance.REPO_ROOT / "reports" / reduced.NAME / "class_order.json").read_text())
+    assert tuple(evidence["key"]) == key and tuple(evidence["order"]) == rt.PINNED_ORDERS[key]
+    # what a fresh worker process sees: the proxy module alone gives the classes, no reference network is trained
+    monkeypatch.setattr(rt, "_COMPUTED", {})
+    monkeypatch.setattr(rt, "train_and_evaluate", lambda *a, **k: pytest.fail("trained the reference network"))
+    assert rt.class_subset((train, test), "easy", rt.DANAS_K, reduced.SEED, 10) == [0, 1, 6, 7, 8]
 
 
 def test_summary_columns(monkeypatch, tmp_path):

@@ -113,6 +113,44 @@ def test_arch_list_is_deterministic_for_a_sample_seed():
     assert Study(**{**STUDY, "seed": 0}).arch_list() == a
 
 
+def test_the_seeded_permutation_is_the_historic_one_and_samples_are_its_sorted_prefixes():
+    """Every committed study depends on this order: the default studies, DPS's held-out cells, the search groups."""
+    from bench.runner import draw_order, permutation, seeded_sample
+
+    every = nb201.all_archs()
+    perm = permutation("nb201", 0)
+    assert perm.tolist() == np.random.default_rng(0).permutation(len(every)).tolist()
+    assert draw_order("nb201", 5) == [every[i] for i in perm[:5]]
+    assert seeded_sample("nb201", 5) == sorted(draw_order("nb201", 5), key=every.index)
+    assert Study(**{**STUDY, "sample": 300}).arch_list() == seeded_sample("nb201", 300)
+    assert set(seeded_sample("nb201", 30, seed=1)) < set(seeded_sample("nb201", 300, seed=1))  # nested
+
+
+def test_select_is_the_study_filter_of_study_scores(first_run):
+    from bench.runner import select
+
+    study, cache, _ = first_run
+    df = cache.load()
+    mine = select(df, study)
+    assert len(mine) == 12 and set(mine["proxy"]) == {"params", "synflow"}
+    assert select(df, Study(**{**STUDY, "seed": 0})).empty and select(df, Study(**{**STUDY, "sample": 3})).shape[0] == 6
+    assert len(select(df, Study(**{**STUDY, "proxies": ("params",)}))) == 6
+    assert len(select(df, Study(**{**STUDY, "proxies": ("params",)}), scope_only=True)) == 12
+    assert study_scores(study, cache)[["arch", "proxy", "score"]].equals(
+        mine[["arch", "proxy", "score"]].reset_index(drop=True))
+
+
+def test_make_context_uses_the_spaces_builder_and_shapes():
+    from bench.runner import make_context
+
+    arch = nb201.all_archs()[7]
+    ctx = make_context("nb201", "cifar100", arch, 42, requested=["params"], allow_labels=False)
+    assert ctx.input_shape == (3, 32, 32) and ctx.num_classes == 100 and ctx.requested == ("params",)
+    assert not ctx.allow_labels and ctx.device.type == "cpu" and ctx.batch is None
+    assert sum(p.numel() for p in ctx.network().parameters()) == sum(
+        p.numel() for p in nb201.build_network(arch, "cifar100").parameters())
+
+
 def test_sample_none_is_every_arch_and_a_bad_sample_is_refused():
     assert len(Study(**{**STUDY, "sample": None}).arch_list()) == nb201.N_ARCHS
     with pytest.raises(ArchError, match="positive"):

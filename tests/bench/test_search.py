@@ -1,4 +1,5 @@
-"""Search simulations (bench.search): determinism under a seed, cost accounting, caching, on tiny synthetic tables."""
+"""Search simulations (bench.studies.search): determinism under a seed, cost accounting, caching, on tiny
+synthetic tables."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import search as S
+from bench.studies import search as S
 
 
 def _table(edges: int = 4, ops: int = 4, seconds=None, proxy_noise: float = 1.0, seed: int = 1) -> S.SimTable:
@@ -174,6 +175,18 @@ def test_cached_runs_resume_and_go_stale(tmp_path):
     t.scores["p"] = t.scores["p"][::-1].copy()  # new scores: the cached repetitions are stale
     S.run_setting(t, s, CFG, tmp_path)
     assert not any(p.is_file() for p in parts) and len(list(tmp_path.glob("*.parquet"))) == 2
+
+
+def test_a_broken_cached_part_is_recomputed_with_a_warning_naming_it(tmp_path):
+    t = _table()
+    s = S.Setting("rea", "hier", "p")
+    full = S.run_setting(t, s, CFG, tmp_path)
+    broken = sorted(tmp_path.glob("*.parquet"))[0]
+    broken.write_bytes(b"not a parquet file")  # e.g. a disk that filled up under another writer
+    with pytest.warns(RuntimeWarning, match=broken.name):
+        again = S.run_setting(t, s, CFG, tmp_path)
+    pd.testing.assert_frame_equal(again, full)
+    pd.read_parquet(broken)  # rewritten
 
 
 def test_nb201_table_from_the_cache(real_data):

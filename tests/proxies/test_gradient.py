@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import reference_impl as ref
+from bench.tools import reference_impl as ref
 from datasets import nb201
 from proxies import ProxyContext, get_proxy
 from proxies.gradient import NEEDS, _epe_from

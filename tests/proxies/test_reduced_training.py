@@ -83,6 +83,13 @@ def test_registered_grid_and_table_proxies():
     assert rt.register_setting("c4r4s0e1") == "econas_c4r4s0e1"  # registering again is a no-op
 
 
+def test_random_class_subsets_are_not_labelled_easy():
+    easy, rand = get_proxy("danas_easy5_c4r4s0e2"), get_proxy("danas_rand5_c4r4s0e2")
+    assert "easy classes" in easy.paper and "easiest" in easy.description
+    assert "random classes" in rand.paper and "(easy classes)" not in rand.paper and "random" in rand.description
+    assert rt.register_setting("c4r4s0e2", "random", 5) == rand.name  # registering again is a no-op
+
+
 def test_table_proxy_reads_the_row_it_is_given():
     from proxies import ProxyContext
 
@@ -168,17 +175,17 @@ def _known_difficulty_set(seed=0, res=16):
 
 
 def test_class_order_ranks_classes_by_known_difficulty(monkeypatch):
-    monkeypatch.setattr(rt, "_CLASS_ORDERS", {})
+    monkeypatch.setattr(rt, "_COMPUTED", {})
     train, test = _known_difficulty_set()
     rec = rt.class_order(train, test, seed=0)
     assert rec["order"] == [0, 1, 3, 2], rec["per_class_accuracy"]
     assert rec["per_class_accuracy"][2] < rec["per_class_accuracy"][3] < rec["per_class_accuracy"][0]
     assert rt.class_subset((train, test), "easy", 2, 0, 4) == [0, 1]
-    # memoised: the stored record is reused (and can be restored by the bench without retraining)
+    # memoised: the computed record is reused; a pinned ordering is used as given, without retraining
     assert rt.class_order(train, test, seed=0) is rec
     key = rt.class_order_key(train, test, 0)
-    monkeypatch.setattr(rt, "_CLASS_ORDERS", {})
-    rt.remember_class_order(key, {**rec, "order": [3, 2, 1, 0]})
+    monkeypatch.setattr(rt, "_COMPUTED", {})
+    monkeypatch.setitem(rt.PINNED_ORDERS, key, (3, 2, 1, 0))
     assert rt.class_subset((train, test), "easy", 2, 0, 4) == [2, 3]
 
 

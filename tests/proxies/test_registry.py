@@ -5,7 +5,22 @@ from __future__ import annotations
 import pytest
 
 import proxies
-from proxies import FAMILIES, UnknownProxyError, get_proxy, list_proxies, register_proxy, resolve_proxies
+from proxies import (
+    COSTS,
+    FAMILIES,
+    SHARES,
+    TIERS,
+    UnknownProxyError,
+    get_proxy,
+    list_proxies,
+    of_tier,
+    register_proxy,
+    resolve_proxies,
+    share_group,
+    sharing,
+    training_free,
+)
+from proxies.registry import NAN_POLICIES, TIER_OF_COST
 
 
 def test_listing_with_wildcards():
@@ -37,6 +52,12 @@ def test_duplicate_names_are_an_error():
     ({"family": "magic"}, "family"),
     ({"nan_policy": "to_minus_1e8"}, "nan_policy"),
     ({"needs_labels": True, "needs_data": False}, "labels"),
+    ({"cost": "one shared pass"}, "cost class"),  # free text is not a cost class (it goes to cost_note)
+    ({"cost": "cheap"}, "cost class"),
+    ({"tier": "expensive"}, "tier"),
+    ({"tier": "trained"}, "training-free"),  # a zero-cost proxy does not train
+    ({"shares": "gradient"}, "shares"),  # a typo of a share group
+    ({"version": 0}, "version"),
 ])
 def test_bad_records_are_refused(kwargs, match):
     base = dict(higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False, paper="x")
@@ -44,12 +65,63 @@ def test_bad_records_are_refused(kwargs, match):
         register_proxy("test_bad_record", **{**base, **kwargs})(lambda ctx: 0.0)
 
 
+def test_a_refused_record_registers_nothing():
+    with pytest.raises(ValueError):
+        register_proxy("test_refused_record", higher_is_better=True, family="zero-cost", needs_data=False,
+                       needs_labels=False, paper="x", cost="a few passes")(lambda ctx: 0.0)
+    assert "test_refused_record" not in list_proxies()
+
+
 @pytest.mark.parametrize("name", list_proxies())
 def test_every_proxy_has_complete_metadata(name):
     p = get_proxy(name)
     assert p.family in FAMILIES and p.paper and p.description and p.version >= 1
-    assert p.direction in ("↑", "↓")
-    assert p.fn.__module__.startswith("proxies") or callable(p.fn)
+    assert p.direction == ("↑" if p.higher_is_better else "↓")
+    assert p.nan_policy in NAN_POLICIES
+    assert p.cost in COSTS and p.tier in TIERS and (p.shares == "" or p.shares in SHARES)
+    # the function itself (a variant's is under partial.func) is defined in a proxy module, not the registry:
+    # worker processes register it by importing that module
+    fn = getattr(p.fn, "func", p.fn)
+    assert callable(fn) and fn.__module__.startswith("proxies.") and fn.__module__ != "proxies.registry", fn
+
+
+@pytest.mark.parametrize("name", training_free())
+def test_training_free_proxies_sit_in_a_training_free_tier(name):
+    p = get_proxy(name)
+    assert p.cost != "training" and p.tier in ("cheap", "one-pass", "second-order")
+    # a tier other than its cost class's is a measured exception, on a proxy of one image (or none)
+    assert p.tier == TIER_OF_COST[p.cost] or (p.tier == "cheap" and not p.needs_data), name
+
+
+def test_cost_tiers_of_the_committed_studies():
+    # the NB101 section's tiers (bench.studies.nb101) are these registry records: the committed study
+    free = training_free()
+    assert set(of_tier("cheap", free)) == {"params", "flops", "synflow", "synflow_bn", "l2_norm", "meco_opt"}
+    assert of_tier("second-order", free) == ["grasp"]
+    assert set(of_tier("one-pass", free)) == set(free) - set(of_tier("cheap", free)) - {"grasp"}
+    assert of_tier("cheap", ["params", "snip"]) == ["params"]
+    with pytest.raises(ValueError, match="tier"):
+        of_tier("costly")
+
+
+def test_versions_are_declared_where_each_proxy_is_registered():
+    # cached scores are keyed by version: these numbers must not move without rescoring
+    from proxies.gradient import NEEDS
+
+    assert {n: get_proxy(n).version for n in NEEDS} == {
+        "grad_norm": 1, "snip": 1, "plain": 1, "grasp": 3, "fisher": 1, "jacob_cov": 1, "epe_nas": 1, "nwot": 1}
+
+
+def test_share_groups_are_the_shared_pass_and_the_shared_network():
+    from proxies.gradient import NEEDS, PASS
+
+    # every proxy of the gradient module's pass, and only those, shares the pass (the module's parts agree)
+    assert share_group("snip") == frozenset(NEEDS) and {get_proxy(n).shares for n in NEEDS} == {PASS}
+    assert share_group("params") == {"params", "flops", "l2_norm"} == share_group("l2_norm")
+    assert share_group("synflow") == frozenset() and share_group("eproxy") == frozenset()
+    assert sharing() == frozenset(NEEDS) | {"params", "flops", "l2_norm"}
+    # a group of one shares nothing: every declared group has at least two members
+    assert all(len(share_group(n)) >= 2 for n in sharing())
 
 
 def test_package_exports():

@@ -2,7 +2,8 @@
 here, next to the published all-space values (Abdelfattah et al. ICLR 2021), and `proxybench import-nb101`.
 
 NB101 networks (stem 128 channels, 9 cells) cost 10-40x an NB201 network on a CPU, so the default study is
-three nested samples of the 2,500-cell table: the cheap proxies on ``CHEAP_N`` cells, the proxies of one
+three nested samples of the 2,500-cell table, one per cost tier of the proxies' registry records
+(``proxies.registry.TIERS``): the cheap proxies on ``CHEAP_N`` cells, the proxies of one
 forward+backward pass on ``ALL_N`` of them and GraSP (a second-order pass, per cell about as costly as all the
 one-pass proxies together) on ``SECOND_ORDER_N``. ``proxybench nb101 --sample all --second-order-sample all``
 computes the whole table where a GPU or a cluster is available (see README: Running on a cluster or GPU).
@@ -18,15 +19,14 @@ import pandas as pd
 
 from bench import provenance
 from bench.cache import ScoreCache
-from bench.report import _fmt, _save, summarise
+from bench.render import fmt_ci, save_figure
+from bench.report import summarise
 from bench.runner import Study, run_study, study_scores, with_truth
-from proxies import training_free
+from bench.sections import SectionConfig, section
+from proxies import of_tier, training_free
 
-# cheap: no backward pass through the batch of images (or none at all); measured per NB101 cell on this CPU
-CHEAP = ("params", "flops", "synflow", "synflow_bn", "l2_norm", "meco_opt")
+# the sample of each cost tier (the ``tier`` of each proxy's registry record, proxies.registry.TIERS)
 CHEAP_N = 2500  # the whole mirror table; with the official tfrecord imported, a seeded 2,500 of the 423,624
-# second order: a Hessian-gradient term (proxies/hvp.py), the costliest training-free proxy per cell
-SECOND_ORDER = ("grasp",)
 ALL_N = 248
 SECOND_ORDER_N = 152
 BATCH = 64  # Abdelfattah et al. used 256 for NB101; see the report's study line
@@ -35,14 +35,17 @@ SAMPLE_SEED = 0
 NAME = "nb101"
 
 
+def tier_proxies(tier: str) -> tuple[str, ...]:
+    """The training-free proxies whose registry record puts them in cost tier ``tier``, sorted."""
+    return tuple(of_tier(tier, among=training_free()))
+
+
 def default_studies(data_dir=None, cheap_n: int | None = CHEAP_N, all_n: int | None = ALL_N,
                     batch_size: int = BATCH, second_order_n: int | None = SECOND_ORDER_N) -> list[Study]:
-    """The nested studies of the section: cheap proxies on most cells, the one-pass proxies on fewer, the
-    second-order one on fewest (``None``: every cell). A tier without proxies (e.g. none registered) is left out."""
-    every = tuple(training_free())
-    cheap = tuple(p for p in CHEAP if p in every)
-    second = tuple(p for p in SECOND_ORDER if p in every)
-    rest = tuple(p for p in every if p not in cheap and p not in second)
+    """The nested studies of the section, one per cost tier of the registry: the cheap proxies on most cells,
+    the one-pass proxies on fewer, the second-order ones on fewest (``None``: every cell). A tier without
+    proxies (e.g. none registered) is left out."""
+    cheap, rest, second = (tier_proxies(t) for t in ("cheap", "one-pass", "second-order"))
     common = dict(space="nb101", tasks=("cifar10",), seed=SEED, sample_seed=SAMPLE_SEED, batch_size=batch_size,
                   data_dir=data_dir)
     tiers = [(cheap, cheap_n), (rest, all_n), (second, second_order_n)]
@@ -122,8 +125,8 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
             # the published figures are |ρ|: compare magnitudes, and say when ours is negative
             diff = (f"{abs(r['rho']) - p:+.3f}" + (" (ours negative)" if r["rho"] < 0 else "")
                     if p is not None and np.isfinite(r["rho"]) else "–")
-            L.append(f"| {r['proxy']} | {r['direction']} | {r['n']} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | "
-                     f"{_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | {p if p is not None else '–'} | {diff} | "
+            L.append(f"| {r['proxy']} | {r['direction']} | {r['n']} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | "
+                     f"{fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | {p if p is not None else '–'} | {diff} | "
                      f"{r['sec_per_arch']:.2f} |")
         L += ["", "Published values are absolute ρ over all 423,624 cells (repo notebook) with batch 256, so they "
               "do not say whether a proxy ranked cells the right way round; here ρ is signed in each proxy's "
@@ -143,7 +146,7 @@ def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1
         para = (f"**NAS-Bench-101** ([nb101.md](nb101.md)): {len(summary)} training-free proxies on seeded samples "
                 f"of the 2,500-cell table ({_tier_sizes(summary)}); "
                 f"best ρ {best['rho']:+.3f} ({best['proxy']}); synflow "
-                + (_fmt(*summary.loc[summary['proxy'] == 'synflow', ['rho', 'rho_lo', 'rho_hi']].iloc[0])
+                + (fmt_ci(*summary.loc[summary['proxy'] == 'synflow', ['rho', 'rho_lo', 'rho_hi']].iloc[0])
                    if (summary["proxy"] == "synflow").any() else "n/a")
                 + f" vs published {pub.get('synflow')} (all 423k).")
     L += _imagenet_block(df, data_dir)
@@ -206,7 +209,7 @@ def _bars(summary: pd.DataFrame, pub: dict, path: Path) -> Path:
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
     ax.legend(uniq.values(), uniq.keys(), loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run(data_dir=None, cache_dir=None, out_dir=None, progress: bool = True, n_resamples: int = 1000,
@@ -227,14 +230,15 @@ def run(data_dir=None, cache_dir=None, out_dir=None, progress: bool = True, n_re
     return write_section(df, out_dir, data_dir, n_resamples, studies)
 
 
-def bench_section(args) -> str:
-    path, para = run(args.data_dir, args.cache, args.out, progress=not args.no_progress, n_resamples=args.bootstrap)
+@section(NAME, order=10)
+def bench_section(cfg: SectionConfig) -> str:
+    path, para = run(cfg.data_dir, cfg.cache, cfg.out, progress=cfg.progress, n_resamples=cfg.bootstrap)
     print(f"report: {path}")
     return para
 
 
 def _cmd(args) -> None:
-    from bench.cli import ray_options
+    from bench.options import ray_options
 
     path, para = run(args.data_dir, args.cache, args.out, progress=not args.no_progress, n_resamples=args.bootstrap,
                      cheap_n=args.cheap_sample, all_n=args.sample, batch_size=args.batch_size, workers=args.workers,
@@ -252,26 +256,18 @@ def _cmd_import(args) -> None:
     print(f"converted {len(df):,} cells from {args.file} into {dst}; NB101 now reads its ground truth from it")
 
 
-def add_cli(sub, common) -> None:
-    from bench.cli import DEFAULT_CACHE, OUT_DEFAULT, _sample
+def add_cli(sub, parents) -> None:
+    from bench.options import sample_arg
 
-    s = sub.add_parser("nb101", parents=[common], help="the NB101 section: training-free proxies on NB101 samples")
-    s.add_argument("--sample", type=_sample, default=ALL_N, help="cells for the one-pass proxies (or 'all')")
-    s.add_argument("--cheap-sample", type=_sample, default=CHEAP_N, help="cells for the cheap proxies (or 'all')")
-    s.add_argument("--second-order-sample", type=_sample, default=SECOND_ORDER_N,
-                   help=f"cells for the second-order proxies, {', '.join(SECOND_ORDER)} (or 'all')")
+    s = sub.add_parser("nb101", parents=[*parents.section, parents.executor],
+                       help="the NB101 section: training-free proxies on NB101 samples")
+    s.add_argument("--sample", type=sample_arg, default=ALL_N, help="cells for the one-pass proxies (or 'all')")
+    s.add_argument("--cheap-sample", type=sample_arg, default=CHEAP_N, help="cells for the cheap proxies (or 'all')")
+    s.add_argument("--second-order-sample", type=sample_arg, default=SECOND_ORDER_N,
+                   help=f"cells for the second-order proxies, {', '.join(tier_proxies('second-order'))} (or 'all')")
     s.add_argument("--batch-size", type=int, default=BATCH, help="minibatch (Abdelfattah et al.: 256)")
-    s.add_argument("--cache", default=str(DEFAULT_CACHE))
-    s.add_argument("--out", default=OUT_DEFAULT)
-    s.add_argument("--bootstrap", type=int, default=1000)
-    s.add_argument("--workers", type=int, default=None)
-    s.add_argument("--executor", default="auto", choices=["auto", "inprocess", "processes", "ray"])
-    s.add_argument("--address", default=None, help="Ray cluster to join (as for `proxybench run`)")
-    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; recorded with every score")
-    s.add_argument("--gpus-per-task", type=float, default=None, help="Ray: GPUs each chunk reserves")
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=_cmd)
-    s = sub.add_parser("import-nb101", parents=[common],
+    s = sub.add_parser("import-nb101", parents=[parents.common],
                        help="convert the official nasbench_only108.tfrecord once into a parquet table (no TensorFlow)")
     s.add_argument("file", help="path to nasbench_only108.tfrecord")
     s.add_argument("--out", default=None,

@@ -1,6 +1,6 @@
 """Scaling benchmark of the executors: one study with 1 and 2 local worker processes and with Ray on 2 CPUs.
 
-    python -m bench.scaling [--sample 40] [--proxies @training-free] [--chunk-size 2] [--out reports]
+    python -m bench.tools.scaling [--sample 40] [--proxies @training-free] [--chunk-size 2] [--out reports]
 
 Each configuration scores the same study (NB201, seeded sample, seed 42) from an empty temporary cache,
 so all of them compute every score; the wall time covers the whole ``run_study`` call, worker start-up
@@ -14,7 +14,6 @@ over local processes. The scores of every configuration are compared, bit for bi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -24,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import provenance
+from bench import provenance, store
 from bench.cache import ScoreCache
-from bench.report import update_readme
 from bench.runner import Study, run_study
+from bench.tools import tool_main, write_results
 
 BEGIN_END = ("<!-- scaling:begin -->", "<!-- scaling:end -->")
 CONFIGS = (("processes", 1), ("processes", 2), ("ray", 2))
 TARGET_SPEEDUP = 1.7
+SCALING_STORE = store.Kind("scaling", 1, "make scaling")  # <out>/scaling.json
 
 
 def _scores(cache: ScoreCache) -> dict:
@@ -99,7 +99,8 @@ def run(study: Study, chunk_size: int = 2, repeats: int = 1, configs=CONFIGS, pr
 def markdown(r: dict) -> str:
     st, env, res = r["study"], r["environment"], r["results"]
     n, base = res[0]["cells"], res[0]["wall_seconds"]
-    L = [f"Measured by `make scaling` (`python -m bench.scaling`) on {n} seeded NB201 cells ({', '.join(st['tasks'])}, "
+    L = [f"Measured by `make scaling` (`python -m bench.tools.scaling`) on {n} seeded NB201 cells "
+         f"({', '.join(st['tasks'])}, "
          f"sample seed {st['sample_seed']}, seed {st['seed']}), {len(st['proxies'])} proxies "
          f"({', '.join(st['proxies'])}), chunks of {st['chunk_size']} cells, best of {st['repeats']} run(s) each, "
          f"from an empty cache; {r['cores']} cores, load average {r['load_before'][0]:.2f} before and "
@@ -138,8 +139,7 @@ def markdown(r: dict) -> str:
     return "\n".join(L)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--task", default="cifar10")
     ap.add_argument("--proxies", default="@training-free", help="names or wildcards, comma-separated")
     ap.add_argument("--sample", type=int, default=40, help="cells of the study")
@@ -151,24 +151,27 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", default=str(provenance.REPO_ROOT / "README.md"), help="'' to skip")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--render-only", action="store_true", help="re-render scaling.md and the README from scaling.json")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.render_only:
-        r = json.loads((out / "scaling.json").read_text())
-    else:
+
+
+def add_cli(sub, parents) -> None:
+    s = sub.add_parser("scaling", help="speed-ups of 1 and 2 local workers and Ray on one study (reports/scaling.md)",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(s)
+    s.set_defaults(fn=cmd)
+
+
+def cmd(args) -> None:
+    def measure():
         study = Study(tasks=(args.task,), proxies=tuple(args.proxies.split(",")), sample=args.sample,
                       sample_seed=args.sample_seed, data_dir=args.data_dir)
-        r = run(study, args.chunk_size, args.repeats, progress=not args.no_progress)
-        tmp = out / ".scaling.json.tmp"
-        tmp.write_text(json.dumps(r, indent=1))
-        os.replace(tmp, out / "scaling.json")
-    md = markdown(r)
-    (out / "scaling.md").write_text("# Scaling of the executors\n\n" + md + "\n")
-    print(md)
-    if args.readme and update_readme(args.readme, md, markers=BEGIN_END):
-        print(f"updated the scaling block of {args.readme}")
-    return 0
+        return run(study, args.chunk_size, args.repeats, progress=not args.no_progress)
+
+    write_results(args, "scaling", "Scaling of the executors", SCALING_STORE, measure, markdown, BEGIN_END)
+
+
+def main(argv=None) -> int:  # `python -m bench.tools.scaling` = `proxybench scaling`
+    return tool_main(argv, __doc__, add_arguments, cmd)
 
 
 if __name__ == "__main__":

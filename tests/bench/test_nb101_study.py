@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench import nb101_report
+from bench.studies import nb101 as nb101_report
 from datasets import files, nb101
 
 MATRIX = [[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]]
@@ -47,8 +47,8 @@ def test_a_tier_without_registered_proxies_is_left_out(tiny_nb101, monkeypatch):
 
 def test_section_end_to_end_on_a_tiny_table(tiny_nb101, tmp_path, monkeypatch):
     # two cheap data-free proxies on every cell of the tiny table: builds real nasbench-pytorch networks
-    monkeypatch.setattr(nb101_report, "CHEAP", ("params",))
-    monkeypatch.setattr(nb101_report, "training_free", lambda: ["params", "synflow"])
+    monkeypatch.setattr(nb101_report, "tier_proxies", lambda tier: {"cheap": ("params",),
+                                                                    "one-pass": ("synflow",)}.get(tier, ()))
     out = tmp_path / "reports"
     path, para = nb101_report.run(cache_dir=tmp_path / "scores", out_dir=out, progress=False, n_resamples=50,
                                   cheap_n=4, all_n=4, workers=1)
@@ -69,9 +69,9 @@ def test_section_end_to_end_on_a_tiny_table(tiny_nb101, tmp_path, monkeypatch):
 def test_nb101_command_takes_the_tier_samples_executor_and_device(tiny_nb101, tmp_path, monkeypatch, capsys):
     from bench.cli import main
 
-    monkeypatch.setattr(nb101_report, "CHEAP", ("params",))
-    monkeypatch.setattr(nb101_report, "SECOND_ORDER", ("synflow",))  # a stand-in: the tier mechanics, cheaply
-    monkeypatch.setattr(nb101_report, "training_free", lambda: ["params", "synflow"])
+    # synflow a stand-in for the second-order tier: the tier mechanics, cheaply
+    monkeypatch.setattr(nb101_report, "tier_proxies", lambda tier: {"cheap": ("params",),
+                                                                    "second-order": ("synflow",)}.get(tier, ()))
     cache, out = tmp_path / "scores", tmp_path / "reports"
     assert main(["nb101", "--cheap-sample", "all", "--second-order-sample", "2", "--executor", "inprocess",
                  "--device", "cpu", "--cache", str(cache), "--out", str(out), "--bootstrap", "20",

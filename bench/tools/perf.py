@@ -1,12 +1,12 @@
 """Speed and memory benchmark of the proxies: ratios against one forward+backward pass, measured in one run.
 
-    python -m bench.perf [--cells 12] [--memory-cells 1000] [--out reports]
+    python -m bench.tools.perf [--cells 12] [--memory-cells 1000] [--out reports]
 
 For each of a seeded sample of NB201 cells (cifar10, batch 64 of real augmented images, seed 42) it times,
 in the same process and in interleaved order:
   - one forward+backward pass of the cross-entropy loss (the unit),
   - the six classic proxies together through the registry (shared passes),
-  - the same six in the reference style (``bench/reference_impl.py``: a deep copy and passes per proxy),
+  - the same six in the reference style (``bench/tools/reference_impl.py``: a deep copy and passes per proxy),
   - every registered proxy alone.
 Ratios are medians over cells of (time / forward+backward time of that cell), so the machine's speed
 cancels out. Then it scores ``--memory-cells`` cells with the six in one process and reports the growth
@@ -16,22 +16,22 @@ of resident memory. Results go to ``<out>/perf.json``, ``<out>/perf.md`` and the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bench import provenance
-from bench import reference_impl as ref
-from bench.report import update_readme
+from bench.report import PERF_STORE
+from bench.runner import make_context
+from bench.tools import reference_impl as ref
+from bench.tools import tool_main, write_results
 from datasets import nb201
 from datasets.images import image_source, sample_batch
-from proxies import ProxyContext, get_proxy, list_proxies, training_free
+from proxies import get_proxy, list_proxies, training_free
 
 SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
 BEGIN_END = ("<!-- perf:begin -->", "<!-- perf:end -->")
@@ -44,8 +44,7 @@ def _rss_mb() -> float:
 
 
 def _ctx(arch, batch, requested):
-    return ProxyContext(arch, "cifar10", 42, partial(nb201.build_network, arch, "cifar10"), (3, 32, 32), 10,
-                        batch, requested=tuple(requested))
+    return make_context("nb201", "cifar10", arch, 42, batch, requested=requested)
 
 
 def _timed(fn) -> float:
@@ -70,11 +69,8 @@ def _shared_six_generic(arch, batch):
     the weights' scaling by output hooks): what they save."""
     from proxies import hvp
 
-    saved, hvp._STATE["generic"] = hvp._STATE.get("generic", False), True
-    try:
+    with hvp.generic_formulas():
         return _shared_six(arch, batch)
-    finally:
-        hvp._STATE["generic"] = saved
 
 
 # the passes of the shared computation, cumulative: where the time of the six goes
@@ -143,7 +139,7 @@ def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
         build = nb101.builder(arch, "cifar10", data_dir)
 
         def ctx(requested, build=build, arch=arch):
-            return ProxyContext(arch, "cifar10", 42, build, (3, 32, 32), 10, batch, requested=tuple(requested))
+            return make_context("nb101", "cifar10", arch, 42, batch, requested=requested, build=build)
 
         def fwd_bwd(build=build):
             torch.manual_seed(42)
@@ -227,7 +223,7 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
 
 def markdown(r: dict) -> str:
     env = r["environment"]
-    L = [f"Measured by `make perf` (`python -m bench.perf`) on {r['cells']} seeded NB201 cells, cifar10, batch "
+    L = [f"Measured by `make perf` (`python -m bench.tools.perf`) on {r['cells']} seeded NB201 cells, cifar10, batch "
          f"{r['batch_size']}, CPU with {r['threads']} torch threads, torch {env['torch']}, commit {env['git_commit']}. "
          f"Times are medians over cells; ratios are per-cell time divided by that cell's forward+backward time "
          f"(median {r['fwd_bwd_seconds_median']:.3f} s)."
@@ -284,8 +280,7 @@ def markdown(r: dict) -> str:
     return "\n".join(L)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cells", type=int, default=12)
     ap.add_argument("--memory-cells", type=int, default=1000)
     ap.add_argument("--out", default=str(provenance.REPO_ROOT / "reports"))
@@ -295,21 +290,25 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="each time is the best of this many runs")
     ap.add_argument("--nb101-cells", type=int, default=2, help="NB101 cells timed (0: skip)")
     ap.add_argument("--render-only", action="store_true", help="re-render perf.md and the README from perf.json")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.render_only:
-        r = json.loads((out / "perf.json").read_text())
-    else:
-        r = run(args.cells, args.memory_cells, data_dir=args.data_dir, threads=args.threads, repeats=args.repeats,
-                nb101_cells=args.nb101_cells)
-        (out / "perf.json").write_text(json.dumps(r, indent=1))
-    md = markdown(r)
-    (out / "perf.md").write_text("# Proxy speed and memory\n\n" + md + "\n")
-    print(md)
-    if args.readme and update_readme(args.readme, md, markers=BEGIN_END):
-        print(f"updated the perf block of {args.readme}")
-    return 0
+
+
+def add_cli(sub, parents) -> None:
+    s = sub.add_parser("perf", help="speed of the proxies as ratios to one forward+backward, and memory growth "
+                       "(reports/perf.md)",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(s)
+    s.set_defaults(fn=cmd)
+
+
+def cmd(args) -> None:
+    write_results(args, "perf", "Proxy speed and memory", PERF_STORE,
+                  lambda: run(args.cells, args.memory_cells, data_dir=args.data_dir, threads=args.threads,
+                              repeats=args.repeats, nb101_cells=args.nb101_cells), markdown, BEGIN_END)
+
+
+def main(argv=None) -> int:  # `python -m bench.tools.perf` = `proxybench perf`
+    return tool_main(argv, __doc__, add_arguments, cmd)
 
 
 if __name__ == "__main__":

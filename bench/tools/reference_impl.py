@@ -2,7 +2,7 @@
 
 Written the way the reference code works: every proxy on its own deep copy of the network with its own
 forward/backward passes (grasp: two forwards and a double backward; jacob_cov through numpy's ``eig``).
-They are the baseline of ``bench/perf.py`` and an independent check of the shared-pass implementation in
+They are the baseline of ``bench/tools/perf.py`` and an independent check of the shared-pass implementation in
 ``proxies/gradient.py`` (tests compare the two). Not used for scoring.
 """
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -44,7 +45,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import store
+from bench.sections import SectionConfig, section
+
 SIM_VERSION = 2  # bump when a change would alter simulated trajectories (invalidates reports/search/)
+# the simulations' files under <out>/search/: one parquet part per block of repetitions, a summary per group
+PART_STORE = store.Kind("search-part", 1, "proxybench search")
+SUMMARY_STORE = store.Kind("search-summary", 1, "proxybench search")
 COST_12 = 12 / 200  # one 12-epoch-schedule training, in full (200-epoch) trainings: the ratio of epochs
 BASES = ("random", "rea")
 VARIANTS = ("none", "warmup", "move", "hier", "12ep")
@@ -435,42 +442,33 @@ def run_setting(table: SimTable, setting: Setting, cfg: SearchConfig, root: str 
         reps = range(start, min(cfg.reps, start + cfg.block))
         if path.is_file():
             try:
-                df = pd.read_parquet(path)
+                df = store.read_parquet(path, PART_STORE)
                 if set(df["rep"]) == set(reps):
                     parts.append(df)
                     continue
-            except Exception:  # noqa: BLE001 - a broken part is simply recomputed
-                pass
+            except (OSError, ValueError, KeyError) as e:  # truncated/corrupt parquet (ArrowInvalid), no "rep"
+                warnings.warn(f"search cache part {path} is unreadable ({type(e).__name__}: {e}); recomputing it",
+                              RuntimeWarning, stacklevel=2)
         df = simulate_reps(table, setting, cfg, reps)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        df.to_parquet(tmp, index=False, compression="zstd")
-        os.replace(tmp, path)
+        store.write_parquet(path, df, PART_STORE, compression="zstd")
         parts.append(df)
     return pd.concat(parts, ignore_index=True)
 
 
 # ------------------------------------------------------------------------------ the tables from NB201
 
-# Proxies whose cached seconds can be marginal: the gradient proxies share one forward/backward pass per cell
-# (proxies.gradient), and params/flops/l2_norm share one built network (ProxyContext.shared_network); the cache
-# charges the shared work to whichever ran first on the cell. Their per-cell cost is each proxy's cost *alone*
-# from `make perf` when reports/perf.json has it, else an upper bound (own seconds + the group's largest).
-SHARED_NETWORK = frozenset({"params", "flops", "l2_norm"})
-
-
-def _share_group(proxy: str) -> frozenset[str]:
-    from proxies.gradient import NEEDS
-
-    for group in (frozenset(NEEDS), SHARED_NETWORK):
-        if proxy in group:
-            return group
-    return frozenset()
-
+# Proxies whose cached seconds can be marginal: those of a share group of the registry (``shares`` in each record,
+# proxies.registry.SHARES: the gradient proxies share one forward/backward pass per cell, params/flops/l2_norm one
+# built network); the cache charges the shared work to whichever ran first on the cell. Their per-cell cost is
+# each proxy's cost *alone* from `make perf` when reports/perf.json has it, else an upper bound (own seconds + the
+# group's largest).
 
 def proxy_seconds(rows: pd.DataFrame, proxy: str, perf: dict | None) -> tuple[pd.Series, str]:
     """Per-cell seconds of ``proxy`` (indexed by arch) from its cached rows, and where they came from."""
+    from proxies import share_group
+
     own = rows[rows["proxy"] == proxy].set_index("arch")["seconds"]
-    group = _share_group(proxy)
+    group = share_group(proxy)
     if not group:
         return own, "measured per cell (score cache)"
     alone = (perf or {}).get("per_proxy", {}).get(proxy, {}).get("seconds_median")
@@ -522,25 +520,22 @@ def load_table(group: Group, data_dir=None, cache: str | os.PathLike | None = No
                perf: dict | None = None, seed: int = 42, cached: pd.DataFrame | None = None) -> SimTable:
     """The NB201 table of a group: ground truth, and the cached scores (current version, the default study's
     settings) of its proxies on the longest prefix of the seed-0 permutation where all of them exist."""
+    from bench import metrics
     from bench.cache import ScoreCache
     from bench.provenance import REPO_ROOT
-    from bench.runner import INIT, Study, setting_keys
+    from bench.runner import Study, permutation, select
     from datasets import nb201
-    from proxies import get_proxy
+    from proxies import get_proxy, sharing
 
     truth = nb201.load_truth(group.task, data_dir).set_index("arch")
     study = Study(space="nb201", tasks=(group.task,), proxies=group.proxies, sample=None, seed=seed,
                   data_dir=data_dir)
-    keys = setting_keys(study, group.task)
     df = cached if cached is not None else ScoreCache(cache or REPO_ROOT / "reports" / "scores").load()
-    df = df[(df["space"] == "nb201") & (df["task"] == group.task) & (df["seed"] == seed) & (df["init"] == INIT)]
-    from proxies.gradient import NEEDS
-
-    allpass = df[df["proxy"].isin(set(NEEDS) | SHARED_NETWORK)]
-    key = list(zip(df["proxy"], df["proxy_version"], df["batch_size"], df["data_source"], strict=True))
-    df = df[np.array([k[0] in keys and k[1:] == keys[k[0]] for k in key], dtype=bool) & (df["status"] != "error")]
+    df = select(df, study, scope_only=True)  # every proxy and setting of the group's task and seed
+    allpass = df[df["proxy"].isin(sharing())]
+    df = select(df, study, ok_only=True)
     every = nb201.all_archs(data_dir)
-    perm = np.random.default_rng(study.sample_seed).permutation(len(every))
+    perm = permutation("nb201", study.sample_seed, data_dir)
     have = None
     for p in group.proxies:
         s = set(df.loc[df["proxy"] == p, "arch"])
@@ -557,9 +552,8 @@ def load_table(group: Group, data_dir=None, cache: str | os.PathLike | None = No
     for p in group.proxies:
         info = get_proxy(p)
         rows = df[df["proxy"] == p].set_index("arch").loc[archs]
-        raw = rows["score"].to_numpy(dtype=float)
-        o = np.where(np.isfinite(raw), raw if info.higher_is_better else -raw, -np.inf)
-        scores[p] = o
+        # a search orders every cell: a non-finite score ranks last, whatever the proxy's NaN policy
+        scores[p] = metrics.declared(rows["score"].to_numpy(dtype=float), info, every_cell=True)
         sec, sources[p] = proxy_seconds(pd.concat([df[df["arch"].isin(archs)], allpass[allpass["arch"].isin(
             archs) & ~allpass["proxy"].isin(group.proxies)]]), p, perf)
         seconds[p] = sec.reindex(archs).to_numpy(dtype=float)
@@ -587,12 +581,12 @@ def run_group(group: Group, cfg: SearchConfig, root: str | os.PathLike, data_dir
               perf: dict | None = None, n_boot: int = 1000, progress: bool = True,
               cached: pd.DataFrame | None = None) -> GroupResult:
     """Simulate (or read from ``root``) every setting of a group and summarise it."""
-    from tqdm.auto import tqdm
+    from bench.progress import progress as progress_bar
 
     table = load_table(group, data_dir, cache, perf, cached=cached)
     sets = settings_for(group.proxies)
     events, h = {}, {}
-    for s in tqdm(sets, desc=f"search {group.name} ({table.n} cells)", unit="setting", disable=not progress):
+    for s in progress_bar(sets, desc=f"search {group.name} ({table.n} cells)", unit="setting", disable=not progress):
         events[s.key] = run_setting(table, s, cfg, Path(root) / group.name)
         h[s.key] = hits(events[s.key], table, cfg)
     summary = speedups(h, {"random": "random-none", "rea": "rea-none"}, n_boot=n_boot, seed=cfg.seed)
@@ -632,7 +626,7 @@ def _figure(res: GroupResult, cfg: SearchConfig, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.report import _save
+    from bench.render import save_figure
 
     end = max(float(h["end_cost"].max()) for h in res.hits.values())
     grid = np.geomspace(1.0, end, 300)
@@ -666,7 +660,7 @@ def _figure(res: GroupResult, cfg: SearchConfig, out: Path) -> Path:
     axes[0, 0].set_ylim(max(lowest, best - 4) - 0.2, best + 0.3)
     fig.suptitle(f"NB201 {res.group.task}, {_space_words(res.table)}: mean of {cfg.reps} seeded searches, 95% "
                  f"interval of the mean; dotted: best cell and best − {cfg.gap}", fontsize=10)
-    return _save(fig, out / f"search_{res.group.name}{cfg.tag}.png")
+    return save_figure(fig, out / f"search_{res.group.name}{cfg.tag}.png")
 
 
 def _space_words(t: SimTable) -> str:
@@ -730,7 +724,7 @@ def write_report(results: list[GroupResult], cfg: SearchConfig, out: str | os.Pa
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     env = provenance.environment()
-    made = ("`make bench` (section `bench.search`)" if not cfg.tag else
+    made = ("`make bench` (section `bench.studies.search`)" if not cfg.tag else
             "`proxybench search` with non-default settings (see Provenance)")
     L = ["# Does a proxy make NAS cheaper? Search simulations on NAS-Bench-201", "",
          f"_Generated by {made} from the cached repetitions in `{out.name}/search{cfg.tag}/`; "
@@ -793,8 +787,8 @@ def write_report(results: list[GroupResult], cfg: SearchConfig, out: str | os.Pa
         L += [f"| {p} | {t.notes['nonfinite'][p]} | {t.notes['median_seconds'][p]:.4g} | "
               f"{t.notes['seconds_source'][p]} |" for p in g.proxies] + [""]
         _figure(res, cfg, out / "figures")
-        res.summary.assign(group=g.name, task=g.task, cells=t.n, budget=budget).to_csv(
-            out / f"search{cfg.tag}" / f"summary_{g.name}.csv", index=False)
+        store.write_csv(out / f"search{cfg.tag}" / f"summary_{g.name}.csv",
+                        res.summary.assign(group=g.name, task=g.task, cells=t.n, budget=budget), SUMMARY_STORE)
         heads.append((res, budget))
     if missing:
         L += ["## Not simulated", ""] + [f"- {k}: {v}" for k, v in missing.items()] + [""]
@@ -850,11 +844,11 @@ def run_default(out, data_dir=None, cache=None, cfg: SearchConfig | None = None,
     """Simulate (or read) every group of the default study and write the report."""
     from bench.cache import ScoreCache
     from bench.provenance import REPO_ROOT
-    from bench.report import _perf
+    from bench.report import load_perf
 
     cfg = cfg or SearchConfig()
     out = Path(out)
-    perf = _perf(out) or _perf(REPO_ROOT / "reports")  # `make perf` writes reports/perf.json
+    perf = load_perf(out) or load_perf(REPO_ROOT / "reports")  # `make perf` writes reports/perf.json
     cached = ScoreCache(cache or REPO_ROOT / "reports" / "scores").load()
     results, missing = [], {}
     for g in groups:
@@ -869,22 +863,21 @@ def run_default(out, data_dir=None, cache=None, cfg: SearchConfig | None = None,
     return write_report(results, cfg, out, data_dir, missing)
 
 
-def bench_section(args) -> str:
-    path, head = run_default(args.out, args.data_dir, args.cache, n_boot=min(int(args.bootstrap), 1000),
-                             progress=not args.no_progress)
+@section("search", order=60)
+def bench_section(cfg: SectionConfig) -> str:
+    path, head = run_default(cfg.out, cfg.data_dir, cfg.cache, n_boot=min(cfg.bootstrap, 1000),
+                             progress=cfg.progress)
     return head
 
 
 def write_order(path: str | os.PathLike, data_dir=None, sample_seed: int = 0) -> Path:
     """Every NB201 cell in the order of the default study's seeded permutation, for ``proxybench run --archs-file``:
     scoring in this order grows the fully-scored prefix that the search groups simulate."""
-    from datasets import nb201
+    from bench.runner import draw_order
 
-    every = nb201.all_archs(data_dir)
-    perm = np.random.default_rng(sample_seed).permutation(len(every))
     p = Path(path)
     p.write_text(f"# every NB201 cell in the order of the seed-{sample_seed} permutation of bench.runner.Study\n"
-                 + "\n".join(every[i] for i in perm) + "\n")
+                 + "\n".join(draw_order("nb201", None, sample_seed, data_dir)) + "\n")
     return p
 
 
@@ -905,27 +898,15 @@ def cmd_search(args) -> None:
     print(f"report: {path}")
 
 
-def add_cli(sub, common) -> None:
-    from bench.cli import OUT_DEFAULT
-
-    s = sub.add_parser("search", parents=[common], help="search simulations on NB201: does a proxy make NAS cheaper?")
+def add_cli(sub, parents) -> None:
+    s = sub.add_parser("search", parents=parents.section,
+                       help="search simulations on NB201: does a proxy make NAS cheaper?")
     s.add_argument("--groups", default="", help="comma-separated groups (default: all): " +
                    ", ".join(g.name for g in GROUPS))
     s.add_argument("--reps", type=int, default=SearchConfig.reps, help="seeded repetitions per strategy")
     s.add_argument("--seed", type=int, default=SearchConfig.seed)
     s.add_argument("--budget", type=int, default=None, help="trainings per search (default: a tenth of the space, "
                    "clipped to 50..500)")
-    s.add_argument("--bootstrap", type=int, default=1000)
-    s.add_argument("--cache", default=None, help="score cache (default: reports/scores)")
-    s.add_argument("--out", default=OUT_DEFAULT, help="report directory")
-    s.add_argument("--no-progress", action="store_true")
     s.add_argument("--write-order", default=None, metavar="FILE", help="write every NB201 cell in the default "
                    "study's permutation order (an --archs-file for `proxybench run`) and exit")
-    s.set_defaults(fn=_cmd_search_defaults)
-
-
-def _cmd_search_defaults(args) -> None:
-    from bench.cli import DEFAULT_CACHE
-
-    args.cache = args.cache or str(DEFAULT_CACHE)
-    cmd_search(args)
+    s.set_defaults(fn=cmd_search)

@@ -1,6 +1,6 @@
 """Latency as a second ground truth (ProxylessNAS, Cai et al., ICLR 2019; HW-NAS-Bench, Li et al., ICLR 2021).
 
-    proxybench latency [--sample 64] [--task cifar10]      (also run by `make bench` as section bench.latency)
+    proxybench latency [--sample 64] [--task cifar10]      (also run by `make bench` as section bench.studies.latency)
 
 1. **Measured latency** of each cell of a seeded NB201 sample on this machine: the network in eval mode,
    inference mode, an all-zeros input, torch fixed to one thread, ``WARMUP`` untimed forwards, then the
@@ -20,8 +20,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import re
@@ -34,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from bench import metrics, provenance
-from bench.cache import ScoreCache
-from bench.runner import INIT, Study, run_study, study_scores
+from bench import metrics, provenance, store
+from bench.cache import ScoreCache, measurement_runs, measurement_source, where
+from bench.cache import row as score_row
+from bench.progress import progress as progress_bar
+from bench.runner import INIT, Study, make_context, run_study, study_scores
+from bench.sections import SectionConfig, section
 from datasets import hw_nas_bench, nb201
 from proxies import get_proxy, hardware
 
@@ -116,16 +116,31 @@ def spread(times) -> tuple[float, float]:
     return med, float((q75 - q25) / med) if med > 0 else float("nan")
 
 
+# Measurement rows: the timings are kept in the latency store's score cache as rows of the MEASURED names (version
+# MEASURE_VERSION, the batch size timed), one row per (cell, batch, run), the run index in the data_source
+# (bench.cache.measurement_source: "zeros;run=<k>", an all-zeros input). These rows are measurements of this
+# machine, not reproducible scores: they never enter the main score cache, and only ``_row``/``measurements``
+# write and read them. (They stay score rows because the committed reports/latency/scores parts hold them
+# beside the timing proxies' scores, and rewriting committed parts is not allowed.)
+MEASURED = (TRUTH, SPREAD, CPU, CPU_SPREAD)
+
+
 def _source(run: int) -> str:
-    return f"zeros;run={run}"
+    return measurement_source(run)
 
 
 def _row(study: LatencyStudy, arch: str, proxy: str, batch: int, run: int, score: float, seconds: float) -> dict:
-    return {"space": "nb201", "task": study.task, "arch": arch, "proxy": proxy, "proxy_version": MEASURE_VERSION,
-            "seed": study.seed, "batch_size": batch, "data_source": _source(run), "init": INIT, "score": score,
-            "status": "ok" if np.isfinite(score) else "nonfinite", "error": "", "seconds": seconds,
-            "substitute": False, "device": study.device, "dtype": "float32", "torch_version": torch.__version__,
-            "proxybench_version": provenance.version("proxybench"), "git_commit": provenance.git_commit()}
+    return score_row(space="nb201", task=study.task, arch=arch, proxy=proxy, proxy_version=MEASURE_VERSION,
+                     seed=study.seed, batch_size=batch, data_source=_source(run), init=INIT, score=score,
+                     seconds=seconds, device=study.device, dtype="float32")
+
+
+def measurements(study: LatencyStudy, cache: ScoreCache) -> pd.DataFrame:
+    """The study's measurement rows (its cells, batches and runs), with their run index as a column ``run``."""
+    df = where(cache.load(), task=study.task, proxy=set(MEASURED), proxy_version=MEASURE_VERSION,
+               arch=set(study.archs()), batch_size=set(study.batches))
+    df = df.assign(run=measurement_runs(df["data_source"]).astype(int))
+    return df[df["run"] < study.runs]
 
 
 def measure_study(study: LatencyStudy, cache: ScoreCache, *, progress: bool = True, chunk: int = 10,
@@ -149,7 +164,7 @@ def measure_study(study: LatencyStudy, cache: ScoreCache, *, progress: bool = Tr
         return 0
     session = {"start": _now(), "loadavg_start": _loadavg(), "cells": len(todo)}
     rows: list[dict] = []
-    for i, (run, arch) in enumerate(tqdm(todo, unit="cell", disable=not progress, desc="latency (measured)")):
+    for i, (run, arch) in enumerate(progress_bar(todo, unit="cell", disable=not progress, desc="latency (measured)")):
         for b in study.batches:
             if (arch, TRUTH, b, _source(run), MEASURE_VERSION) in have:
                 continue
@@ -198,15 +213,22 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _read_json(path: Path) -> dict:
+# the study's other stores under reports/latency/: measurement sessions, lookup tables, whole-space costs
+META_STORE = store.Kind("latency-sessions", 1, "proxybench latency")  # meta.json
+LUT_STORE = store.Kind("latency-lut", 1, "proxybench latency")  # lut.json
+SPACE_COSTS_STORE = store.Kind("latency-space-costs", 1, "proxybench latency")  # space_costs_<task>_lut<v>.parquet
+
+
+def _read_json(path: Path, kind: store.Kind = META_STORE) -> dict:
+    """The store at ``path``, or {} when it is absent or unreadable (a newer schema is an error: StoreError)."""
     try:
-        return json.loads(path.read_text())
+        return store.read_json(path, kind)
     except (OSError, ValueError):
         return {}
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    provenance.write_if_changed(path, json.dumps(obj, indent=1, default=str))
+def _write_json(path: Path, obj: dict, kind: store.Kind = META_STORE) -> None:
+    store.write_json(path, obj, kind, default=str)
 
 
 def _add_session(path: Path, study: LatencyStudy, session: dict) -> None:
@@ -225,7 +247,7 @@ def timing_scores(study: LatencyStudy, cache: ScoreCache, lut_path: Path, progre
 
     The lookup tables saved with earlier results are installed first, so a resumed run predicts with the
     same table; the tables are saved again after computing."""
-    saved_json = _read_json(lut_path)
+    saved_json = _read_json(lut_path, LUT_STORE)
     # a table of another protocol version is not installed: the proxies' version changed with it
     saved = saved_json.get("tables", {}) if saved_json.get("lut_version") == hardware.LUT_VERSION else {}
     for b, recs in saved.items():
@@ -247,7 +269,7 @@ def save_tables(lut_path: Path, device: str) -> None:
     _write_json(lut_path, {"tables": tables, "lut_version": hardware.LUT_VERSION, "threads": hardware.THREADS,
                            "device": device, "clock": "thread CPU time" if device == "cpu" else "wall-clock",
                            "warmup": hardware.LUT_WARMUP, "repeats": hardware.LUT_REPEATS, "written": _now(),
-                           "cpu": _cpu_model(), "environment": provenance.environment()})
+                           "cpu": _cpu_model(), "environment": provenance.environment()}, LUT_STORE)
 
 
 def baseline_scores(study: LatencyStudy, cache: ScoreCache, archs_sample: int, proxies, progress: bool = True
@@ -261,12 +283,7 @@ def baseline_scores(study: LatencyStudy, cache: ScoreCache, archs_sample: int, p
 
 def truth_table(study: LatencyStudy, cache: ScoreCache) -> pd.DataFrame:
     """One row per cell: measured latency (median of the runs' medians) per batch, each run's median and spread."""
-    df = cache.load()
-    df = df[(df["task"] == study.task) & (df["proxy"].isin([TRUTH, SPREAD, CPU, CPU_SPREAD]))
-            & (df["proxy_version"] == MEASURE_VERSION) & df["arch"].isin(set(study.archs()))
-            & df["batch_size"].isin(study.batches)]
-    df = df.assign(run=df["data_source"].str.extract(r"run=(\d+)", expand=False).astype(int))
-    df = df[df["run"] < study.runs]
+    df = measurements(study, cache)
     wide = df.pivot_table(index="arch", columns=["proxy", "batch_size", "run"], values="score", aggfunc="first")
     out = pd.DataFrame(index=wide.index)
     for _, pre, name, spread_name, stem in CLOCKS:
@@ -295,21 +312,17 @@ def space_costs(task: str, lut: hardware.LatencyTable | None = None, data_dir=No
     proxies. params and flops depend only on a cell's numbers of 1x1 and 3x3 convolutions, and the table's sum
     only on its op counts (every edge of a stage sees the same input shape), so each is computed once per
     class of cells and shared within it."""
-    from functools import partial
-
-    from proxies import ProxyContext
-
     archs = nb201.all_archs(data_dir)
     res = nb201.RESOLUTION[task]
 
     def ctx(a):
-        return ProxyContext(a, task, 42, partial(nb201.build_network, a, task), (3, res, res), nb201.NUM_CLASSES[task])
+        return make_context("nb201", task, a, 42)
 
     counts = {a: tuple(nb201.parse_arch(a).count(o) for o in nb201.OPS) for a in archs}
     conv_memo, op_memo = {}, {}
     rows = []
     with hardware.fixed_threads(1):
-        for a in tqdm(archs, unit="cell", disable=not progress, desc=f"space costs {task}"):
+        for a in progress_bar(archs, unit="cell", disable=not progress, desc=f"space costs {task}"):
             c = counts[a]
             ck = (c[2], c[3])
             if ck not in conv_memo:
@@ -437,11 +450,10 @@ def analyse(study: LatencyStudy, truth: pd.DataFrame, proxies_wide: pd.DataFrame
             if p not in d:
                 continue
             info = get_proxy(p)
-            o = metrics.oriented(d[p].to_numpy(), info.higher_is_better, "rank_last")
-            c = budget_curve(d["lat"], d["accuracy"], np.where(np.isnan(o), -np.inf, o), grid)
+            o = metrics.declared(d[p].to_numpy(), info, every_cell=True)  # a budget picks among every cell
+            c = budget_curve(d["lat"], d["accuracy"], o, grid)
             curves.append(c.assign(latency=lname, unit=unit, proxy=p, n=len(d)))
-            q = budget_curve(d["lat"], d["accuracy"], np.where(np.isnan(o), -np.inf, o),
-                             np.quantile(d["lat"], BUDGET_QUANTILES))
+            q = budget_curve(d["lat"], d["accuracy"], o, np.quantile(d["lat"], BUDGET_QUANTILES))
             picks.append(q.assign(latency=lname, unit=unit, proxy=p, n=len(d), quantile=BUDGET_QUANTILES))
     out["curves"] = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     out["picks"] = pd.concat(picks, ignore_index=True) if picks else pd.DataFrame()
@@ -462,7 +474,7 @@ def _figures(res: dict, fig_dir: Path, study: LatencyStudy) -> dict[str, Path]:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    from bench.report import _save
+    from bench.render import save_figure
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     figs = {}
@@ -486,7 +498,7 @@ def _figures(res: dict, fig_dir: Path, study: LatencyStudy) -> dict[str, Path]:
         for ax in list(axes.flat)[len(names):]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
-        figs["budget"] = _save(fig, fig_dir / "latency_budget_accuracy.png")
+        figs["budget"] = save_figure(fig, fig_dir / "latency_budget_accuracy.png")
     base, lat_sets = res["acc_base"], res["lat_sets"]
     panels = [k for k in lat_sets if k.startswith("measured here, batch 1")] + [
         k for k in lat_sets if k.startswith("Edge GPU")]
@@ -503,8 +515,7 @@ def _figures(res: dict, fig_dir: Path, study: LatencyStudy) -> dict[str, Path]:
             qb = np.quantile(d["lat"], BUDGET_QUANTILES)
             for k, p in enumerate(p for p in study.acc_proxies if p in d):
                 info = get_proxy(p)
-                o = metrics.oriented(d[p].to_numpy(), info.higher_is_better, "rank_last")
-                o = np.where(np.isnan(o), -np.inf, o)
+                o = metrics.declared(d[p].to_numpy(), info, every_cell=True)
                 px, py = [], []
                 for b in qb:
                     ok = d["lat"].to_numpy() <= b
@@ -521,7 +532,7 @@ def _figures(res: dict, fig_dir: Path, study: LatencyStudy) -> dict[str, Path]:
             ax.set_ylim(max(d["accuracy"].min(), d["accuracy"].quantile(0.02) - 5), d["accuracy"].max() + 1)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="lower right")
-        figs["pareto"] = _save(fig, fig_dir / "latency_pareto.png")
+        figs["pareto"] = save_figure(fig, fig_dir / "latency_pareto.png")
     cells = res["cells"]
     pairs = [(label, pre, b) for label, pre, *_ in CLOCKS for b in study.batches if f"{pre}run1_b{b}" in cells]
     if pairs:
@@ -549,22 +560,22 @@ def _figures(res: dict, fig_dir: Path, study: LatencyStudy) -> dict[str, Path]:
             ax.set_ylabel("estimate (ms)")
             ax.legend(fontsize=7)
             ax.set_title("batch-1 estimates vs measured", fontsize=9)
-        figs["stability"] = _save(fig, fig_dir / "latency_stability.png")
+        figs["stability"] = save_figure(fig, fig_dir / "latency_stability.png")
     return figs
 
 
 def _f(v, lo=None, hi=None) -> str:
-    from bench.report import _fmt
+    from bench.render import fmt_ci
 
-    return _fmt(v, lo, hi)
+    return fmt_ci(v, lo, hi)
 
 
 def write_report(study: LatencyStudy, res: dict, out: Path, meta: dict, lut_meta: dict, notes: list[str]) -> Path:
     figs = _figures(res, out / "figures", study)
     stab = res["stability"]
     L = [f"# Latency: a second ground truth (NB201, {study.task})", "",
-         "_Generated by `make bench` (section `bench.latency`, also `proxybench latency`); every number below is "
-         "computed from `reports/latency/` (timings and tables), the score cache and the benchmark files._", ""]
+         "_Generated by `make bench` (section `bench.studies.latency`, also `proxybench latency`); every number below "
+         "is computed from `reports/latency/` (timings and tables), the score cache and the benchmark files._", ""]
     unstable = stab[stab["rho_runs"].fillna(1) < STABLE_RHO] if "rho_runs" in stab else stab.iloc[:0]
     if len(unstable):
         which = ", ".join(f"{r['clock']} at batch {int(r['batch'])} (ρ {r['rho_runs']:+.3f})"
@@ -778,16 +789,14 @@ def run(study: LatencyStudy, out: Path, cache_path: Path, n_resamples: int = 100
     if hw_nas_bench.available(study.task, study.data_dir):
         hw = hw_nas_bench.load_hw(study.task, study.data_dir)
         if space_path.is_file():
-            space = pd.read_parquet(space_path)
+            space = store.read_parquet(space_path, SPACE_COSTS_STORE)
         else:
             table = hardware.lookup_table(study.device, 1)
             before = len(table.entries)
             space = space_costs(study.task, table if table.entries else None, study.data_dir, progress)
             if len(table.entries) > before:  # ops the timed sample lacks were measured: keep them with the rest
                 save_tables(lut_path, study.device)
-            tmp = space_path.with_name(f".{space_path.name}.tmp")
-            space.to_parquet(tmp, index=False)
-            os.replace(tmp, space_path)
+            store.write_parquet(space_path, space, SPACE_COSTS_STORE)
         check = space.merge(sample_wide, on="arch", suffixes=("", "_cell"))
         for c in ("params", "flops", "latency_lut"):
             if c in space and f"{c}_cell" in check:
@@ -802,7 +811,7 @@ def run(study: LatencyStudy, out: Path, cache_path: Path, n_resamples: int = 100
         notes = ["**Notes.**", "", *notes, ""]
     truth = truth_table(study, lat_cache)
     res = analyse(study, truth, sample_wide, hw, space, acc_df.dropna(subset=["accuracy"]), n_resamples)
-    path = write_report(study, res, out, _read_json(meta_path), _read_json(lut_path), notes)
+    path = write_report(study, res, out, _read_json(meta_path), _read_json(lut_path, LUT_STORE), notes)
     return path, res
 
 
@@ -838,15 +847,16 @@ def paragraph(study: LatencyStudy, res: dict) -> str:
             + " Details: [latency.md](latency.md).")
 
 
-def bench_section(args) -> str:
+@section(NAME, order=30)
+def bench_section(cfg: SectionConfig) -> str:
     """The default latency study (``make bench``): computes only what ``reports/latency`` and the cache lack."""
-    study = LatencyStudy(data_dir=args.data_dir)
-    _, res = run(study, Path(args.out), Path(args.cache), n_resamples=args.bootstrap, progress=not args.no_progress)
+    study = LatencyStudy(data_dir=cfg.data_dir)
+    _, res = run(study, cfg.out, cfg.cache, n_resamples=cfg.bootstrap, progress=cfg.progress)
     return paragraph(study, res)
 
 
 def cmd_latency(args) -> None:
-    from bench.cli import DEFAULT_SUITE
+    from bench.options import DEFAULT_SUITE
 
     study = LatencyStudy(task=args.task, sample=args.sample, data_dir=args.data_dir, runs=args.runs,
                          acc_sample=DEFAULT_SUITE.get(args.task, 300))  # the cells whose scores are cached
@@ -855,31 +865,11 @@ def cmd_latency(args) -> None:
     print(f"report: {path}")
 
 
-def add_cli(sub, common) -> None:
-    from bench.cli import DEFAULT_CACHE, OUT_DEFAULT
-
-    s = sub.add_parser("latency", parents=[common], help="measured latency, latency proxies and HW-NAS-Bench "
+def add_cli(sub, parents) -> None:
+    s = sub.add_parser("latency", parents=parents.section, help="measured latency, latency proxies and HW-NAS-Bench "
                        "devices on NB201; accuracy under latency budgets (reports/latency.md)")
     s.add_argument("--task", default="cifar10", choices=nb201.TASKS)
     s.add_argument("--sample", type=int, default=LatencyStudy.sample, help="cells to time (first of the seeded sample)")
     s.add_argument("--runs", type=int, default=RUNS, help="independent measurement runs (2 give the rank stability)")
-    s.add_argument("--cache", default=str(DEFAULT_CACHE), help="main score cache (params, flops, accuracy proxies)")
-    s.add_argument("--out", default=OUT_DEFAULT, help="report directory (timings go to OUT/latency/)")
-    s.add_argument("--bootstrap", type=int, default=1000)
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_latency)
-
-
-def main(argv=None) -> int:  # `python -m bench.latency` = `proxybench latency`
-    p = argparse.ArgumentParser(prog="python -m bench.latency")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=None)
-    add_cli(p.add_subparsers(dest="cmd", required=True), common)
-    args = p.parse_args(["latency", *(argv if argv is not None else __import__("sys").argv[1:])])
-    args.fn(args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 

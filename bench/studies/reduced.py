@@ -1,4 +1,4 @@
-"""Report section ``bench.reduced``: reduced-training proxies (EcoNAS settings, DA-NAS-style class subsets,
+"""Report section ``bench.studies.reduced``: reduced-training proxies (EcoNAS settings, DA-NAS-style class subsets,
 NB201's 12-epoch table) beside the training-free ones, with their measured cost per cell.
 
 The study: the first N cells of the default training-free study's nested seeded sample (NB201 cifar10,
@@ -10,8 +10,6 @@ held-out accuracy; its cost is the measured wall time per cell (``seconds`` in t
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import provenance
+from bench import provenance, store
+from bench.sections import SectionConfig, section
 
 NAME = "reduced"
 DEFAULT_N = 24  # sized so the whole default grid computes in about 15 min on the shared 2-core CPU
@@ -27,14 +26,14 @@ TASK = "cifar10"
 SEED = 42  # the training-free study's seed: the zero-cost scores beside these are its cached ones
 SAMPLE_SEED = 0
 TABLE_PROXIES = ("nb201_12epoch", "nb201_12epoch_val")
+# the section's results under <out>/reduced/
+CLASS_ORDER_STORE = store.Kind("reduced-class-order", 1, "proxybench reduced")  # class_order.json
+META_STORE = store.Kind("reduced-meta", 1, "proxybench reduced")  # meta.json
+SUMMARY_STORE = store.Kind("reduced-summary", 1, "proxybench reduced")  # summary.csv
 # Abdelfattah et al. (ICLR 2021) re-implemented EcoNAS on NB201 CIFAR-10: ρ = 0.61 (../shared/REFERENCES.md)
 PUBLISHED_ECONAS = {"rho": 0.61, "source": "Abdelfattah et al., ICLR 2021 (their EcoNAS re-implementation, "
                                            "NB201 CIFAR-10)"}
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-def _default_out(args) -> Path:
-    return Path(getattr(args, "out", None) or provenance.REPO_ROOT / "reports")
 
 
 def grid(settings: tuple[str, ...] | None = None, k: int | None = None, base: str | None = None) -> tuple[str, ...]:
@@ -64,43 +63,14 @@ def _class_order_file(out: Path) -> Path:
     return out / NAME / "class_order.json"
 
 
-def restore_class_order(out: Path, data_dir=None) -> dict | None:
-    """Give the proxies the stored class ordering when it was computed on these very images and seed."""
-    from bench.runner import _training_data
-    from proxies import reduced_training as rt
-
-    path = _class_order_file(out)
-    if not path.is_file():
-        return None
-    try:
-        rec = json.loads(path.read_text())
-    except ValueError:
-        return None
-    train, test = _training_data(TASK, data_dir)
-    key = rt.class_order_key(train, test, SEED)
-    if tuple(rec.get("key", ())) != key:
-        return None
-    rt.remember_class_order(key, rec)
-    return rec
-
-
-def save_class_order(out: Path, data_dir=None) -> dict | None:
-    from bench.runner import _training_data
-    from proxies import reduced_training as rt
-
-    train, test = _training_data(TASK, data_dir)
-    key = rt.class_order_key(train, test, SEED)
-    rec = rt._CLASS_ORDERS.get(key)
-    if rec is None:
-        return None
+def save_class_order(out: Path, key: tuple, rec: dict) -> dict:
+    """Store the evidence of a class ordering computed here (per-class accuracies, when, where): the report
+    shows it; the proxies read only their pinned orderings (``reduced_training.PINNED_ORDERS``)."""
+    rec = {k: v for k, v in rec.items() if k != "pinned"}
     rec = {**rec, "key": list(key), "per_class_accuracy": {str(c): v for c, v in rec["per_class_accuracy"].items()},
            "computed": datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance.environment()}
-    _atomic_write(_class_order_file(out), json.dumps(rec, indent=1))
+    store.write_json(_class_order_file(out), rec, CLASS_ORDER_STORE)
     return rec
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    provenance.write_if_changed(path, text)
 
 
 # ---------------------------------------------------------------------------------------------- the study
@@ -112,8 +82,8 @@ def compute(n: int = DEFAULT_N, names: tuple[str, ...] | None = None, *, data_di
     import torch
 
     from bench.cache import ScoreCache
-    from bench.cli import DEFAULT_CACHE
-    from bench.runner import _training_data, run_study
+    from bench.options import DEFAULT_CACHE
+    from bench.runner import run_study, training_data
     from proxies import reduced_training as rt
 
     threads = torch.get_num_threads()
@@ -123,18 +93,18 @@ def compute(n: int = DEFAULT_N, names: tuple[str, ...] | None = None, *, data_di
         names = names or grid()
         cache = ScoreCache(cache_dir or DEFAULT_CACHE)
         reduced, free = studies(n, names, data_dir)
-        restored = restore_class_order(out, data_dir)
-        if restored is None and any(rt.SPECS.get(n, {}).get("subset") == "easy" for n in names):
-            # once, before the cells, so that no cell's cost includes it
-            rt.class_order(*_training_data(TASK, data_dir), SEED)
+        train, test = training_data(TASK, data_dir)
+        if any(rt.SPECS.get(n, {}).get("subset") == "easy" for n in names) and rt.pinned_order(train, test, SEED) \
+                is None:
+            # images without a pinned class ordering: computed once, here, before the cells (so that no cell's
+            # cost includes it; this process's proxies then reuse it), and its evidence stored
+            save_class_order(out, rt.class_order_key(train, test, SEED), rt.class_order(train, test, SEED))
         runs = {}
         for label, study in (("training-free", free), ("reduced-training", reduced)):
             s = run_study(study, cache, executor="inprocess", chunk_size=2, progress=progress)
             # the run's wall time only when it computed something: an all-cached rerun must not rewrite meta.json
             runs[label] = {"computed": s.computed, "cached": s.cached, "errors": s.errors,
                            **({"seconds": round(s.seconds, 1)} if s.computed else {}), "examples": s.error_examples}
-        if restored is None:
-            save_class_order(out, data_dir)
         return runs
     finally:
         torch.set_num_threads(threads)
@@ -148,9 +118,10 @@ def extras(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _published_alone(out: Path) -> dict:
-    try:
-        perf = json.loads((out / "perf.json").read_text())
-    except (OSError, ValueError):
+    from bench.report import load_perf
+
+    perf = load_perf(out)
+    if perf is None:
         return {}
     return {k: v["seconds_median"] for k, v in perf.get("per_proxy", {}).items()}
 
@@ -159,7 +130,7 @@ def results(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=None, ou
             n_resamples: int = 1000) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per proxy: signed τ/ρ with 95% intervals against 200-epoch accuracy, and seconds per cell."""
     from bench.cache import ScoreCache
-    from bench.cli import DEFAULT_CACHE
+    from bench.options import DEFAULT_CACHE
     from bench.report import summarise
     from bench.runner import study_scores
     from proxies import list_proxies
@@ -193,11 +164,11 @@ def results(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=None, ou
 
 def _counts(names: tuple[str, ...], data_dir=None) -> dict:
     """Absolute image counts and iterations of each trained proxy on the images available here."""
-    from bench.runner import _training_data
+    from bench.runner import training_data
     from proxies import get_proxy
     from proxies import reduced_training as rt
 
-    train, test = _training_data(TASK, data_dir)
+    train, test = training_data(TASK, data_dir)
     out = {}
     for name in names:
         info = get_proxy(name)
@@ -224,7 +195,7 @@ def _figure(summ: pd.DataFrame, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.report import _save
+    from bench.render import save_figure
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     colors = {"baseline": "tab:gray", "zero-cost": "tab:blue", "reduced-training": "tab:red",
@@ -249,7 +220,7 @@ def _figure(summ: pd.DataFrame, out: Path) -> Path:
     ax.legend(fontsize=6.5, loc="lower left")
     path = out / "figures" / f"{NAME}_cost_vs_rho.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _classes_text(classes) -> str:
@@ -260,7 +231,7 @@ def write_report(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=Non
                  n_resamples: int = 1000, runs: dict | None = None) -> tuple[Path, str]:
     """Write reports/reduced.md, its figure and reports/reduced/ results; returns (path, README paragraph)."""
     from bench import metrics
-    from bench.report import _fmt
+    from bench.render import fmt_ci
     from proxies import get_proxy
 
     out = Path(out or provenance.REPO_ROOT / "reports")
@@ -268,19 +239,17 @@ def write_report(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=Non
     shown = (*names, *[p for p in extras(names) if p in set(summ["proxy"])])
     counts = _counts(shown, data_dir)
     order_path = _class_order_file(out)
-    order = json.loads(order_path.read_text()) if order_path.is_file() else None
+    order = store.read_json(order_path, CLASS_ORDER_STORE) if order_path.is_file() else None
     fig = _figure(summ, out)
     res_dir = out / NAME
     res_dir.mkdir(parents=True, exist_ok=True)
-    tmp = res_dir / ".summary.csv.tmp"
-    summ.to_csv(tmp, index=False)
-    os.replace(tmp, res_dir / "summary.csv")
+    store.write_csv(res_dir / "summary.csv", summ, SUMMARY_STORE)
     env = provenance.environment()
     archs = sorted(df["arch"].unique())
     meta = {"n_cells": len(archs), "task": TASK, "seed": SEED, "sample_seed": SAMPLE_SEED, "proxies": list(names),
             "counts": {k: v for k, v in counts.items()}, "runs": runs, "environment": env,
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _atomic_write(res_dir / "meta.json", json.dumps(meta, indent=1, default=str))
+    store.write_json(res_dir / "meta.json", meta, META_STORE, default=str)
 
     avail = counts["_available"]
     trained = summ[summ["proxy"].isin(shown)].sort_values("rho", ascending=False)
@@ -347,7 +316,8 @@ def write_report(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=Non
     def row(r, label=None):
         cost = ("table lookup" if r["proxy"] in TABLE_PROXIES else f"{r['cost_s']:.3g}")
         return (f"| {label or r['proxy']} | {r['family']} | {r['direction']} | {r['n']} | "
-                f"{_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | {cost} | "
+                f"{fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | "
+                f"{cost} | "
                 f"{'-' if r['proxy'] in TABLE_PROXIES else r['cost_from']} |")
 
     for _, r in trained.iterrows():
@@ -366,7 +336,7 @@ def write_report(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=Non
     if not tables.empty:
         t = tables.iloc[0]
         L.append(f"- NB201's own 12-epoch schedule (`{t['proxy']}`: the benchmark's own training run, not "
-                 f"measured here) reaches ρ {_fmt(t['rho'], t['rho_lo'], t['rho_hi'])} on the same cells.")
+                 f"measured here) reaches ρ {fmt_ci(t['rho'], t['rho_lo'], t['rho_hi'])} on the same cells.")
     if "params" in df.columns:
         size = []
         for p in trained["proxy"]:
@@ -384,7 +354,8 @@ def write_report(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=Non
         worth = [counts[p]["n_train"] * counts[p]["epochs"] / avail["train"] for p in shown]
         lo_w, hi_w = min(worth), max(worth)
         L.append(f"{PUBLISHED_ECONAS['source']} report ρ = {PUBLISHED_ECONAS['rho']:.2f} for EcoNAS. Our best EcoNAS "
-                 f"setting here, `{b['proxy']}`, has ρ = {_fmt(b['rho'], b['rho_lo'], b['rho_hi'])} on {b['n']} cells: "
+                 f"setting here, `{b['proxy']}`, has ρ = {fmt_ci(b['rho'], b['rho_lo'], b['rho_hi'])} on "
+                 f"{b['n']} cells: "
                  f"the published value is {'inside' if inside else 'outside'} our interval. The settings are not "
                  f"theirs: {avail['train']:,} training images instead of 50,000 and {lo_w:.1f} to {hi_w:.1f} epochs' "
                  "worth of them per cell on a CPU, so this is a measurement of what such a budget buys here, not a "
@@ -395,12 +366,12 @@ def write_report(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=Non
           f"the cache (columns `seconds`, `device`, `git_commit`, `timestamp` per score). Proxy versions: "
           + ", ".join(f"{p} v{get_proxy(p).version}" for p in (*names, *TABLE_PROXIES)) + ".", ""]
     path = out / f"{NAME}.md"
-    _atomic_write(path, "\n".join(L))
+    store.write_text(path, "\n".join(L))
 
-    head = [f"`{r['proxy']}`{extra_note.get(r['proxy'], '')} ρ {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} at "
+    head = [f"`{r['proxy']}`{extra_note.get(r['proxy'], '')} ρ {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} at "
             f"{r['cost_s']:.3g} s/cell" for _, r in trained.iterrows()]
     t12 = tables[tables["proxy"] == "nb201_12epoch"]
-    t12s = f"; NB201's 12-epoch table ρ {_fmt(t12['rho'].iloc[0])}" if not t12.empty else ""
+    t12s = f"; NB201's 12-epoch table ρ {fmt_ci(t12['rho'].iloc[0])}" if not t12.empty else ""
     para = (f"### Reduced-training proxies\n\nOn {len(archs)} NB201 {TASK} cells ({avail['train']:,} real training "
             f"images, CPU): " + "; ".join(head) + t12s + f". Published EcoNAS ρ {PUBLISHED_ECONAS['rho']:.2f}. "
             f"Full table, cost-vs-ρ plot of the whole suite: [reports/{NAME}.md]({NAME}.md).")
@@ -424,11 +395,11 @@ def run(n: int = DEFAULT_N, names: tuple[str, ...] | None = None, *, data_dir=No
                         runs=runs)
 
 
-def bench_section(args) -> str:
+@section(NAME, order=70)
+def bench_section(cfg: SectionConfig) -> str:
     """The default reduced-training study: computes only what the cache lacks, writes reports/reduced.md."""
-    _, para = run(DEFAULT_N, None, data_dir=getattr(args, "data_dir", None), cache_dir=getattr(args, "cache", None),
-                  out=_default_out(args), progress=not getattr(args, "no_progress", False),
-                  n_resamples=getattr(args, "bootstrap", 1000))
+    _, para = run(DEFAULT_N, None, data_dir=cfg.data_dir, cache_dir=cfg.cache, out=cfg.out, progress=cfg.progress,
+                  n_resamples=cfg.bootstrap)
     return para
 
 
@@ -449,10 +420,8 @@ def cmd_reduced(args) -> None:
     print(f"\nwritten: {path}")
 
 
-def add_cli(sub, common) -> None:
-    from bench.cli import DEFAULT_CACHE, OUT_DEFAULT
-
-    s = sub.add_parser(NAME, parents=[common], help="reduced-training proxies (EcoNAS, DA-NAS subsets, NB201 "
+def add_cli(sub, parents) -> None:
+    s = sub.add_parser(NAME, parents=parents.section, help="reduced-training proxies (EcoNAS, DA-NAS subsets, NB201 "
                        "12-epoch table) on a sample of NB201 cifar10 cells, with their cost")
     s.add_argument("--sample", type=int, default=DEFAULT_N, help=f"number of cells (default {DEFAULT_N}; nested)")
     s.add_argument("--settings", type=_settings, default=None,
@@ -460,8 +429,4 @@ def add_cli(sub, common) -> None:
     s.add_argument("--classes", type=int, default=None, help="k of the easy/random class subsets (0: none)")
     s.add_argument("--subset-setting", type=lambda v: str(_settings(v)[0]), default=None,
                    help="EcoNAS setting of the class-subset proxies (default c4r4s0e2)")
-    s.add_argument("--cache", default=str(DEFAULT_CACHE))
-    s.add_argument("--out", default=OUT_DEFAULT)
-    s.add_argument("--bootstrap", type=int, default=1000)
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_reduced)

@@ -16,10 +16,13 @@ The found setting is then evaluated on held-out cells that must be **disjoint** 
 (:class:`OverlapError` otherwise; the original code can overlap them). The default study (``bench_section``):
 fitness set = 20 cells drawn outside the 1,000-cell default NB201 sample, evaluation set = the first 500
 cells of that sample (their zero-cost scores are already cached), so every proxy is compared on the same cells.
+A search run with ``proxybench dps`` is evaluated on the first QUICK_EVAL_N (50) of them unless ``--eval-n`` asks
+for more (``default``: the 500 of the default study, ``all``: the 1,000), and its report says so.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -32,11 +35,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from bench import metrics, provenance
-from bench.cache import ScoreCache
-from bench.runner import worker_pool
+from bench import metrics, provenance, store
+from bench.cache import ScoreCache, where
+from bench.cache import row as score_row
+from bench.progress import progress as progress_bar
+from bench.runner import draw_order, make_context, worker_pool
+from bench.sections import SectionConfig, section
 from datasets import get_space
 from proxies import ProxyContext
 from proxies import eproxy as ep
@@ -57,6 +62,9 @@ CHOICES: dict[str, tuple] = {
 TARGET_P = 0.2  # a random setting includes each target basis with this probability (the reference's > 0.8)
 NAN_FITNESS = -1.0  # a candidate whose rho is undefined (every score equal or non-finite)
 MACS_PROXY = "eproxy[macs_ratio]"
+# the registered proxy whose settings the search explores: its record's direction (↓) and NaN policy (rank_last)
+# rank every searched setting's scores
+SEARCHED = "eproxy"
 
 
 class OverlapError(ValueError):
@@ -128,9 +136,7 @@ def default_sample(space: str, task: str, n: int = 1000, data_dir=None) -> list[
 def sample_in_draw_order(space: str, task: str, n: int, data_dir=None) -> list[str]:
     """The cells of ``default_sample(n)`` in the order the seeded permutation draws them: scoring them in this
     order makes every finished prefix a seeded random sample itself (a run stopped early is still unbiased)."""
-    every = get_space(space).all_archs(data_dir)
-    perm = np.random.default_rng(0).permutation(len(every))[:n]
-    return [every[i] for i in perm]
+    return draw_order(space, n, 0, data_dir)
 
 
 def fitness_archs(space: str, task: str, n: int, seed: int, exclude: Sequence[str] = (), data_dir=None) -> list[str]:
@@ -158,12 +164,7 @@ def check_disjoint(fitness: Sequence[str], evaluation: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------------------- scoring
 
 def _context(space: str, task: str, arch: str, seed: int, batch) -> ProxyContext:
-    sp = get_space(space)
-    res = sp.resolution[task]
-    ctx = ProxyContext(arch=arch, task=task, seed=seed, build=sp.builder(arch, task), input_shape=(3, res, res),
-                       num_classes=sp.num_classes[task], batch=batch)
-    ctx.allow_labels = False
-    return ctx
+    return make_context(space, task, arch, seed, batch, allow_labels=False)
 
 
 def _score_chunk(space: str, task: str, seed: int, batch, setting: dict | None, archs: tuple[str, ...],
@@ -198,9 +199,9 @@ class Evaluator:
         self.config, self.cache, self.scorer, self.progress = config, cache, scorer, progress
         self.workers = 1 if scorer is not None else max(1, workers)
         if batch is None:
-            from bench.runner import _batch, data_source_id
+            from bench.runner import data_source_id, task_batch
 
-            batch = _batch(config.task, config.data_dir, config.batch_size, config.seed, config.augment)
+            batch = task_batch(config.task, config.data_dir, config.batch_size, config.seed, config.augment)
             data_source, self.substitute = data_source_id(config.task, config.data_dir, config.augment)
         else:
             self.substitute = False
@@ -214,20 +215,20 @@ class Evaluator:
     def _load(self) -> None:
         df = self.cache.load()
         c = self.config
-        df = df[(df["space"] == c.space) & (df["task"] == c.task) & (df["seed"] == c.seed)
-                & (df["proxy_version"] == ep.VERSION) & (df["status"] != "error")
-                & (((df["batch_size"] == c.batch_size) & (df["data_source"] == self.data_source))
-                   | (df["proxy"] == MACS_PROXY))]
-        self._known = {(p, a): float(s) for p, a, s in zip(df["proxy"], df["arch"], df["score"], strict=True)}
+        mine = dict(space=c.space, task=c.task, seed=c.seed, proxy_version=ep.VERSION, ok_only=True)
+        # the settings' losses on this minibatch, and the MACs ratios (which read no images)
+        parts = (where(df, **mine, batch_size=c.batch_size, data_source=self.data_source),
+                 where(df, **mine, proxy=MACS_PROXY))
+        self._known = {(p, a): float(s) for d in parts
+                       for p, a, s in zip(d["proxy"], d["arch"], d["score"], strict=True)}
 
     def _rows(self, proxy: str, init: str, results, uses_data: bool) -> list[dict]:
         c = self.config
-        return [{"space": c.space, "task": c.task, "arch": a, "proxy": proxy, "proxy_version": ep.VERSION,
-                 "seed": c.seed, "batch_size": c.batch_size if uses_data else 0,
-                 "data_source": self.data_source if uses_data else "none", "init": init, "score": v,
-                 "status": st, "error": err, "seconds": sec, "substitute": self.substitute and uses_data,
-                 "device": "cpu", "dtype": "float32", "torch_version": torch.__version__,
-                 "proxybench_version": provenance.version("proxybench"), "git_commit": provenance.git_commit()}
+        return [score_row(space=c.space, task=c.task, arch=a, proxy=proxy, proxy_version=ep.VERSION, seed=c.seed,
+                          batch_size=c.batch_size if uses_data else 0,
+                          data_source=self.data_source if uses_data else "none", init=init, score=v, status=st,
+                          error=err, seconds=sec, substitute=self.substitute and uses_data, device="cpu",
+                          dtype="float32")
                 for a, v, st, err, sec in results]
 
     def _compute(self, proxy: str, setting: ep.EproxySetting | None, archs: Sequence[str], desc: str) -> None:
@@ -238,8 +239,8 @@ class Evaluator:
         sdict = setting.to_dict() if setting is not None else None
         chunk = 4 if self.workers > 1 else 10
         chunks = [tuple(missing[i:i + chunk]) for i in range(0, len(missing), chunk)]
-        bar = tqdm(total=len(missing), unit="cell", desc=desc, leave=False, disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = progress_bar(total=len(missing), unit="cell", desc=desc, leave=False, disable=not self.progress,
+                           dynamic_ncols=True)
         init = setting.init if setting is not None else "none"
 
         def take(results):
@@ -293,8 +294,9 @@ class Evaluator:
 
 
 def fitness_of(scores: np.ndarray, accuracy: np.ndarray) -> float:
-    """Spearman rho of the declared ranking (lower score = better; non-finite ranked last) with accuracy."""
-    rho = metrics.spearman_rho(metrics.oriented(scores, higher_is_better=False, nan_policy="rank_last"), accuracy)
+    """Spearman rho of the declared ranking with accuracy: a searched setting is an Eproxy setting, ranked as
+    the ``eproxy`` record declares (lower score = better; non-finite ranked last)."""
+    rho = metrics.spearman_rho(metrics.declared(scores, SEARCHED), accuracy)
     return rho if math.isfinite(rho) else NAN_FITNESS
 
 
@@ -315,18 +317,25 @@ class SearchResult:
         return ep.EproxySetting.from_dict(self.best["setting"])
 
 
-def _write_json(path: Path, obj) -> None:
-    provenance.write_if_changed(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+# the search's record under <out>/dps/ (reports/dps/ for the default study)
+SETTINGS_STORE = store.Kind("dps-settings", 1, "proxybench dps")  # settings.json: cache proxy name -> setting
+RECORD_STORE = store.Kind("dps-search", 1, "proxybench dps")  # search.json
+TRAJECTORY_STORE = store.Kind("dps-trajectory", 1, "proxybench dps")  # trajectory.csv
+HELDOUT_STORE = store.Kind("dps-heldout", 1, "proxybench dps")  # heldout.csv
+
+
+def _write_json(path: Path, obj, kind: store.Kind) -> None:
+    store.write_json(path, obj, kind, sort_keys=True, newline=True)
 
 
 def record_settings(index_dir: Path, settings: Sequence[ep.EproxySetting]) -> None:
     """Add settings to ``settings.json``: cache proxy name -> the alpha-free setting it was trained with."""
     path = Path(index_dir) / "settings.json"
-    known = json.loads(path.read_text()) if path.is_file() else {}
+    known = store.read_json(path, SETTINGS_STORE) if path.is_file() else {}
     new = {s.proxy_name: s.without_prior().to_dict() for s in settings}
     if any(k not in known for k in new):
         known.update(new)
-        _write_json(path, known)
+        _write_json(path, known, SETTINGS_STORE)
 
 
 def search(config: DPSConfig, evaluator: Evaluator, fitness: dict[str, float], index_dir: str | os.PathLike,
@@ -341,8 +350,8 @@ def search(config: DPSConfig, evaluator: Evaluator, fitness: dict[str, float], i
     rng = np.random.default_rng(config.search_seed)
     result = SearchResult(config, archs)
     population: list[dict] = []
-    bar = tqdm(total=config.budget, unit="setting", desc=f"DPS {config.space} {config.task}", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(total=config.budget, unit="setting", desc=f"DPS {config.space} {config.task}",
+                       disable=not progress, dynamic_ncols=True)
     try:
         for i in range(config.budget):
             if i < config.population:
@@ -371,27 +380,41 @@ def save_search(result: SearchResult, index_dir: str | os.PathLike) -> None:
     """The trajectory (CSV) and the search record (JSON, with provenance) under ``index_dir``."""
     d = Path(index_dir)
     d.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame([{k: v for k, v in h.items() if k != "setting"} for h in result.history]).to_csv(
-        d / "trajectory.csv", index=False)
+    store.write_csv(d / "trajectory.csv", pd.DataFrame([{k: v for k, v in h.items() if k != "setting"}
+                                                        for h in result.history]), TRAJECTORY_STORE)
     _write_json(d / "search.json", {"config": asdict(result.config), "fitness_archs": result.fitness_archs,
-                                    "best": result.best, "environment": provenance.environment()})
+                                    "best": result.best, "environment": provenance.environment()}, RECORD_STORE)
 
 
 # ----------------------------------------------------------------------------------------- the CLI
+
+def eval_n_arg(v: str) -> int:
+    """``--eval-n``: a number of held-out cells, ``default`` (the default study's DEFAULT_EVAL_N) or ``all``
+    (the SUITE_N cells of the default sample)."""
+    n = {"default": DEFAULT_EVAL_N, "all": SUITE_N}.get(str(v).strip().lower())
+    if n is None:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of cells, 'default' or 'all', got {v!r}") from None
+    if not 3 <= n <= SUITE_N:
+        raise argparse.ArgumentTypeError(f"--eval-n must be between 3 and {SUITE_N} (the default sample), got {n}")
+    return n
+
 
 def cmd_dps(args) -> None:
     config = DPSConfig(space=args.space, task=args.task, budget=args.budget, population=args.population,
                        tournament=args.tournament, mutation=args.mutation, fitness_n=args.fitness_n,
                        fitness_seed=args.fitness_seed, search_seed=args.search_seed, data_dir=args.data_dir)
+    print(f"DPS: {config.budget} candidate settings on {config.fitness_n} fitness cells, then the held-out "
+          f"evaluation on {args.eval_n} cells (--eval-n; `make bench`'s study uses {DEFAULT_EVAL_N})", flush=True)
     out = run_default(config, Path(args.cache), Path(args.out), eval_n=args.eval_n, workers=args.workers,
                       progress=not args.no_progress, n_resamples=args.bootstrap)
     print(out)
 
 
-def add_cli(sub, common) -> None:
-    from bench.cli import DEFAULT_CACHE, OUT_DEFAULT
-
-    s = sub.add_parser("dps", parents=[common], help="Discrete Proxy Search over Eproxy settings (+ its report)")
+def add_cli(sub, parents) -> None:
+    s = sub.add_parser("dps", parents=parents.section, help="Discrete Proxy Search over Eproxy settings (+ its report)")
     s.add_argument("--space", default="nb201")
     s.add_argument("--task", default="cifar10")
     s.add_argument("--budget", type=int, default=200, help="candidate settings to evaluate (default 200)")
@@ -401,12 +424,11 @@ def add_cli(sub, common) -> None:
     s.add_argument("--fitness-n", type=int, default=20, help="benchmarked architectures of the fitness set")
     s.add_argument("--fitness-seed", type=int, default=0)
     s.add_argument("--search-seed", type=int, default=0)
-    s.add_argument("--eval-n", type=int, default=500, help="held-out cells (a prefix of the default sample)")
+    s.add_argument("--eval-n", type=eval_n_arg, default=QUICK_EVAL_N,
+                   help=f"held-out cells the best setting is evaluated on (a prefix of the default sample): a "
+                        f"number, 'default' ({DEFAULT_EVAL_N}, as `make bench`) or 'all' ({SUITE_N}); default "
+                        f"{QUICK_EVAL_N}, so that a small search finishes in minutes")
     s.add_argument("--workers", type=int, default=1, help="worker processes for scoring")
-    s.add_argument("--cache", default=str(DEFAULT_CACHE), help="score cache (DPS scores go to <cache>/dps)")
-    s.add_argument("--out", default=OUT_DEFAULT, help="report directory")
-    s.add_argument("--bootstrap", type=int, default=1000)
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_dps)
 
 
@@ -416,14 +438,20 @@ def add_cli(sub, common) -> None:
 # to what a 2-core CPU affords, and stated as such in the report.
 DEFAULT_STUDY = DPSConfig(budget=8, population=4, tournament=2)
 DEFAULT_EVAL_N = 500
+# `proxybench dps`'s default held-out size: a user's search is evaluated in minutes, not the ~15 min (CPU) of the
+# default study's 500 cells for a new setting; `--eval-n default` (or 500) evaluates on the default study's cells
+QUICK_EVAL_N = 50
 SUITE_N = 1000  # the default study's cifar10 sample, from which the evaluation cells come
 
 
-def _correlation_row(name: str, kind: str, score, truth, higher: bool, n_resamples: int, nan_policy="rank_last",
+def _correlation_row(name: str, kind: str, score, truth, proxy, n_resamples: int,
                      seconds: float = float("nan")) -> dict:
-    s = metrics.correlation_summary(np.asarray(score, float), np.asarray(truth, float), higher,
-                                    n_resamples=n_resamples, nan_policy=nan_policy)
-    return {"proxy": name, "kind": kind, "dir": "↑" if higher else "↓", **s, "sec_per_cell": seconds}
+    """τ/ρ of ``score`` ranked as the registered ``proxy`` (a name or its record) declares."""
+    from proxies import get_proxy
+
+    info = get_proxy(proxy) if isinstance(proxy, str) else proxy
+    s = metrics.proxy_summary(info, np.asarray(score, float), np.asarray(truth, float), n_resamples=n_resamples)
+    return {"proxy": name, "kind": kind, "dir": info.direction, **s, "sec_per_cell": seconds}
 
 
 def is_default_study(config: DPSConfig, eval_n: int) -> bool:
@@ -501,10 +529,10 @@ def _run_default(config, cache_dir, out, ev, eval_archs, fit_archs, truth, index
     acc = truth.loc[eval_archs, sp.default_truth].to_numpy(float)
     secs = _seconds(dps_cache, best.proxy_name, eval_archs)
     best_score = ep.apply_prior(best_loss, ratios, best.alpha) if ratios is not None else best_loss
-    rows = [_correlation_row(f"DPS best (alpha {best.alpha:+g})", "searched", best_score, acc, False, n_resamples,
-                             seconds=secs)]
+    rows = [_correlation_row(f"DPS best (alpha {best.alpha:+g})", "searched", best_score, acc, SEARCHED,
+                             n_resamples, seconds=secs)]
     if best.alpha != 0:
-        rows.append(_correlation_row("DPS best, alpha = 0", "searched", best_loss, acc, False, n_resamples,
+        rows.append(_correlation_row("DPS best, alpha = 0", "searched", best_loss, acc, SEARCHED, n_resamples,
                                      seconds=secs))
     df = pd.concat([study_scores(eproxy_study, main), study_scores(zc_study, main)], ignore_index=True)
     from proxies import get_proxy
@@ -512,13 +540,14 @@ def _run_default(config, cache_dir, out, ev, eval_archs, fit_archs, truth, index
     for name, g in df.groupby("proxy", sort=False):
         info = get_proxy(name)
         g = g.set_index("arch").reindex(eval_archs)
-        rows.append(_correlation_row(name, info.family, g["score"].to_numpy(float), acc, info.higher_is_better,
-                                     n_resamples, info.nan_policy, float(g["seconds"].mean())))
+        rows.append(_correlation_row(name, info.family, g["score"].to_numpy(float), acc, info, n_resamples,
+                                     float(g["seconds"].mean())))
+    # the 12-epoch column is the score of the registered table proxy nb201_12epoch: ranked as it declares
     rows.append(_correlation_row("12-epoch table (test_acc_12)", "reduced-training",
-                                 truth.loc[eval_archs, "test_acc_12"].to_numpy(float), acc, True, n_resamples,
-                                 "exclude"))
+                                 truth.loc[eval_archs, "test_acc_12"].to_numpy(float), acc, "nb201_12epoch",
+                                 n_resamples))
     table = pd.DataFrame(rows).sort_values("rho", ascending=False, kind="stable").reset_index(drop=True)
-    table.to_csv(index_dir / "heldout.csv", index=False)
+    store.write_csv(index_dir / "heldout.csv", table, HELDOUT_STORE)
     return write_report(out, result, table, best, default_fitness, eval_n=len(eval_archs), search_s=search_s,
                         eval_s=eval_s, data_source=ev.data_source, substitute=ev.substitute,
                         computed=ev.computed)
@@ -530,7 +559,7 @@ def _trajectory_figure(result: SearchResult, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.report import _save
+    from bench.render import save_figure
 
     h = pd.DataFrame(result.history)
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -542,14 +571,14 @@ def _trajectory_figure(result: SearchResult, path: Path) -> Path:
     ax.set_title(f"DPS on {result.config.space} {result.config.task}")
     ax.legend(fontsize=7, loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(out: Path, result: SearchResult, table: pd.DataFrame, best: ep.EproxySetting,
                  default_fitness: float, *, eval_n: int, search_s: float, eval_s: float, data_source: str,
                  substitute: bool, computed: int) -> str:
     """``reports/dps.md`` and its trajectory figure; returns the paragraph for reports/README.md."""
-    from bench.report import _fmt
+    from bench.render import fmt_ci
 
     c = result.config
     fig = _trajectory_figure(result, out / "figures" / "dps_trajectory.png")
@@ -557,8 +586,8 @@ def write_report(out: Path, result: SearchResult, table: pd.DataFrame, best: ep.
     b = result.best
     lines = [
         "# Eproxy and Discrete Proxy Search (DPS)", "",
-        "_Generated by `make bench` (section `bench.dps`) / `proxybench dps`; every number is computed from the "
-        "score caches (`<cache>/dps` for searched settings, the main cache for registered proxies)._", "",
+        "_Generated by `make bench` (section `bench.studies.dps`) / `proxybench dps`; every number is computed from "
+        "the score caches (`<cache>/dps` for searched settings, the main cache for registered proxies)._", "",
         f"Method: Li et al., ICCV 2023 (see `proxies/eproxy.py` for every implementation decision). Space "
         f"`{c.space}`, task `{c.task}`; ground truth `{get_space(c.space).default_truth}`.", "",
         "## Search", "",
@@ -578,6 +607,11 @@ def write_report(out: Path, result: SearchResult, table: pd.DataFrame, best: ep.
                   f"paper: budget 200, population 40, tournament 10); this report: budget {c.budget}, population "
                   f"{c.population}, tournament {c.tournament}, {c.fitness_n} fitness cells, {eval_n} held-out cells. "
                   "Rerunning computes only what the caches lack.", ""]
+    if eval_n < DEFAULT_EVAL_N:
+        lines += [f"> **Quick held-out evaluation: {eval_n} cells** (`--eval-n`; `proxybench dps` evaluates on "
+                  f"{QUICK_EVAL_N} by default, so that a small search finishes in minutes). The intervals below are "
+                  f"wide on so few cells: `--eval-n {DEFAULT_EVAL_N}` evaluates on the default study's cells (whose "
+                  f"zero-cost scores are cached), `--eval-n all` on all {SUITE_N}.", ""]
     if len(result.history) <= c.population:
         lines += [f"> With {len(result.history)} candidates and a population of {c.population}, the search never left "
                   "its random initialisation: this is a random search.", ""]
@@ -600,7 +634,7 @@ def write_report(out: Path, result: SearchResult, table: pd.DataFrame, best: ep.
     for _, r in table.iterrows():
         sec = f"{r['sec_per_cell']:.2f}" if np.isfinite(r["sec_per_cell"]) else "—"
         lines.append(f"| {r['proxy']} | {r['kind']} | {r['dir']} | {r['n']} | {r['n_nonfinite']} | "
-                     f"{_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | "
+                     f"{fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | "
                      f"{sec} |")
     eprow = table[table["proxy"] == "eproxy"]
     per_cell = float(eprow["sec_per_cell"].iloc[0]) if len(eprow) else float("nan")
@@ -620,23 +654,24 @@ def write_report(out: Path, result: SearchResult, table: pd.DataFrame, best: ep.
     top = table.set_index("proxy")
     best_row = top.iloc[[i for i, p in enumerate(top.index) if p.startswith("DPS best")][0]]
     para = (f"### Eproxy + DPS\n\nDPS ({len(result.history)} candidate settings, fitness on "
-            f"{len(result.fitness_archs)} cells) found a setting with held-out ρ {_fmt(best_row['rho'])} on {eval_n} "
-            f"NB201 {c.task} cells, against {_fmt(top.loc['eproxy', 'rho']) if 'eproxy' in top.index else 'n/a'} "
+            f"{len(result.fitness_archs)} cells) found a setting with held-out ρ {fmt_ci(best_row['rho'])} on {eval_n} "
+            f"NB201 {c.task} cells, against {fmt_ci(top.loc['eproxy', 'rho']) if 'eproxy' in top.index else 'n/a'} "
             f"for the default Eproxy setting ({per_cell:.2f} s/cell); details: [dps.md](dps.md).")
     return para
 
 
 def _seconds(cache: ScoreCache, proxy: str, archs) -> float:
-    df = cache.load()
-    df = df[(df["proxy"] == proxy) & df["arch"].isin(set(archs)) & (df["status"] != "error")]
+    df = where(cache.load(), proxy=proxy, arch=set(archs), ok_only=True)
     return float(df["seconds"].mean()) if len(df) else float("nan")
 
 
-def bench_section(args) -> str:
+@section("dps", order=50)
+def bench_section(cfg: SectionConfig) -> str:
     """The default DPS study (DEFAULT_STUDY, 500 held-out cells): computes only what the caches lack."""
-    return run_default(replace(DEFAULT_STUDY, data_dir=args.data_dir), Path(args.cache), Path(args.out),
-                       progress=not args.no_progress, n_resamples=args.bootstrap, workers=1)
+    return run_default(replace(DEFAULT_STUDY, data_dir=cfg.data_dir), cfg.cache, cfg.out,
+                       progress=cfg.progress, n_resamples=cfg.bootstrap, workers=1)
 
 
-__all__ = ["CHOICES", "DEFAULT_STUDY", "DPSConfig", "Evaluator", "OverlapError", "SearchResult", "add_cli",
-           "bench_section", "check_disjoint", "fitness_archs", "fitness_of", "mutate", "random_setting", "search"]
+__all__ = ["CHOICES", "DEFAULT_EVAL_N", "DEFAULT_STUDY", "QUICK_EVAL_N", "DPSConfig", "Evaluator", "OverlapError",
+           "SearchResult", "add_cli", "bench_section", "check_disjoint", "eval_n_arg", "fitness_archs", "fitness_of",
+           "mutate", "random_setting", "search"]

@@ -12,20 +12,22 @@ of the scores, so a rerun over an unchanged cache takes seconds.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from bench import store
 from bench.cache import ScoreCache
 from bench.provenance import REPO_ROOT, write_if_changed
-from bench.report import _fmt, _save, summarise
-from bench.runner import INIT, Study, setting_keys, with_truth
+from bench.render import fmt_ci, save_figure
+from bench.report import SUMMARY_STORE, summarise
+from bench.runner import INIT, Study, select, with_truth
+from bench.sections import SectionConfig, section
 from datasets import nb201
 
 NAME = "fullspace"
 SEED = 42
+CORRELATIONS_STORE = store.Kind("fullspace-correlations", 1, "proxybench fullspace")  # fullspace/correlations.csv
 PROXIES = "@training-free"
 TRUTH = "accuracy"
 RUN_HINT = ('`make bench-full` (that is `proxybench run --task all --sample all --proxies @training-free`, then '
@@ -33,23 +35,14 @@ RUN_HINT = ('`make bench-full` (that is `proxybench run --task all --sample all 
             '`ARGS="--executor ray --device cuda --gpus-per-task 0.25"` (README.md: Running on a cluster or GPU)')
 
 
-def add_cli(sub, common) -> None:
-    from bench.cli import OUT_DEFAULT
-
-    s = sub.add_parser(NAME, parents=[common], help="report full-space (15,625-cell) NB201 correlations found "
+def add_cli(sub, parents) -> None:
+    s = sub.add_parser(NAME, parents=parents.section, help="report full-space (15,625-cell) NB201 correlations found "
                        "in the cache (compute them with make bench-full)")
-    s.add_argument("--cache", default=None, help="score cache directory (default: reports/scores)")
-    s.add_argument("--out", default=OUT_DEFAULT, help="report directory")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=_cmd)
 
 
 def _cmd(args) -> None:
-    from bench.cli import DEFAULT_CACHE
-
-    args.cache = args.cache or str(DEFAULT_CACHE)
-    print(bench_section(args))
+    print(bench_section(SectionConfig.from_args(args)))
 
 
 # ------------------------------------------------------------------------------------------- the data
@@ -57,11 +50,7 @@ def _cmd(args) -> None:
 def full_space(cache: ScoreCache, data_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the cached rows of every complete (task, proxy), coverage: cells scored per task and proxy)."""
     study = Study(space="nb201", tasks=nb201.TASKS, proxies=(PROXIES,), sample=None, seed=SEED, data_dir=data_dir)
-    df = cache.load()
-    df = df[(df["space"] == "nb201") & (df["seed"] == SEED) & (df["init"] == INIT) & df["proxy"].isin(study.proxies)]
-    wanted = {(t, p, *k) for t in study.tasks for p, k in setting_keys(study, t).items()}
-    key = zip(df["task"], df["proxy"], df["proxy_version"], df["batch_size"], df["data_source"], strict=True)
-    df = df[np.fromiter((k in wanted for k in key), dtype=bool, count=len(df))]  # (a [] list would pick columns)
+    df = select(cache.load(), study)
     counts = df.groupby(["task", "proxy"])["arch"].nunique()
     cover = pd.DataFrame([{"task": t, "proxy": p, "cells": int(counts.get((t, p), 0))}
                           for t in study.tasks for p in study.proxies])
@@ -81,7 +70,7 @@ def _fingerprint(g: pd.DataFrame, n_resamples: int) -> str:
 
 def correlations(df: pd.DataFrame, n_resamples: int, memo: Path) -> pd.DataFrame:
     """``summarise`` per complete (task, proxy), reusing memoised rows whose fingerprint still matches."""
-    old = pd.read_csv(memo) if memo.is_file() else pd.DataFrame(columns=["fingerprint"])
+    old = store.read_csv(memo, CORRELATIONS_STORE) if memo.is_file() else pd.DataFrame(columns=["fingerprint"])
     rows = []
     for _, g in df.groupby(["task", "proxy"], sort=False):
         fp = _fingerprint(g, n_resamples)
@@ -92,10 +81,7 @@ def correlations(df: pd.DataFrame, n_resamples: int, memo: Path) -> pd.DataFrame
         s = summarise(g, TRUTH, n_resamples)
         rows.append(s.assign(fingerprint=fp))
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(f".{memo.name}.tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, memo)
+    store.write_csv(memo, out, CORRELATIONS_STORE)
     return out
 
 
@@ -124,7 +110,7 @@ def _sampled(out: Path) -> pd.DataFrame:
     p = out / "summary.csv"
     if not p.is_file():
         return pd.DataFrame(columns=["task", "proxy", "seed", "n", "rho", "rho_lo", "rho_hi"])
-    s = pd.read_csv(p)
+    s = store.read_csv(p, SUMMARY_STORE)
     return s[(s["space"] == "nb201") & (s["seed"] == SEED)]
 
 
@@ -148,7 +134,7 @@ def _figure(table: pd.DataFrame, out: Path) -> Path | None:
            title="NB201: full space vs sampled")
     ax.legend(fontsize=8)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    return _save(fig, out / "figures" / f"{NAME}_rho.png")
+    return save_figure(fig, out / "figures" / f"{NAME}_rho.png")
 
 
 def _shown(path: Path) -> str:
@@ -159,17 +145,18 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def bench_section(args) -> str:
-    out = Path(args.out)
-    cache = ScoreCache(args.cache)
-    df, cover = full_space(cache, args.data_dir)
+@section(NAME, order=40)
+def bench_section(cfg: SectionConfig) -> str:
+    out = cfg.out
+    cache = ScoreCache(cfg.cache)
+    df, cover = full_space(cache, cfg.data_dir)
     L = ["# Full-space NB201 results", "",
-         "_Generated by `make bench` (section `bench.fullspace`); every number is computed from the score cache "
-         f"`{_shown(cache.path)}`._", "",
+         "_Generated by `make bench` (section `bench.studies.fullspace`); every number is computed from the "
+         f"score cache `{_shown(cache.path)}`._", "",
          f"Correlations over **all {nb201.N_ARCHS:,} NB201 cells** for every training-free proxy and task whose "
          "cells are all scored in the cache at the default study's settings, next to the sampled default study "
          "(reports/README.md). Truth: 200-epoch test accuracy. Intervals: 95% percentile bootstrap over "
-         f"architectures ({args.bootstrap} resamples).", ""]
+         f"architectures ({cfg.bootstrap} resamples).", ""]
     missing = cover[~cover["full"]]
     if df.empty:
         para = (f"**Full space (all {nb201.N_ARCHS:,} NB201 cells):** no training-free proxy has full-space "
@@ -177,8 +164,8 @@ def bench_section(args) -> str:
                 f"README.md). Coverage: [{NAME}.md]({NAME}.md).")
         L += ["**No full-space scores yet.**", ""]
     else:
-        n_resamples = args.bootstrap
-        corr = correlations(with_truth(df, args.data_dir), n_resamples, out / NAME / "correlations.csv")
+        n_resamples = cfg.bootstrap
+        corr = correlations(with_truth(df, cfg.data_dir), n_resamples, out / NAME / "correlations.csv")
         sampled = _sampled(out)[["task", "proxy", "n", "rho", "rho_lo", "rho_hi"]]
         table = corr.merge(sampled, on=["task", "proxy"], how="left", suffixes=("", "_sampled"))
         fig = _figure(table, out)
@@ -187,10 +174,10 @@ def bench_section(args) -> str:
         for _, r in table.iterrows():
             samp, delta = "–", "–"
             if pd.notna(r["rho_sampled"]):
-                samp = f"{_fmt(r['rho_sampled'], r['rho_lo_sampled'], r['rho_hi_sampled'])} ({int(r['n_sampled'])})"
+                samp = f"{fmt_ci(r['rho_sampled'], r['rho_lo_sampled'], r['rho_hi_sampled'])} ({int(r['n_sampled'])})"
                 delta = f"{r['rho'] - r['rho_sampled']:+.3f}"
             L.append(f"| {r['task']} | {r['proxy']} | {r['direction']} | {int(r['n']):,} | "
-                     f"{_fmt(r['tau'], r['tau_lo'], r['tau_hi'])} | {_fmt(r['rho'], r['rho_lo'], r['rho_hi'])} | "
+                     f"{fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | "
                      f"{samp} | {delta} |")
         L += ["", "n counts the cells in the correlation (a non-finite score is excluded or ranked last, by the "
               "proxy's declared policy, as in the main report)."]
@@ -200,7 +187,7 @@ def bench_section(args) -> str:
         best = table.sort_values("rho", ascending=False).iloc[0]
         para = (f"**Full space (all {nb201.N_ARCHS:,} NB201 cells):** {len(table)} training-free (task, proxy) "
                 f"pairs scored on every cell; best: {best['proxy']} on {best['task']}, ρ = "
-                f"{_fmt(best['rho'], best['rho_lo'], best['rho_hi'])}"
+                f"{fmt_ci(best['rho'], best['rho_lo'], best['rho_hi'])}"
                 + (f" (sampled: {best['rho_sampled']:.3f}, n={int(best['n_sampled'])})"
                    if pd.notna(best["rho_sampled"]) else "")
                 + f"; {len(missing)} pairs still lack full-space scores. Details and provenance: "

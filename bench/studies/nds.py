@@ -1,4 +1,4 @@
-"""Report section `bench.nds_report`: NDS (Network Design Spaces) loader status, parameter checks, proxy studies.
+"""Report section `bench.studies.nds`: NDS (Network Design Spaces) loader status, parameter checks, proxy studies.
 
 On a machine with the real release (``<data_dir>/nds/<family>.json``) it scores a seeded sample of every present
 family with a few proxies and reports ρ against the final test accuracy, next to the free early-stopping
@@ -9,7 +9,6 @@ end to end on those generated SUBSTITUTE files (correlations there mean nothing:
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import provenance
+from bench import provenance, store
+from bench.render import md_table
+from bench.sections import SectionConfig, section
 from datasets import files, nds
 from datasets import nds_fixtures as fx
 
@@ -26,6 +27,9 @@ from datasets import nds_fixtures as fx
 # build its parser, and must not load every proxy for that.
 
 NAME = "nds"
+# the section's results under <out>/nds/ (the score caches beside them are ScoreCaches)
+SUMMARY_STORE = store.Kind("nds-summary", 1, "proxybench nds")  # summary.json
+RHO_STORE = store.Kind("nds-rho", 1, "proxybench nds")  # real_rho.csv, substitute_rho.csv
 REAL_PROXIES = ("params", "flops", "synflow", "nwot", "jacob_cov", "snip")
 REAL_SAMPLE = 50
 DEMO_FAMILIES = ("DARTS", "ENAS", "NASNet", "PNAS", "Amoeba", "ResNet", "ResNeXt-A", "DARTS_in")
@@ -101,15 +105,12 @@ def _link_images(data_root: Path, sub_root: Path) -> None:
 
 
 def _rho_table(df: pd.DataFrame, early: tuple[str, ...] = ()) -> pd.DataFrame:
-    from bench.metrics import correlation_summary, spearman_rho
-    from proxies import get_proxy
+    from bench.metrics import proxy_summary, spearman_rho
 
     rows = []
     for (space, proxy), g in df.groupby(["space", "proxy"], sort=True):
         ok = g[g["status"] == "ok"]
-        info = get_proxy(proxy)
-        s = correlation_summary(ok["score"], ok["test_acc"], info.higher_is_better, n_resamples=0,
-                                nan_policy=info.nan_policy)
+        s = proxy_summary(proxy, ok["score"], ok["test_acc"], n_resamples=0)
         rows.append({"space": space, "proxy": proxy, "n": s["n"], "errors": int((g["status"] == "error").sum()),
                      "rho": s["rho"], "tau": s["tau"]})
     for (space,), g in df.drop_duplicates(["space", "arch"]).groupby(["space"]):
@@ -134,14 +135,6 @@ def run_families(families, proxies, data_dir, cache_dir, sample, progress: bool,
             run_study(study, cache, executor="inprocess", chunk_size=8, progress=progress)
             frames.append(study_scores(study, cache))
     return pd.concat(frames, ignore_index=True)
-
-
-def _md_table(df: pd.DataFrame, cols: list[str], fmt: dict | None = None) -> list[str]:
-    fmt = fmt or {}
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(fmt.get(c, str)(r[c]) for c in cols) + " |")
-    return lines
 
 
 def _rho_fmt(v) -> str:
@@ -171,10 +164,10 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
         L += [f"**Status: real NDS files found** in `{root / 'nds'}`: {', '.join(real)}.", ""]
         df = run_families(real, REAL_PROXIES, data_dir, res_dir / "scores", REAL_SAMPLE, not no_progress)
         rho = _rho_table(df, tuple(f"test_acc_e{e}" for e in nds.EARLY_EPOCHS))
-        rho.to_csv(res_dir / "real_rho.csv", index=False)
+        store.write_csv(res_dir / "real_rho.csv", rho, RHO_STORE)
         pc = pd.concat([nds.check_params(f, data_dir, n=20).assign(family=f) for f in real], ignore_index=True)
         L += [f"### Proxies on the real files ({REAL_SAMPLE} seeded models per family, seed 42, batch 64)", "",
-              *_md_table(rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), "",
+              *md_table(rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), "",
               f"Parameter check on the first 20 records of each family: {int(pc['match'].sum())} of {len(pc)} built "
               "networks have exactly the recorded `params` (with or without the auxiliary head).", ""]
         summary["real_rho"] = rho.to_dict(orient="records")
@@ -190,7 +183,7 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
     L += ["## Builders vs published parameter counts", "",
           "The networks below are rebuilt from NDS-style `net` configs by the same builders that build NDS records; "
           "`closed form` is an independent per-op count (`datasets/nds_fixtures.analytic_params`).", "",
-          *_md_table(known, ["network", "built", "closed_form", "published", "source"],
+          *md_table(known, ["network", "built", "closed_form", "published", "source"],
                      {"built": "{:,}".format, "closed_form": "{:,}".format, "published": "{:,}".format}), ""]
     summary["known_networks"] = known.drop(columns=["source"]).to_dict(orient="records")
 
@@ -208,7 +201,7 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
 
     df = run_families(DEMO_FAMILIES, DEMO_PROXIES, sub_root, res_dir / "substitute_scores", None, not no_progress)
     rho = _rho_table(df, ("test_acc_e5",))
-    rho.to_csv(res_dir / "substitute_rho.csv", index=False)
+    store.write_csv(res_dir / "substitute_rho.csv", rho, RHO_STORE)
     n_scores, n_err = int(len(df)), int((df["status"] == "error").sum())
     L += ["## ⚠ SUBSTITUTE DATA: runner end to end on generated files", "",
           "**These numbers have no meaning as correlations.** The accuracies in the generated files are synthetic "
@@ -217,17 +210,18 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
           f"{n_err} errors, families {', '.join(DEMO_FAMILIES)}, {DEMO_N} models each, proxies "
           f"{', '.join(DEMO_PROXIES)}, seed 42, batch 64. Scored on substitute images (flagged in the cache): "
           f"{', '.join(sorted(df.loc[df['substitute'].astype(bool), 'space'].unique())) or 'none'}.", "",
-          *_md_table(rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), ""]
+          *md_table(rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), ""]
     summary["substitute"] = {"families": list(DEMO_FAMILIES), "n": DEMO_N, "proxies": list(DEMO_PROXIES),
                              "scores": n_scores, "errors": n_err}
     env = provenance.environment()
     summary["provenance"] = dict(env)  # no wall time: an unchanged rerun must leave the committed files as they are
     L += ["## Provenance", "",
-          f"Written by `bench.nds_report` (`make bench`), commit {provenance.git_commit()}, torch {torch.__version__}, "
+          f"Written by `bench.studies.nds` (`make bench`), commit {provenance.git_commit()}, "
+          f"torch {torch.__version__}, "
           f"one torch thread, CPU. Scores: `{NAME}/scores` (real) and "
           f"`{NAME}/substitute_scores` (substitute), beside this file, kept apart from the main cache so that "
           "substitute scores never mix with real ones.", ""]
-    provenance.write_if_changed(res_dir / "summary.json", json.dumps(summary, indent=1, default=str))
+    store.write_json(res_dir / "summary.json", summary, SUMMARY_STORE, default=str)
     path = out / f"{NAME}.md"
     provenance.write_if_changed(path, "\n".join(L))
     if real:
@@ -244,8 +238,9 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
     return path, para
 
 
-def bench_section(args) -> str:
-    path, para = write_report(Path(args.out), args.data_dir, no_progress=getattr(args, "no_progress", True))
+@section(NAME, order=20)
+def bench_section(cfg: SectionConfig) -> str:
+    path, para = write_report(cfg.out, cfg.data_dir, no_progress=not cfg.progress)
     print(f"nds report: {path}")
     return para
 
@@ -265,7 +260,8 @@ def cmd_check(args) -> None:
         raise SystemExit(1)
 
 
-def add_cli(sub, common) -> None:
+def add_cli(sub, parents) -> None:
+    common = parents.common
     s = sub.add_parser("nds-fixtures", parents=[common], help="write small NDS family files in the official schema "
                        "(substitute data for tests and demos)")
     s.add_argument("dir", help="root directory: files go to DIR/nds/<family>.json")

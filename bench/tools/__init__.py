@@ -1,0 +1,54 @@
+"""Speed tools: `proxybench perf` (bench/tools/perf.py) and `proxybench scaling` (bench/tools/scaling.py);
+reference_impl.py is the reference-style implementation that perf times against the shared passes."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+
+class _Lazy:
+    """A tool module, imported when the CLI adds its subcommand."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def add_cli(self, sub, parents) -> None:
+        import importlib
+
+        mod: ModuleType = importlib.import_module(f"{__name__}.{self.name}")
+        mod.add_cli(sub, parents)
+
+
+TOOLS = (_Lazy("perf"), _Lazy("scaling"))
+
+
+def write_results(args, name: str, title: str, kind, measure, markdown, markers) -> None:
+    """What every speed tool does with its measurement: ``measure()`` (or, with ``--render-only``, the stored
+    ``<out>/<name>.json``) is stored, rendered to ``<out>/<name>.md`` and into the README's marked block."""
+    from pathlib import Path
+
+    from bench import store
+    from bench.report import update_readme
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.render_only:
+        r = store.read_json(out / f"{name}.json", kind)
+    else:
+        r = measure()
+        store.write_json(out / f"{name}.json", r, kind)
+    md = markdown(r)
+    store.write_text(out / f"{name}.md", f"# {title}\n\n" + md + "\n")
+    print(md)
+    if args.readme and update_readme(args.readme, md, markers=markers):
+        print(f"updated the {name} block of {args.readme}")
+
+
+def tool_main(argv, doc: str, add_arguments, cmd) -> int:
+    """``python -m bench.tools.<name>``: the same as ``proxybench <name>``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    cmd(ap.parse_args(argv))
+    return 0

@@ -1,0 +1,23 @@
+"""`proxybench ls proxies`: one aligned table of the registry records."""
+
+from __future__ import annotations
+
+from bench.cli import main
+from proxies import get_proxy, list_proxies
+
+
+def test_ls_proxies_aligns_every_column_to_its_longest_entry(capsys):
+    assert main(["ls", "proxies"]) in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[0], lines[1:]
+    assert header.split()[:8] == ["name", "dir", "family", "cost", "tier", "needs", "version", "paper"]
+    assert [r.split()[0] for r in rows] == list_proxies()
+    longest = max(list_proxies(), key=len)  # e.g. latency_measured_b64: longer than any fixed width was
+    starts = [header.index(col) for col in ("dir", "family", "cost", "tier", "needs", "version", "paper")]
+    assert starts[0] > len(longest)
+    for line, name in zip(rows, list_proxies(), strict=True):
+        p = get_proxy(name)
+        # every field starts in its header's column
+        for start, value in zip(starts, (p.direction, p.family, p.cost, p.tier, p.needs, str(p.version), p.paper),
+                                strict=True):
+            assert line[start:].startswith(value), (name, value, line)
