@@ -336,11 +336,43 @@ class ProcessExecutor:
                 raise
 
 
-def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 0, **ray_options):
-    """``ray_options`` (address, gpus_per_task, max_retries) go to :class:`bench.executors.RayExecutor`."""
+# Rough seconds per cell of one proxy of each tier on one CPU core (the orders of magnitude of reports/perf.md),
+# used only to decide whether worker processes, a few seconds each to start, pay off for a study.
+TIER_SECONDS = {"cheap": 0.05, "one-pass": 0.5, "second-order": 1.5, "trained": 60.0}
+PROCESSES_PAY_OFF_S = 10.0  # estimated work above which "auto" starts worker processes
+
+
+def estimated_seconds(jobs: list[Job]) -> float:
+    """The work of ``jobs`` on one core, from the registry's cost tiers (an estimate, never reported)."""
+    tier = {}
+    total = 0.0
+    for j in jobs:
+        for _, names in j.items:
+            for n in names:
+                if n not in tier:
+                    tier[n] = TIER_SECONDS.get(get_proxy(n).tier, 0.5)
+                total += tier[n]
+    return total
+
+
+def spread(jobs: list[Job], workers: int) -> list[Job]:
+    """Split the chunks of a study that has fewer chunks than workers, so that every worker gets work."""
+    if workers <= 1 or len(jobs) >= workers:
+        return jobs
+    size = max(1, math.ceil(sum(len(j.items) for j in jobs) / workers))
+    return [replace(j, items=j.items[i:i + size]) for j in jobs for i in range(0, len(j.items), size)]
+
+
+def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 0, seconds: float | None = None,
+                  **ray_options):
+    """``ray_options`` (address, gpus_per_task, max_retries) go to :class:`bench.executors.RayExecutor`.
+
+    ``auto``: worker processes when there is more than one core and the work pays their start-up: ``seconds``
+    (the estimated work, :func:`estimated_seconds`) above PROCESSES_PAY_OFF_S, or without an estimate 4 chunks."""
     cores = os.cpu_count() or 1
     if kind == "auto":
-        kind = "processes" if (workers or cores) > 1 and n_jobs >= 4 else "inprocess"
+        enough = seconds > PROCESSES_PAY_OFF_S if seconds is not None else n_jobs >= 4
+        kind = "processes" if (workers or cores) > 1 and enough else "inprocess"
     if kind == "inprocess":
         return InProcessExecutor()
     if kind == "processes":
@@ -408,7 +440,8 @@ def run_study(study: Study, cache: ScoreCache, executor: str = "auto", workers: 
     summary = RunSummary(cached=cached)
     n_cells = sum(len(j.items) for j in jobs)
     if jobs:
-        ex = make_executor(executor, workers, len(jobs), **ray_options)
+        ex = make_executor(executor, workers, len(jobs), seconds=estimated_seconds(jobs), **ray_options)
+        jobs = spread(jobs, ex.workers)  # a small study still keeps every worker busy
         if executor != "ray":
             resolve_device(study.device)  # fail here, before any work, when this machine lacks the device
         bar = progress_bar(total=n_cells, unit="cell", disable=not progress, dynamic_ncols=True,

@@ -96,6 +96,22 @@ def test_make_executor():
     assert isinstance(ex, ProcessExecutor) and ex.workers == 3
     with pytest.raises(ValueError, match="unknown executor"):
         make_executor("spark")
+    # auto: processes only when the estimated work pays their start-up
+    assert isinstance(make_executor("auto", workers=2, n_jobs=1, seconds=60.0), ProcessExecutor)
+    assert isinstance(make_executor("auto", workers=2, n_jobs=50, seconds=1.0), InProcessExecutor)
+
+
+def test_a_small_study_spreads_over_every_worker():
+    from bench.runner import Job, estimated_seconds, spread
+
+    items = tuple((f"a{i}", ("params", "grasp")) for i in range(8))
+    one = [Job("nb201", "cifar10", 42, 64, True, None, "cpu", items, "c")]
+    two = spread(one, 2)
+    assert [len(j.items) for j in two] == [4, 4] and sum((j.items for j in two), ()) == items
+    assert [len(j.items) for j in spread(one, 3)] == [3, 3, 2]
+    assert spread(one, 1) == one and spread(two, 2) == two
+    assert estimated_seconds(one) > estimated_seconds([Job("nb201", "cifar10", 42, 64, True, None, "cpu",
+                                                           tuple((a, ("params",)) for a, _ in items), "c")])
 
 
 # ------------------------------------------------------------------------------------ choosing archs
