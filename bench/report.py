@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -215,16 +216,264 @@ def _cost(summary: pd.DataFrame, out: Path, perf: dict | None = None) -> Path:
     return save_figure(fig, out / "cost_vs_rho.png")
 
 
-def _data_section(data_dir) -> list[str]:
+@dataclass
+class ReportResult:
+    """Every number the training-free report shows, computed from the scored rows by ``compute_report``; the
+    ``render_*`` functions turn it into Markdown lines and compute nothing."""
+
+    summary: pd.DataFrame  # one row per (space, task, proxy, seed): ``summarise``
+    truth: str = "accuracy"
+    n_resamples: int = 1000
+    study_note: str = ""
+    seeds: list = field(default_factory=list)
+    substitute_tasks: list[str] = field(default_factory=list)
+    seed_spread: pd.DataFrame | None = None  # space, task, proxy, seeds, mean, sd (several seeds only)
+    ensemble: tuple[str, ...] = VOTE
+    ensembles: pd.DataFrame | None = None  # ``ensembles``
+    vote_published: dict = field(default_factory=dict)  # (space, task) -> the published vote concordance
+    published: list[dict] = field(default_factory=list)  # one record per (summary row, published figure)
+    precision: dict = field(default_factory=dict)  # reports/precision.json
+    proxies: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # the facts of the Provenance section
+    image_descriptions: dict | None = None
+    data_files: list[dict] = field(default_factory=list)  # the data files the report lists
+    missing_imagenet16: bool = False
+
+    @property
+    def fig_seed(self):
+        """Figures show one seed; the spread over seeds is a table."""
+        return self.seeds[0]
+
+
+def _seed_spread(summary: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (space, task, proxy), g in summary.groupby(["space", "task", "proxy"], sort=False):
+        mean, sd = metrics.seed_spread(g["rho"].to_numpy())
+        rows.append({"space": space, "task": task, "proxy": proxy, "seeds": len(g), "mean": mean, "sd": sd})
+    return pd.DataFrame(rows)
+
+
+def _published_rows(summary: pd.DataFrame, val_rho: dict) -> list[dict]:
+    """Each summary row against every published figure for it, with the facts that may explain a difference."""
+    rows = []
+    for _, r in summary.iterrows():
+        key = (r["space"], r["task"], r["proxy"], r["seed"])
+        for p in published_for(r["space"], r["task"], r["proxy"]):
+            diff = r["rho"] - p.rho
+            inside = None if not np.isfinite(r["rho_lo"]) else r["rho_lo"] <= p.rho <= r["rho_hi"]
+            facts = []
+            if abs(diff) > 0.05:
+                if p.cells != r["n"]:
+                    facts.append(f"our sample is {r['n']} cells, theirs {p.n}")
+                if r["substitute"]:
+                    facts.append("substitute images")
+                v = val_rho.get(key)
+                if v is not None and abs(v - p.rho) < abs(diff) - 0.02:
+                    facts.append(f"against validation accuracy ρ={v:+.3f}, closer to the published value")
+                facts += [n for n in definition_notes(r["proxy"])]
+            rows.append({"space": r["space"], "task": r["task"], "proxy": r["proxy"], "rho": r["rho"],
+                         "rho_lo": r["rho_lo"], "rho_hi": r["rho_hi"], "n": r["n"], "val_rho": val_rho.get(key),
+                         "published": p, "diff": diff, "inside": inside, "facts": facts})
+    return rows
+
+
+def _provenance(df: pd.DataFrame, summary: pd.DataFrame, prec: dict, data_dir) -> dict:
+    from bench import precision
+
+    return {"env": provenance.environment(), "commits": sorted(set(df["git_commit"])),
+            "machines": precision.machines_line(df), "pooling": precision.pooling_line(df, prec),
+            "torch_versions": sorted(set(df["torch_version"])), "devices": sorted(set(df["device"])),
+            "inits": sorted(set(df["init"])), "seeds": sorted(set(df["seed"])),
+            "batch_sizes": [b for b in sorted(set(summary["batch_size"])) if b],
+            "data_dir": files.resolve_data_dir(data_dir), "truth_source": _truth_source(data_dir)}
+
+
+def compute_report(df: pd.DataFrame, *, truth: str = "accuracy", study_note: str = "", data_dir=None,
+                   n_resamples: int = 1000, image_descriptions: dict | None = None,
+                   ensemble: tuple[str, ...] = VOTE) -> ReportResult:
+    """Every statistic of the report: the summary, the spread over seeds, the ensembles, the comparison with
+    published figures, the precision and provenance facts."""
+    from bench import precision
+    from bench.references import PUBLISHED_VOTE
+
+    summary = summarise(df, truth, n_resamples)
+    seeds = sorted(summary["seed"].unique())
+    ens = ensembles(df, truth, members=ensemble, n_resamples=n_resamples)
+    val_rho = _rho_against(df, "val_acc_200") if truth != "val_acc_200" and "val_acc_200" in df else {}
+    prec = precision.load()
+    status = files.status_table(data_dir)
+    return ReportResult(
+        summary=summary, truth=truth, n_resamples=n_resamples, study_note=study_note, seeds=seeds,
+        substitute_tasks=sorted(summary.loc[summary["substitute"], "task"].unique()),
+        seed_spread=_seed_spread(summary) if len(seeds) > 1 else None, ensemble=tuple(ensemble), ensembles=ens,
+        vote_published=dict(PUBLISHED_VOTE) if tuple(ensemble) == VOTE else {},
+        published=_published_rows(summary, val_rho), precision=prec, proxies=sorted(df["proxy"].unique()),
+        provenance=_provenance(df, summary, prec, data_dir), image_descriptions=image_descriptions,
+        data_files=[r for r in status if r["space"] in ("nb201", "images") and (r["status"] != "missing"
+                                                                                 or r["required"])],
+        missing_imagenet16=all(r["status"] == "missing" for r in status if r["file"].startswith("ImageNet16/")))
+
+
+def render_intro(res: ReportResult) -> list[str]:
+    """The title, the substitute-data warning and what the correlations are."""
+    L = ["# proxybench report", "",
+         "_Generated by `make bench` (`proxybench bench`); do not edit by hand: every number below is computed "
+         "from the score cache and the benchmark files listed under Provenance._", ""]
+    if res.substitute_tasks:
+        L += [f"> **Substitute data:** the rows marked ⚠ ({', '.join(res.substitute_tasks)}) were scored on substitute "
+              "images because the task's real images are not in the data directory; proxies that read no images "
+              "(params, flops, synflow) are unaffected. The ground truth is real in every row.", ""]
+    L += [f"Correlation of each proxy's **declared ranking** with the {TRUTH_LABELS.get(res.truth, res.truth)} "
+          "(signed: a proxy declared ↓ has its score negated, so a negative value means it ranks *against* its "
+          "claim). Intervals: 95% percentile bootstrap over architectures "
+          f"({res.n_resamples} resamples). Ties as in scipy (τ-b, average ranks).", ""]
+    if res.study_note:
+        L += [res.study_note, ""]
+    return L
+
+
+def _correlation_row(r, several_seeds: bool) -> str:
+    data = ("⚠ substitute" if r["substitute"] else "real") if r["data_source"] != "none" else "none needed"
+    seed_tag = f" (seed {r['seed']})" if several_seeds else ""
+    return (f"| [{r['proxy']}](figures/scatter_{r['proxy']}.png){seed_tag} | {r['direction']} | {r['family']} | {r['n']} "
+            f"| {_nonfinite(r)} | {r['n_errors']} | {fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | "
+            f"{fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | {fmt_ci(r['top10_rho'])} | {r['precision_at_10']:.2f} | "
+            f"{data} | {r['sec_per_arch']:.3f} |")
+
+
+def render_correlations(res: ReportResult) -> list[str]:
+    """One table per (space, task): every proxy's τ/ρ with intervals, best ρ first."""
+    L = []
+    for (space, task), g in res.summary.groupby(["space", "task"], sort=False):
+        L += [f"## {space} · {task}", "",
+              "| proxy | dir | family | n | non-finite | errors | Kendall τ [95% CI] | Spearman ρ [95% CI] | top-10% ρ | precision@10% | data | s/arch |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        L += [_correlation_row(r, len(res.seeds) > 1) for _, r in g.sort_values("rho", ascending=False).iterrows()]
+        L.append("")
+    return L
+
+
+def render_seed_spread(res: ReportResult) -> list[str]:
+    if len(res.seeds) <= 1:
+        return []
+    L = ["## Spread across seeds", "", f"Seeds {', '.join(str(x) for x in res.seeds)}: each proxy scored at "
+         "several random initialisations (and minibatches); mean ± sd (ddof 1) of ρ over seeds. Figures show "
+         f"seed {res.fig_seed}.", "", "| space · task | proxy | seeds | ρ mean ± sd |", "|---|---|---|---|"]
+    L += [f"| {r['space']} · {r['task']} | {r['proxy']} | {r['seeds']} | {r['mean']:+.3f} ± {r['sd']:.3f} |"
+          for r in res.seed_spread.to_dict("records")]
+    return L + [""]
+
+
+def render_ensembles(res: ReportResult) -> list[str]:
+    ens, members = res.ensembles, res.ensemble
+    if ens is None or ens.empty:
+        return []
+    L = ["## Ensembles", "",
+         f"`vote` is the pairwise majority of {', '.join(members)} (Abdelfattah et al. 2021 use synflow, "
+         "jacob_cov, snip): the figure is the "
+         "fraction of architecture pairs (with different accuracy) it orders like the accuracy, a split or tied "
+         "vote counting 1/2. It is a pairwise concordance, not a correlation; each member's own concordance is "
+         "beside it. `rank-average` is the mean of the members' ranks, scored by τ/ρ like any proxy.", "",
+         "| space · task | n | vote concordance | published vote | " + " | ".join(f"{m} concordance" for m in members)
+         + " | rank-average τ [95% CI] | rank-average ρ [95% CI] |",
+         "|---|---|---|---|" + "---|" * len(members) + "---|---|"]
+    for _, r in ens.iterrows():
+        pub = res.vote_published.get((r["space"], r["task"]))
+        L.append(f"| {r['space']} · {r['task']} | {r['n']} | {r['vote_concordance']:.3f} | "
+                 f"{f'{pub:.2f}' if pub else '–'} | " + " | ".join(f"{r[f'concordance_{m}']:.3f}" for m in members)
+                 + f" | {fmt_ci(r['rankavg_tau'], r['rankavg_tau_lo'], r['rankavg_tau_hi'])} | "
+                 f"{fmt_ci(r['rankavg_rho'], r['rankavg_rho_lo'], r['rankavg_rho_hi'])} |")
+    return L + [""]
+
+
+def _published_line(r: dict) -> str:
+    p, diff = r["published"], r["diff"]
+    inside = "n/a (no interval)" if r["inside"] is None else ("yes" if r["inside"] else "no")
+    vtxt = "–" if r["val_rho"] is None else f"{r['val_rho']:+.3f}"
+    flag = " ⚑" if abs(diff) > 0.05 else ""
+    return (f"| {r['space']} · {r['task']} | {r['proxy']} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} ({r['n']}) "
+            f"| {vtxt} | {p.rho:.2f} ({p.n}) | {diff:+.3f}{flag} | {inside} | {'; '.join(r['facts']) or '–'} | "
+            f"{p.source} |")
+
+
+def render_published(res: ReportResult) -> list[str]:
+    L = ["## Against published numbers", "",
+         "Every proxy with a published ρ, its measured ρ, and the difference. A difference over 0.05 is marked "
+         "⚑ and the facts that can explain it are listed: the sample, substitute images, the ρ against the "
+         "200-epoch *validation* accuracy (some papers correlate with it), and known definition differences.", "",
+         "| space · task | proxy | measured ρ [95% CI] (n) | ρ vs val. acc. | published ρ (n) | difference | "
+         "published inside CI? | what may explain a difference | source |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    L += [_published_line(r) for r in res.published]
+    if not res.published:
+        L.append("| - | - | - | - | - | - | - | - | no published figure for these proxies |")
+    return L + ["", "Published figures are |ρ| on the sample named; ours is signed and on the sample of this study, "
+                "so a smaller sample gives a wider interval.", ""]
+
+
+def render_figures(heat: Path, extra: list[tuple[Path, str]], scatters: dict[str, Path]) -> list[str]:
+    L = ["## Figures", "", f"![ρ heatmap](figures/{heat.name})", ""]
+    for path, what in extra:
+        L += [f"![{what}](figures/{path.name})", ""]
+    return L + [f"- [{p}](figures/{f.name}): rank of score vs accuracy, one panel per task" for p, f in scatters.items()]
+
+
+def render_precision(res: ReportResult) -> list[str]:
+    from bench import precision
+
+    return ["", "## Precision", "", precision.report_paragraph(res.precision), "",
+            precision.table(res.precision, proxies=res.proxies), ""]
+
+
+def render_provenance(res: ReportResult) -> list[str]:
+    pv, env = res.provenance, res.provenance["env"]
+    L = ["## Provenance", "",
+         f"- code: proxybench {env['proxybench']}; scores computed at commit(s) {', '.join(pv['commits'])}",
+         f"- machines behind the scores: {pv['machines']}",
+         f"- pooling: {pv['pooling']}",
+         f"- libraries: torch {env['torch']} (scores: {', '.join(pv['torch_versions'])}), "
+         f"python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, pandas {env['pandas']}",
+         f"- devices: {', '.join(pv['devices'])}; init: {', '.join(pv['inits'])}; "
+         f"seeds: {', '.join(str(s) for s in pv['seeds'])}; minibatch sizes: "
+         f"{', '.join(str(b) for b in pv['batch_sizes']) or 'none (data-free proxies only)'}",
+         f"- data directory: `{pv['data_dir']}`; NB201 ground truth read from: {pv['truth_source']}", ""]
+    if res.image_descriptions:
+        L += ["Images the data-using proxies see, per task:", ""]
+        L += [f"- {t}: {d}" for t, d in res.image_descriptions.items()] + [""]
+    return L + render_data_files(res) + [""] + [
+        "Ground-truth notes: NB201 accuracies are seed means; for cifar10 the test accuracy is the network "
+        "trained on train+valid (official `cifar10`), as in the official API. The validation-accuracy JSON files "
+        "list cells in base-5 counting order, not official index order (contrary to their description); the "
+        "loader matches them by arch string. The benchmark's `params` are checked against the networks built "
+        "here by `proxybench check-params`.", ""]
+
+
+def render_data_files(res: ReportResult) -> list[str]:
     lines = ["| file | status | version | what |", "|---|---|---|---|"]
-    for r in files.status_table(data_dir):
-        if r["space"] in ("nb201", "images") and (r["status"] != "missing" or r["required"]):
-            lines.append(f"| `{r['file']}` | {r['status']} | {r['variant'] or '-'} | {r['description']} |")
-    missing_in16 = all(r["status"] == "missing" for r in files.status_table(data_dir)
-                       if r["file"].startswith("ImageNet16/"))
-    if missing_in16:
+    lines += [f"| `{r['file']}` | {r['status']} | {r['variant'] or '-'} | {r['description']} |" for r in res.data_files]
+    if res.missing_imagenet16:
         lines.append("| `ImageNet16/*` | missing | - | ImageNet16-120 images: not available here (see below) |")
     return lines
+
+
+def _kept_sections(path: Path) -> list[str]:
+    """The further sections (latency, search, ...) that `proxybench bench` wrote into the old README."""
+    kept = ""
+    if path.is_file() and SECTIONS_BEGIN in (old := path.read_text()) and SECTIONS_END in old:
+        kept = old.split(SECTIONS_BEGIN, 1)[1].split(SECTIONS_END, 1)[0].strip("\n")
+    return [SECTIONS_BEGIN, kept, SECTIONS_END] if kept else [SECTIONS_BEGIN, SECTIONS_END]
+
+
+def _write_figures(df: pd.DataFrame, res: ReportResult, out: Path) -> list[str]:
+    """The figures of the report's first seed, and the Markdown lines that show them."""
+    fig_df, fig_summary = df[df["seed"] == res.fig_seed], res.summary[res.summary["seed"] == res.fig_seed]
+    figs = {p: _scatter(fig_df[fig_df["proxy"] == p], p, res.truth, out / "figures", fig_summary)
+            for p in sorted(fig_df["proxy"].unique())}
+    heat = _heatmap(fig_summary, out / "figures")
+    extra = [(_bars(fig_summary, out / "figures"), "Spearman ρ with 95% intervals, per task"),
+             (_proxy_matrix(fig_df, out / "figures"), "how similar the proxies' rankings are (Spearman ρ between scores)"),
+             (_cost(fig_summary, out / "figures", load_perf(out)), "seconds per architecture vs ρ")]
+    return render_figures(heat, extra, figs)
 
 
 def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "accuracy",
@@ -241,143 +490,13 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     if truth not in df.columns:
         raise ValueError(f"--truth {truth!r} is not a ground-truth column here; columns: "
                          f"{', '.join(c for c in df.columns if 'acc' in c)}")
-    summary = summarise(df, truth, n_resamples)
-    seeds = sorted(summary["seed"].unique())
-    fig_seed = seeds[0]  # figures show one seed; the spread over seeds is a table below
-    fig_df, fig_summary = df[df["seed"] == fig_seed], summary[summary["seed"] == fig_seed]
-    store.write_csv(out / "summary.csv", summary, SUMMARY_STORE)
-    figs = {p: _scatter(fig_df[fig_df["proxy"] == p], p, truth, out / "figures", fig_summary)
-            for p in sorted(fig_df["proxy"].unique())}
-    heat = _heatmap(fig_summary, out / "figures")
-    extra = [(_bars(fig_summary, out / "figures"), "Spearman ρ with 95% intervals, per task"),
-             (_proxy_matrix(fig_df, out / "figures"), "how similar the proxies' rankings are (Spearman ρ between scores)"),
-             (_cost(fig_summary, out / "figures", load_perf(out)), "seconds per architecture vs ρ")]
-    env = provenance.environment()
-    substitute_tasks = sorted(summary.loc[summary["substitute"], "task"].unique())
-
-    L = ["# proxybench report", "",
-         "_Generated by `make bench` (`proxybench bench`); do not edit by hand: every number below is computed "
-         "from the score cache and the benchmark files listed under Provenance._", ""]
-    if substitute_tasks:
-        L += [f"> **Substitute data:** the rows marked ⚠ ({', '.join(substitute_tasks)}) were scored on substitute "
-              "images because the task's real images are not in the data directory; proxies that read no images "
-              "(params, flops, synflow) are unaffected. The ground truth is real in every row.", ""]
-    L += [f"Correlation of each proxy's **declared ranking** with the {TRUTH_LABELS.get(truth, truth)} "
-          "(signed: a proxy declared ↓ has its score negated, so a negative value means it ranks *against* its "
-          "claim). Intervals: 95% percentile bootstrap over architectures "
-          f"({n_resamples} resamples). Ties as in scipy (τ-b, average ranks).", ""]
-    if study_note:
-        L += [study_note, ""]
-    for (space, task), g in summary.groupby(["space", "task"], sort=False):
-        L += [f"## {space} · {task}", "",
-              "| proxy | dir | family | n | non-finite | errors | Kendall τ [95% CI] | Spearman ρ [95% CI] | top-10% ρ | precision@10% | data | s/arch |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for _, r in g.sort_values("rho", ascending=False).iterrows():
-            data = ("⚠ substitute" if r["substitute"] else "real") if r["data_source"] != "none" else "none needed"
-            seed_tag = f" (seed {r['seed']})" if len(seeds) > 1 else ""
-            L.append(f"| [{r['proxy']}](figures/scatter_{r['proxy']}.png){seed_tag} | {r['direction']} | {r['family']} | {r['n']} "
-                     f"| {_nonfinite(r)} | {r['n_errors']} | {fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | "
-                     f"{fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | {fmt_ci(r['top10_rho'])} | {r['precision_at_10']:.2f} | {data} | {r['sec_per_arch']:.3f} |")
-        L.append("")
-    if len(seeds) > 1:
-        L += ["## Spread across seeds", "", f"Seeds {', '.join(str(x) for x in seeds)}: each proxy scored at "
-              "several random initialisations (and minibatches); mean ± sd (ddof 1) of ρ over seeds. Figures show "
-              f"seed {fig_seed}.", "", "| space · task | proxy | seeds | ρ mean ± sd |", "|---|---|---|---|"]
-        for (space, task, proxy), g in summary.groupby(["space", "task", "proxy"], sort=False):
-            mean, sd = metrics.seed_spread(g["rho"].to_numpy())
-            L.append(f"| {space} · {task} | {proxy} | {len(g)} | {mean:+.3f} ± {sd:.3f} |")
-        L.append("")
-    ens = ensembles(df, truth, members=ensemble, n_resamples=n_resamples)
-    if not ens.empty:
-        from bench.references import PUBLISHED_VOTE
-
-        L += ["## Ensembles", "",
-              f"`vote` is the pairwise majority of {', '.join(ensemble)} (Abdelfattah et al. 2021 use synflow, "
-              "jacob_cov, snip): the figure is the "
-              "fraction of architecture pairs (with different accuracy) it orders like the accuracy, a split or tied "
-              "vote counting 1/2. It is a pairwise concordance, not a correlation; each member's own concordance is "
-              "beside it. `rank-average` is the mean of the members' ranks, scored by τ/ρ like any proxy.", "",
-              "| space · task | n | vote concordance | published vote | " + " | ".join(f"{m} concordance" for m in ensemble)
-              + " | rank-average τ [95% CI] | rank-average ρ [95% CI] |",
-              "|---|---|---|---|" + "---|" * len(ensemble) + "---|---|"]
-        for _, r in ens.iterrows():
-            pub = PUBLISHED_VOTE.get((r["space"], r["task"])) if tuple(ensemble) == VOTE else None
-            L.append(f"| {r['space']} · {r['task']} | {r['n']} | {r['vote_concordance']:.3f} | "
-                     f"{f'{pub:.2f}' if pub else '–'} | " + " | ".join(f"{r[f'concordance_{m}']:.3f}" for m in ensemble)
-                     + f" | {fmt_ci(r['rankavg_tau'], r['rankavg_tau_lo'], r['rankavg_tau_hi'])} | "
-                     f"{fmt_ci(r['rankavg_rho'], r['rankavg_rho_lo'], r['rankavg_rho_hi'])} |")
-        L.append("")
-    L += ["## Against published numbers", "",
-          "Every proxy with a published ρ, its measured ρ, and the difference. A difference over 0.05 is marked "
-          "⚑ and the facts that can explain it are listed: the sample, substitute images, the ρ against the "
-          "200-epoch *validation* accuracy (some papers correlate with it), and known definition differences.", "",
-          "| space · task | proxy | measured ρ [95% CI] (n) | ρ vs val. acc. | published ρ (n) | difference | "
-          "published inside CI? | what may explain a difference | source |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    any_pub = False
-    val_rho = _rho_against(df, "val_acc_200") if truth != "val_acc_200" and "val_acc_200" in df else {}
-    for _, r in summary.iterrows():
-        for p in published_for(r["space"], r["task"], r["proxy"]):
-            any_pub = True
-            diff = r["rho"] - p.rho
-            inside = "n/a (no interval)" if not np.isfinite(r["rho_lo"]) else (
-                "yes" if r["rho_lo"] <= p.rho <= r["rho_hi"] else "no")
-            facts = []
-            if abs(diff) > 0.05:
-                if p.cells != r["n"]:
-                    facts.append(f"our sample is {r['n']} cells, theirs {p.n}")
-                if r["substitute"]:
-                    facts.append("substitute images")
-                v = val_rho.get((r["space"], r["task"], r["proxy"], r["seed"]))
-                if v is not None and abs(v - p.rho) < abs(diff) - 0.02:
-                    facts.append(f"against validation accuracy ρ={v:+.3f}, closer to the published value")
-                facts += [n for n in definition_notes(r["proxy"])]
-            flag = " ⚑" if abs(diff) > 0.05 else ""
-            vtxt = f"{val_rho[(r['space'], r['task'], r['proxy'], r['seed'])]:+.3f}" if (
-                r["space"], r["task"], r["proxy"], r["seed"]) in val_rho else "–"
-            L.append(f"| {r['space']} · {r['task']} | {r['proxy']} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} ({r['n']}) "
-                     f"| {vtxt} | {p.rho:.2f} ({p.n}) | {diff:+.3f}{flag} | {inside} | {'; '.join(facts) or '–'} | {p.source} |")
-    if not any_pub:
-        L.append("| - | - | - | - | - | - | - | - | no published figure for these proxies |")
-    L += ["", "Published figures are |ρ| on the sample named; ours is signed and on the sample of this study, so "
-          "a smaller sample gives a wider interval.", "",
-          "## Figures", "", f"![ρ heatmap](figures/{heat.name})", ""]
-    for path, what in extra:
-        L += [f"![{what}](figures/{path.name})", ""]
-    for p, f in figs.items():
-        L.append(f"- [{p}](figures/{f.name}): rank of score vs accuracy, one panel per task")
-    from bench import precision
-
-    prec = precision.load()
-    L += ["", "## Precision", "", precision.report_paragraph(prec), "",
-          precision.table(prec, proxies=sorted(df["proxy"].unique())), ""]
-    L += ["## Provenance", "",
-          f"- code: proxybench {env['proxybench']}; scores computed at commit(s) "
-          f"{', '.join(sorted(set(df['git_commit'])))}",
-          f"- machines behind the scores: {precision.machines_line(df)}",
-          f"- pooling: {precision.pooling_line(df, prec)}",
-          f"- libraries: torch {env['torch']} (scores: {', '.join(sorted(set(df['torch_version'])))}), "
-          f"python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, pandas {env['pandas']}",
-          f"- devices: {', '.join(sorted(set(df['device'])))}; init: {', '.join(sorted(set(df['init'])))}; "
-          f"seeds: {', '.join(str(s) for s in sorted(set(df['seed'])))}; minibatch sizes: "
-          f"{', '.join(str(b) for b in sorted(set(summary['batch_size'])) if b) or 'none (data-free proxies only)'}",
-          f"- data directory: `{files.resolve_data_dir(data_dir)}`; NB201 ground truth read from: "
-          f"{_truth_source(data_dir)}", ""]
-    if image_descriptions:
-        L += ["Images the data-using proxies see, per task:", ""]
-        L += [f"- {t}: {d}" for t, d in image_descriptions.items()] + [""]
-    L += _data_section(data_dir) + [""]
-    L += ["Ground-truth notes: NB201 accuracies are seed means; for cifar10 the test accuracy is the network "
-          "trained on train+valid (official `cifar10`), as in the official API. The validation-accuracy JSON files "
-          "list cells in base-5 counting order, not official index order (contrary to their description); the "
-          "loader matches them by arch string. The benchmark's `params` are checked against the networks built "
-          "here by `proxybench check-params`.", ""]
+    res = compute_report(df, truth=truth, study_note=study_note, data_dir=data_dir, n_resamples=n_resamples,
+                         image_descriptions=image_descriptions, ensemble=ensemble)
+    store.write_csv(out / "summary.csv", res.summary, SUMMARY_STORE)
+    figures = _write_figures(df, res, out)
     path = out / "README.md"
-    # the further sections (latency, search, ...) are written by `proxybench bench`; keep the last ones
-    kept = ""
-    if path.is_file() and SECTIONS_BEGIN in (old := path.read_text()) and SECTIONS_END in old:
-        kept = old.split(SECTIONS_BEGIN, 1)[1].split(SECTIONS_END, 1)[0].strip("\n")
-    L += [SECTIONS_BEGIN, kept, SECTIONS_END] if kept else [SECTIONS_BEGIN, SECTIONS_END]
+    L = [*render_intro(res), *render_correlations(res), *render_seed_spread(res), *render_ensembles(res),
+         *render_published(res), *figures, *render_precision(res), *render_provenance(res), *_kept_sections(path)]
     provenance.write_if_changed(path, "\n".join(L) + "\n")
     return path
 
@@ -386,27 +505,40 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SECTIONS_BEGIN, SECTIONS_END = "<!-- sections:begin -->", "<!-- sections:end -->"
 
 
+def headline_result(summary: pd.DataFrame, prec: dict | None = None) -> dict:
+    """What the headline table shows: its tasks, each proxy's rows by task (proxies by mean ρ, best first), its
+    significant digits as measured by ``make precision`` (``prec``, reports/precision.json)."""
+    prec = prec or {}
+    order = summary.groupby("proxy")["rho"].mean().sort_values(ascending=False).index
+    return {"tasks": list(dict.fromkeys(summary["task"])),
+            "rows": {p: summary[summary["proxy"] == p].set_index("task") for p in order},
+            "digits": {p: (prec.get("proxies", {}).get(p) or {}).get("digits") for p in order}}
+
+
+def _headline_cell(g: pd.DataFrame, task: str) -> str:
+    if task not in g.index:
+        return "–"
+    r = g.loc[task]
+    return f"{fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} (n={r['n']}){' ⚠' if r['substitute'] else ''}"
+
+
+def render_headline(result: dict, study_note: str = "") -> str:
+    """The headline table of ``headline_result``, after ``study_note``."""
+    tasks = result["tasks"]
+    lines = ["| proxy | dir | digits | " + " | ".join(f"{t} ρ [95% CI]" for t in tasks) + " |",
+             "|---|---|---|" + "---|" * len(tasks)]
+    for proxy, g in result["rows"].items():
+        d = result["digits"][proxy]
+        lines.append(f"| {proxy} | {g['direction'].iloc[0]} | {'–' if d is None else d} | "
+                     + " | ".join(_headline_cell(g, t) for t in tasks) + " |")
+    out = "\n".join(lines)
+    return (study_note + "\n\n" if study_note else "") + out
+
+
 def headline_table(summary: pd.DataFrame, study_note: str = "", prec: dict | None = None) -> str:
     """ρ per proxy and task with intervals and n, for the project README; ``digits``: each proxy's significant
     digits as measured by ``make precision`` (``prec``, reports/precision.json)."""
-    tasks = list(dict.fromkeys(summary["task"]))
-    prec = prec or {}
-    lines = ["| proxy | dir | digits | " + " | ".join(f"{t} ρ [95% CI]" for t in tasks) + " |",
-             "|---|---|---|" + "---|" * len(tasks)]
-    order = summary.groupby("proxy")["rho"].mean().sort_values(ascending=False).index
-    for proxy in order:
-        g = summary[summary["proxy"] == proxy].set_index("task")
-        cells = []
-        for t in tasks:
-            if t in g.index:
-                r = g.loc[t]
-                cells.append(f"{fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} (n={r['n']}){' ⚠' if r['substitute'] else ''}")
-            else:
-                cells.append("–")
-        d = (prec.get("proxies", {}).get(proxy) or {}).get("digits")
-        lines.append(f"| {proxy} | {g['direction'].iloc[0]} | {'–' if d is None else d} | " + " | ".join(cells) + " |")
-    out = "\n".join(lines)
-    return (study_note + "\n\n" if study_note else "") + out
+    return render_headline(headline_result(summary, prec), study_note)
 
 
 def update_readme(readme: str | os.PathLike, block: str, markers: tuple[str, str] = (BEGIN, END)) -> bool:

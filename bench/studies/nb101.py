@@ -11,7 +11,7 @@ computes the whole table where a GPU or a cluster is available (see README: Runn
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,106 +58,166 @@ def published_nb101() -> dict[str, float]:
     return {p.proxy: p.rho for p in PUBLISHED if p.space == "nb101"}
 
 
-def _imagenet_block(df: pd.DataFrame, data_dir) -> list[str]:
-    """ρ against the ImageNet top-1 of ``nasbench1_imgnet.json`` on the cells both files hold."""
+@dataclass
+class NB101Report:
+    """Every number of ``reports/nb101.md`` (``report_data``); the ``render_*`` functions compute nothing."""
+
+    summary: pd.DataFrame  # ``summarise`` of the scores, best ρ first (empty: no scores yet)
+    source: str = "mirror-2500"  # the ground truth's source id (``datasets.nb101.truth_source_id``)
+    published: dict = field(default_factory=dict)  # proxy -> published abs(ρ) over all 423k cells
+    studies: list[tuple[tuple[str, ...], int]] = field(default_factory=list)  # (proxies, cells) per tier
+    batch: int = BATCH
+    total_s: float = 0.0  # every proxy's seconds per cell, summed
+    n_table: int = 0  # cells of the table here
+    outside: list[str] = field(default_factory=list)  # published values outside our interval of abs(ρ)
+    tier_sizes: str = ""
+    imagenet: dict = field(default_factory=dict)  # the ImageNet file: its cells and overlap, or why unavailable
+    commits: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+
+
+def _imagenet_facts(data_dir) -> dict:
+    """The ImageNet top-1 file ``nasbench1_imgnet.json``: its cells and how many the CIFAR-10 table holds."""
     from datasets import nb101
 
     try:
         im = nb101.read_imagenet_json(data_dir)
     except Exception as e:  # optional file
-        return [f"The ImageNet file `{nb101.IMAGENET_KEY}` is not available ({type(e).__name__}).", ""]
-    overlap = sorted(set(im["arch"]) & set(nb101.all_archs(data_dir)))
-    lines = [f"`{nb101.IMAGENET_KEY}`: {len(im)} cells with an ImageNet top-1 accuracy (training setting "
-             f"undocumented upstream); {len(overlap)} of them are among the CIFAR-10 table's cells here, too few "
-             "for a correlation with the CIFAR-10 scores. Scoring them needs ImageNet images (224x224), which are "
-             "not on this machine; the file is read and validated (`datasets.nb101.read_imagenet_json`).", ""]
-    return lines
+        return {"error": type(e).__name__}
+    return {"n": len(im), "overlap": len(set(im["arch"]) & set(nb101.all_archs(data_dir)))}
 
 
-def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1000,
-                  studies: list[Study] | None = None) -> tuple[Path, str]:
-    """reports/nb101.md and its figure from scored rows joined with truth; returns (path, summary paragraph)."""
+def report_data(df: pd.DataFrame, data_dir=None, n_resamples: int = 1000,
+                studies: list[Study] | None = None) -> NB101Report:
+    """The section's numbers from scored rows joined with truth."""
     from datasets import nb101
 
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
     summary = summarise(df, truth="accuracy", n_resamples=n_resamples) if not df.empty else pd.DataFrame()
     pub = published_nb101()
-    env = provenance.environment()
-    source = nb101.truth_source_id(data_dir)
+    rep = NB101Report(summary=summary, source=nb101.truth_source_id(data_dir), published=pub,
+                      studies=[(s.proxies, len(s.arch_list())) for s in studies or []],
+                      batch=studies[0].batch_size if studies else BATCH, imagenet=_imagenet_facts(data_dir),
+                      commits=sorted(set(df["git_commit"])) if not df.empty else [],
+                      devices=sorted(set(df["device"])) if not df.empty else [], env=provenance.environment())
+    if summary.empty:
+        return rep
+    ranked = summary.sort_values("rho", ascending=False)
+    return replace(rep, summary=ranked, total_s=float(summary["sec_per_arch"].sum()),
+                   n_table=len(nb101.all_archs(data_dir)), outside=_outside_sampling_error(ranked, pub),
+                   tier_sizes=_tier_sizes(ranked))
+
+
+def render_intro(rep: NB101Report) -> list[str]:
+    """The title, the ground truth, the networks, the study and the cost of the whole table."""
+    from datasets import nb101
+
     src_text = {"mirror-2500": f"the 2,500-cell mirror `{nb101.MIRROR_KEY}` (CIFAR-10 test accuracy as a fraction, "
                                "x100 here; undocumented upstream, most likely the 108-epoch mean over 3 repeats)",
                 "official-tfrecord": f"the official `{nb101.TFRECORD_KEY}` (108-epoch mean test accuracy)",
-                "official-parquet": f"`{nb101.OFFICIAL_TRUTH}` converted from the official tfrecord"}[source]
+                "official-parquet": f"`{nb101.OFFICIAL_TRUTH}` converted from the official tfrecord"}[rep.source]
     L = ["# NAS-Bench-101: training-free proxies", "",
          "Generated by `make bench` (`proxybench bench`; this section alone: `proxybench nb101`). Every number "
          "below is computed from the score cache; published values are quoted from REFERENCES.md.", "",
          f"**Ground truth:** {src_text}. **Networks:** `nasbench-pytorch` (stem 128 channels, 3 stacks x 3 cells), "
          f"its He-normal initialisation (cache key `init = {get_space_init()}`), parameter counts equal to the "
          "official `trainable_parameters` (tests).", ""]
-    if studies:
-        L += ["**Study:** " + "; ".join(
-            f"{', '.join(s.proxies)} on a seeded sample of {len(s.arch_list())} cells" for s in studies)
-            + f" (sample seed {SAMPLE_SEED}; each smaller sample is nested in the larger); init/minibatch seed "
-              f"{SEED}; minibatch {studies[0].batch_size} real CIFAR-10 training images with augmentation. "
-              f"Abdelfattah et al. used a minibatch of 256 on all 423,624 cells: batch {studies[0].batch_size} and "
-              "the sample sizes are what this project's 2-core CPU sessions computed (committed in `reports/scores`; "
-              "`make bench` reads them and computes only what is missing; grasp's second-order pass at "
-              "batch 256 did not fit in this machine's 24 GB beside other jobs). Intervals: 95% bootstrap.", ""]
-    batch = studies[0].batch_size if studies else BATCH
-    if not summary.empty:
-        total = float(summary["sec_per_arch"].sum())
-        L += [f"Every proxy on all cells of the table: {total:.0f} s per cell at batch {batch} as cached (the s/cell "
-              "column summed), i.e. "
-              f"{total * len(nb101.all_archs(data_dir)) / 3600:.1f} hours of one core; on a GPU machine: "
+    if rep.studies:
+        L += ["**Study:** " + "; ".join(f"{', '.join(p)} on a seeded sample of {n} cells" for p, n in rep.studies)
+              + f" (sample seed {SAMPLE_SEED}; each smaller sample is nested in the larger); init/minibatch seed "
+                f"{SEED}; minibatch {rep.batch} real CIFAR-10 training images with augmentation. "
+                f"Abdelfattah et al. used a minibatch of 256 on all 423,624 cells: batch {rep.batch} and "
+                "the sample sizes are what this project's 2-core CPU sessions computed (committed in `reports/scores`; "
+                "`make bench` reads them and computes only what is missing; grasp's second-order pass at "
+                "batch 256 did not fit in this machine's 24 GB beside other jobs). Intervals: 95% bootstrap.", ""]
+    if not rep.summary.empty:
+        L += [f"Every proxy on all cells of the table: {rep.total_s:.0f} s per cell at batch {rep.batch} as cached "
+              "(the s/cell column summed), i.e. "
+              f"{rep.total_s * rep.n_table / 3600:.1f} hours of one core; on a GPU machine: "
               "`proxybench nb101 --cheap-sample all --sample all --second-order-sample all --batch-size 256 "
               "--executor ray --device cuda --gpus-per-task 0.25` (it computes only what the cache lacks; this "
               "section then reports it).", ""]
-    if summary.empty:
-        L += ["No NB101 scores in the cache yet.", ""]
-        para = "**NAS-Bench-101:** no scores yet — run `proxybench nb101`."
-    else:
-        summary = summary.sort_values("rho", ascending=False)
-        L += ["| proxy | dir | n | Spearman ρ [95% CI] | Kendall τ [95% CI] | published abs(ρ) (all 423k) | "
-              "abs(ρ) − published | s/cell |", "|---|---|---|---|---|---|---|---|"]
-        for _, r in summary.iterrows():
-            p = pub.get(r["proxy"])
-            # the published figures are |ρ|: compare magnitudes, and say when ours is negative
-            diff = (f"{abs(r['rho']) - p:+.3f}" + (" (ours negative)" if r["rho"] < 0 else "")
-                    if p is not None and np.isfinite(r["rho"]) else "–")
-            L.append(f"| {r['proxy']} | {r['direction']} | {r['n']} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | "
-                     f"{fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | {p if p is not None else '–'} | {diff} | "
-                     f"{r['sec_per_arch']:.2f} |")
-        L += ["", "Published values are absolute ρ over all 423,624 cells (repo notebook) with batch 256, so they "
-              "do not say whether a proxy ranked cells the right way round; here ρ is signed in each proxy's "
-              "declared direction and the difference compares magnitudes. It is within sampling error when the "
-              "published value lies inside the interval of abs(ρ) (the interval's absolute values). "
-              "s/cell: mean seconds per cell and proxy as cached (shared "
-              "passes are charged to the first proxy of a pass; the machine was shared with other jobs).", ""]
-        outside = _outside_sampling_error(summary, pub)
-        if outside:
-            L += [f"Published value outside the interval of abs(ρ): {', '.join(outside)}. Differences this run "
-                  f"does not control for: minibatch {batch} vs 256, these "
-                  "cells vs all 423,624, and the initialisation (nasbench-pytorch's He-normal here; the reference's "
-                  "networks come from its own NB101 port). Not tuned toward the published values.", ""]
-        fig = _bars(summary, pub, out / "figures" / "nb101_rho.png")
-        L += [f"![ρ per proxy on NB101]({fig.relative_to(out).as_posix()})", ""]
-        best = summary.iloc[0]
-        para = (f"**NAS-Bench-101** ([nb101.md](nb101.md)): {len(summary)} training-free proxies on seeded samples "
-                f"of the 2,500-cell table ({_tier_sizes(summary)}); "
-                f"best ρ {best['rho']:+.3f} ({best['proxy']}); synflow "
-                + (fmt_ci(*summary.loc[summary['proxy'] == 'synflow', ['rho', 'rho_lo', 'rho_hi']].iloc[0])
-                   if (summary["proxy"] == "synflow").any() else "n/a")
-                + f" vs published {pub.get('synflow')} (all 423k).")
-    L += _imagenet_block(df, data_dir)
-    L += ["## Provenance", "",
-          f"- code: proxybench {env['proxybench']}, commit {env['git_commit']}; torch {env['torch']}",
-          f"- scores computed at commit(s): {', '.join(sorted(set(df['git_commit']))) if not df.empty else '–'}; "
-          f"devices: {', '.join(sorted(set(df['device']))) if not df.empty else '–'}",
-          f"- ground truth: {nb101.truth_source_id(data_dir)}", ""]
+    return L
+
+
+def _table_row(r, pub: dict) -> str:
+    p = pub.get(r["proxy"])
+    # the published figures are |ρ|: compare magnitudes, and say when ours is negative
+    diff = (f"{abs(r['rho']) - p:+.3f}" + (" (ours negative)" if r["rho"] < 0 else "")
+            if p is not None and np.isfinite(r["rho"]) else "–")
+    return (f"| {r['proxy']} | {r['direction']} | {r['n']} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | "
+            f"{fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | {p if p is not None else '–'} | {diff} | "
+            f"{r['sec_per_arch']:.2f} |")
+
+
+def render_table(rep: NB101Report, figure: str | None = None) -> list[str]:
+    """ρ/τ per proxy next to the published abs(ρ), the notes on the comparison and the figure."""
+    if rep.summary.empty:
+        return ["No NB101 scores in the cache yet.", ""]
+    L = ["| proxy | dir | n | Spearman ρ [95% CI] | Kendall τ [95% CI] | published abs(ρ) (all 423k) | "
+         "abs(ρ) − published | s/cell |", "|---|---|---|---|---|---|---|---|"]
+    L += [_table_row(r, rep.published) for _, r in rep.summary.iterrows()]
+    L += ["", "Published values are absolute ρ over all 423,624 cells (repo notebook) with batch 256, so they "
+          "do not say whether a proxy ranked cells the right way round; here ρ is signed in each proxy's "
+          "declared direction and the difference compares magnitudes. It is within sampling error when the "
+          "published value lies inside the interval of abs(ρ) (the interval's absolute values). "
+          "s/cell: mean seconds per cell and proxy as cached (shared "
+          "passes are charged to the first proxy of a pass; the machine was shared with other jobs).", ""]
+    if rep.outside:
+        L += [f"Published value outside the interval of abs(ρ): {', '.join(rep.outside)}. Differences this run "
+              f"does not control for: minibatch {rep.batch} vs 256, these "
+              "cells vs all 423,624, and the initialisation (nasbench-pytorch's He-normal here; the reference's "
+              "networks come from its own NB101 port). Not tuned toward the published values.", ""]
+    return L + ([f"![ρ per proxy on NB101]({figure})", ""] if figure else [])
+
+
+def render_imagenet(rep: NB101Report) -> list[str]:
+    from datasets import nb101
+
+    im = rep.imagenet
+    if "error" in im:
+        return [f"The ImageNet file `{nb101.IMAGENET_KEY}` is not available ({im['error']}).", ""]
+    return [f"`{nb101.IMAGENET_KEY}`: {im['n']} cells with an ImageNet top-1 accuracy (training setting "
+            f"undocumented upstream); {im['overlap']} of them are among the CIFAR-10 table's cells here, too few "
+            "for a correlation with the CIFAR-10 scores. Scoring them needs ImageNet images (224x224), which are "
+            "not on this machine; the file is read and validated (`datasets.nb101.read_imagenet_json`).", ""]
+
+
+def render_provenance(rep: NB101Report) -> list[str]:
+    env = rep.env
+    return ["## Provenance", "",
+            f"- code: proxybench {env['proxybench']}, commit {env['git_commit']}; torch {env['torch']}",
+            f"- scores computed at commit(s): {', '.join(rep.commits) if rep.commits else '–'}; "
+            f"devices: {', '.join(rep.devices) if rep.devices else '–'}",
+            f"- ground truth: {rep.source}", ""]
+
+
+def paragraph(rep: NB101Report) -> str:
+    """The section's summary for reports/README.md."""
+    s = rep.summary
+    if s.empty:
+        return "**NAS-Bench-101:** no scores yet — run `proxybench nb101`."
+    best = s.iloc[0]
+    return (f"**NAS-Bench-101** ([nb101.md](nb101.md)): {len(s)} training-free proxies on seeded samples "
+            f"of the 2,500-cell table ({rep.tier_sizes}); "
+            f"best ρ {best['rho']:+.3f} ({best['proxy']}); synflow "
+            + (fmt_ci(*s.loc[s['proxy'] == 'synflow', ['rho', 'rho_lo', 'rho_hi']].iloc[0])
+               if (s["proxy"] == "synflow").any() else "n/a")
+            + f" vs published {rep.published.get('synflow')} (all 423k).")
+
+
+def write_section(df: pd.DataFrame, out_dir, data_dir=None, n_resamples: int = 1000,
+                  studies: list[Study] | None = None) -> tuple[Path, str]:
+    """reports/nb101.md and its figure from scored rows joined with truth; returns (path, summary paragraph)."""
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    rep = report_data(df, data_dir, n_resamples, studies)
+    fig = None if rep.summary.empty else _bars(rep.summary, rep.published, out / "figures" / "nb101_rho.png")
+    L = [*render_intro(rep), *render_table(rep, fig and fig.relative_to(out).as_posix()), *render_imagenet(rep),
+         *render_provenance(rep)]
     path = out / f"{NAME}.md"
     provenance.write_if_changed(path, "\n".join(L) + "\n")
-    return path, para
+    return path, paragraph(rep)
 
 
 def _outside_sampling_error(summary: pd.DataFrame, pub: dict) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -141,16 +142,77 @@ def _rho_fmt(v) -> str:
     return "–" if not np.isfinite(v) else f"{v:+.3f}"
 
 
-def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, str]:
-    """Compute what the caches lack and write ``<out>/nds.md`` and ``<out>/nds/summary.json``."""
-    torch.set_num_threads(1)
-    out = Path(out)
+@dataclass
+class NDSReport:
+    """Every number of ``reports/nds.md`` (``report_data``); the ``render_*`` functions compute nothing."""
+
+    root: Path  # the data directory
+    known: pd.DataFrame  # ``known_network_checks``
+    fixture_match: tuple[int, int]  # generated records whose built params equal the recorded ones, of all
+    substitute_rho: pd.DataFrame  # ρ on the generated (substitute) files
+    n_scores: int = 0
+    n_errors: int = 0
+    substitute_spaces: list[str] = field(default_factory=list)  # spaces scored on substitute images
+    real: list[str] = field(default_factory=list)  # families with real files
+    real_rho: pd.DataFrame | None = None
+    real_match: tuple[int, int] = (0, 0)  # of the first 20 records of each real family
+    known_exact: int = 0  # known networks whose built count is the published one exactly
+    known_max_rel: float = 0.0  # the largest relative difference from a published count
+    commit: str = ""
+    torch: str = ""
+
+
+def _real_results(real: list[str], data_dir, res_dir: Path, progress: bool) -> tuple[pd.DataFrame, tuple[int, int]]:
+    df = run_families(real, REAL_PROXIES, data_dir, res_dir / "scores", REAL_SAMPLE, progress)
+    rho = _rho_table(df, tuple(f"test_acc_e{e}" for e in nds.EARLY_EPOCHS))
+    store.write_csv(res_dir / "real_rho.csv", rho, RHO_STORE)
+    pc = pd.concat([nds.check_params(f, data_dir, n=20).assign(family=f) for f in real], ignore_index=True)
+    return rho, (int(pc["match"].sum()), len(pc))
+
+
+def report_data(out: Path, data_dir, progress: bool = False) -> NDSReport:
+    """Score what the caches lack (the real files when present, the generated ones always), check the builders,
+    and write ``<out>/nds/`` (ρ tables, summary.json)."""
     res_dir = out / NAME
     res_dir.mkdir(parents=True, exist_ok=True)
     real = nds.available_families(data_dir)
     root = files.resolve_data_dir(data_dir)
     known = known_network_checks()
+    real_rho, real_match = _real_results(real, data_dir, res_dir, progress) if real else (None, (0, 0))
+    # substitute files: generated deterministically into the derived-files cache, never committed
+    sub_root = files.resolve_cache_dir() / f"nds_fixtures_n{DEMO_N}_s{DEMO_SEED}"
+    fx.write_fixtures(sub_root, n=DEMO_N, seed=DEMO_SEED)
+    _link_images(root, sub_root)
+    fpc = fixture_param_checks(sub_root)
+    df = run_families(DEMO_FAMILIES, DEMO_PROXIES, sub_root, res_dir / "substitute_scores", None, progress)
+    rho = _rho_table(df, ("test_acc_e5",))
+    store.write_csv(res_dir / "substitute_rho.csv", rho, RHO_STORE)
+    rep = NDSReport(root=root, known=known, fixture_match=(int(fpc["match"].sum()), len(fpc)), substitute_rho=rho,
+                    n_scores=int(len(df)), n_errors=int((df["status"] == "error").sum()),
+                    substitute_spaces=sorted(df.loc[df["substitute"].astype(bool), "space"].unique()), real=real,
+                    real_rho=real_rho, real_match=real_match,
+                    known_exact=int((known["built"] == known["published"]).sum()),
+                    known_max_rel=known["rel_diff"].abs().max(), commit=provenance.git_commit(),
+                    torch=torch.__version__)
+    store.write_json(res_dir / "summary.json", _summary_json(rep), SUMMARY_STORE, default=str)
+    return rep
 
+
+def _summary_json(rep: NDSReport) -> dict:
+    summary: dict = {"real_families": rep.real, "data_dir": str(rep.root)}
+    if rep.real:
+        summary["real_rho"] = rep.real_rho.to_dict(orient="records")
+        summary["real_param_match"] = list(rep.real_match)
+    summary["known_networks"] = rep.known.drop(columns=["source"]).to_dict(orient="records")
+    summary["fixture_param_match"] = list(rep.fixture_match)
+    summary["substitute"] = {"families": list(DEMO_FAMILIES), "n": DEMO_N, "proxies": list(DEMO_PROXIES),
+                             "scores": rep.n_scores, "errors": rep.n_errors}
+    summary["provenance"] = dict(provenance.environment())  # no wall time: an unchanged rerun rewrites nothing
+    return summary
+
+
+def render_intro(rep: NDSReport) -> list[str]:
+    """The title, the data, the loader and whether real files are here."""
     L = ["# NDS (Network Design Spaces)", "",
          "Radosavovic et al., *On Network Design Spaces for Visual Recognition*, ICCV 2019; data: the `nds_data` "
          "release (`data.zip` of facebookresearch/nds). Loader: `datasets/nds.py`; every sweep file is its own "
@@ -159,83 +221,73 @@ def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, s
          f"`test_ep_top1`; early-epoch accuracies `test_acc_e{{{','.join(map(str, nds.EARLY_EPOCHS))}}}` are the "
          "early-stopping baseline. ImageNet families (`*_in`) are scored on ImageNet16-120 images (16×16) with "
          "their ImageNet stem and 1,000-class head.", ""]
-    summary: dict = {"real_families": real, "data_dir": str(root)}
-    if real:
-        L += [f"**Status: real NDS files found** in `{root / 'nds'}`: {', '.join(real)}.", ""]
-        df = run_families(real, REAL_PROXIES, data_dir, res_dir / "scores", REAL_SAMPLE, not no_progress)
-        rho = _rho_table(df, tuple(f"test_acc_e{e}" for e in nds.EARLY_EPOCHS))
-        store.write_csv(res_dir / "real_rho.csv", rho, RHO_STORE)
-        pc = pd.concat([nds.check_params(f, data_dir, n=20).assign(family=f) for f in real], ignore_index=True)
-        L += [f"### Proxies on the real files ({REAL_SAMPLE} seeded models per family, seed 42, batch 64)", "",
-              *md_table(rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), "",
-              f"Parameter check on the first 20 records of each family: {int(pc['match'].sum())} of {len(pc)} built "
-              "networks have exactly the recorded `params` (with or without the auxiliary head).", ""]
-        summary["real_rho"] = rho.to_dict(orient="records")
-        summary["real_param_match"] = [int(pc["match"].sum()), len(pc)]
-    else:
-        L += ["**Status: loader ready, no real data on this machine.** None of the release's files is in "
-              f"`{root / 'nds'}` (the NDS JSON files were not reachable from this machine). Put the unzipped "
-              "`nds_data/*.json` there (or pass `--data-dir`) and `make bench` runs, unchanged: a seeded sample of "
-              f"{REAL_SAMPLE} models of every present family scored with {', '.join(REAL_PROXIES)}, ρ against final "
-              "test accuracy next to the recorded early-epoch accuracies, and a built-vs-recorded parameter check "
-              "(`proxybench nds-check --family DARTS`).", ""]
+    if not rep.real:
+        return L + ["**Status: loader ready, no real data on this machine.** None of the release's files is in "
+                    f"`{rep.root / 'nds'}` (the NDS JSON files were not reachable from this machine). Put the "
+                    "unzipped `nds_data/*.json` there (or pass `--data-dir`) and `make bench` runs, unchanged: a "
+                    f"seeded sample of {REAL_SAMPLE} models of every present family scored with "
+                    f"{', '.join(REAL_PROXIES)}, ρ against final test accuracy next to the recorded early-epoch "
+                    "accuracies, and a built-vs-recorded parameter check (`proxybench nds-check --family DARTS`).", ""]
+    return L + [f"**Status: real NDS files found** in `{rep.root / 'nds'}`: {', '.join(rep.real)}.", "",
+                f"### Proxies on the real files ({REAL_SAMPLE} seeded models per family, seed 42, batch 64)", "",
+                *md_table(rep.real_rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), "",
+                f"Parameter check on the first 20 records of each family: {rep.real_match[0]} of {rep.real_match[1]} "
+                "built networks have exactly the recorded `params` (with or without the auxiliary head).", ""]
 
-    L += ["## Builders vs published parameter counts", "",
-          "The networks below are rebuilt from NDS-style `net` configs by the same builders that build NDS records; "
-          "`closed form` is an independent per-op count (`datasets/nds_fixtures.analytic_params`).", "",
-          *md_table(known, ["network", "built", "closed_form", "published", "source"],
-                     {"built": "{:,}".format, "closed_form": "{:,}".format, "published": "{:,}".format}), ""]
-    summary["known_networks"] = known.drop(columns=["source"]).to_dict(orient="records")
 
-    # substitute files: generated deterministically into the derived-files cache, never committed
-    sub_root = files.resolve_cache_dir() / f"nds_fixtures_n{DEMO_N}_s{DEMO_SEED}"
-    fx.write_fixtures(sub_root, n=DEMO_N, seed=DEMO_SEED)
-    _link_images(root, sub_root)
-    fpc = fixture_param_checks(sub_root)
-    L += ["## Generated files in the official schema", "",
-          f"`datasets/nds_fixtures.write_fixtures` wrote {len(nds.FAMILY_NAMES)} family files ({DEMO_N} tiny seeded "
-          f"networks each, seed {DEMO_SEED}; `proxybench nds-fixtures DIR` writes them). Every record was read and "
-          f"validated by the real loader; built parameters equal the recorded ones for {int(fpc['match'].sum())} of "
-          f"{len(fpc)} records.", ""]
-    summary["fixture_param_match"] = [int(fpc["match"].sum()), len(fpc)]
+def render_checks(rep: NDSReport) -> list[str]:
+    """The builders against published parameter counts and against the generated files."""
+    n = "{:,}".format
+    return ["## Builders vs published parameter counts", "",
+            "The networks below are rebuilt from NDS-style `net` configs by the same builders that build NDS "
+            "records; `closed form` is an independent per-op count (`datasets/nds_fixtures.analytic_params`).", "",
+            *md_table(rep.known, ["network", "built", "closed_form", "published", "source"],
+                      {"built": n, "closed_form": n, "published": n}), "",
+            "## Generated files in the official schema", "",
+            f"`datasets/nds_fixtures.write_fixtures` wrote {len(nds.FAMILY_NAMES)} family files ({DEMO_N} tiny seeded "
+            f"networks each, seed {DEMO_SEED}; `proxybench nds-fixtures DIR` writes them). Every record was read and "
+            f"validated by the real loader; built parameters equal the recorded ones for {rep.fixture_match[0]} of "
+            f"{rep.fixture_match[1]} records.", ""]
 
-    df = run_families(DEMO_FAMILIES, DEMO_PROXIES, sub_root, res_dir / "substitute_scores", None, not no_progress)
-    rho = _rho_table(df, ("test_acc_e5",))
-    store.write_csv(res_dir / "substitute_rho.csv", rho, RHO_STORE)
-    n_scores, n_err = int(len(df)), int((df["status"] == "error").sum())
-    L += ["## ⚠ SUBSTITUTE DATA: runner end to end on generated files", "",
-          "**These numbers have no meaning as correlations.** The accuracies in the generated files are synthetic "
-          "(a noisy function of model size; nothing was trained) and the networks are tiny. The table only shows "
-          f"that the runner, the score cache and every listed proxy work on NDS networks: {n_scores} scores, "
-          f"{n_err} errors, families {', '.join(DEMO_FAMILIES)}, {DEMO_N} models each, proxies "
-          f"{', '.join(DEMO_PROXIES)}, seed 42, batch 64. Scored on substitute images (flagged in the cache): "
-          f"{', '.join(sorted(df.loc[df['substitute'].astype(bool), 'space'].unique())) or 'none'}.", "",
-          *md_table(rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), ""]
-    summary["substitute"] = {"families": list(DEMO_FAMILIES), "n": DEMO_N, "proxies": list(DEMO_PROXIES),
-                             "scores": n_scores, "errors": n_err}
-    env = provenance.environment()
-    summary["provenance"] = dict(env)  # no wall time: an unchanged rerun must leave the committed files as they are
-    L += ["## Provenance", "",
-          f"Written by `bench.studies.nds` (`make bench`), commit {provenance.git_commit()}, "
-          f"torch {torch.__version__}, "
-          f"one torch thread, CPU. Scores: `{NAME}/scores` (real) and "
-          f"`{NAME}/substitute_scores` (substitute), beside this file, kept apart from the main cache so that "
-          "substitute scores never mix with real ones.", ""]
-    store.write_json(res_dir / "summary.json", summary, SUMMARY_STORE, default=str)
-    path = out / f"{NAME}.md"
-    provenance.write_if_changed(path, "\n".join(L))
-    if real:
-        para = (f"**NDS** ([reports/nds.md](nds.md)): real files for {len(real)} families; proxies scored on "
+
+def render_substitute(rep: NDSReport) -> list[str]:
+    """The runner end to end on the generated files (no meaning as correlations), and the provenance."""
+    return ["## ⚠ SUBSTITUTE DATA: runner end to end on generated files", "",
+            "**These numbers have no meaning as correlations.** The accuracies in the generated files are "
+            "synthetic (a noisy function of model size; nothing was trained) and the networks are tiny. The table "
+            f"only shows that the runner, the score cache and every listed proxy work on NDS networks: "
+            f"{rep.n_scores} scores, {rep.n_errors} errors, families {', '.join(DEMO_FAMILIES)}, {DEMO_N} models "
+            f"each, proxies {', '.join(DEMO_PROXIES)}, seed 42, batch 64. Scored on substitute images (flagged in the "
+            f"cache): {', '.join(rep.substitute_spaces) or 'none'}.", "",
+            *md_table(rep.substitute_rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), "",
+            "## Provenance", "",
+            f"Written by `bench.studies.nds` (`make bench`), commit {rep.commit}, torch {rep.torch}, "
+            f"one torch thread, CPU. Scores: `{NAME}/scores` (real) and "
+            f"`{NAME}/substitute_scores` (substitute), beside this file, kept apart from the main cache so that "
+            "substitute scores never mix with real ones.", ""]
+
+
+def paragraph(rep: NDSReport) -> str:
+    """The section's summary for reports/README.md."""
+    if rep.real:
+        return (f"**NDS** ([reports/nds.md](nds.md)): real files for {len(rep.real)} families; proxies scored on "
                 f"{REAL_SAMPLE} models per family.")
-    else:
-        exact = int((known["built"] == known["published"]).sum())
-        para = ("**NDS** ([reports/nds.md](nds.md)): loader ready, **no real data on this machine**. The builders "
-                f"give {exact} of {len(known)} published parameter counts exactly (the others within "
-                f"{known['rel_diff'].abs().max():.1%} of a rounded figure), and the recorded count for "
-                f"{int(fpc['match'].sum())} of {len(fpc)} records of generated official-schema files; the runner "
-                f"runs end to end on those files ({n_err} errors in {n_scores} scores; substitute data, no meaning "
-                "as correlations).")
-    return path, para
+    return ("**NDS** ([reports/nds.md](nds.md)): loader ready, **no real data on this machine**. The builders "
+            f"give {rep.known_exact} of {len(rep.known)} published parameter counts "
+            f"exactly (the others within {rep.known_max_rel:.1%} of a rounded figure), and the recorded "
+            f"count for {rep.fixture_match[0]} of {rep.fixture_match[1]} records of generated official-schema files; "
+            f"the runner runs end to end on those files ({rep.n_errors} errors in {rep.n_scores} scores; substitute "
+            "data, no meaning as correlations).")
+
+
+def write_report(out: Path, data_dir, no_progress: bool = True) -> tuple[Path, str]:
+    """Compute what the caches lack and write ``<out>/nds.md`` and ``<out>/nds/summary.json``."""
+    torch.set_num_threads(1)
+    out = Path(out)
+    rep = report_data(out, data_dir, progress=not no_progress)
+    path = out / f"{NAME}.md"
+    provenance.write_if_changed(path, "\n".join([*render_intro(rep), *render_checks(rep), *render_substitute(rep)]))
+    return path, paragraph(rep)
 
 
 @section(NAME, order=20)

@@ -10,7 +10,7 @@ held-out accuracy; its cost is the measured wall time per cell (``seconds`` in t
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -227,13 +227,211 @@ def _classes_text(classes) -> str:
     return ", ".join(f"{c} {CIFAR10_CLASSES[c]}" for c in classes) if classes else "all 10"
 
 
+@dataclass
+class ReducedReport:
+    """Every number of ``reports/reduced.md`` (``report_data``); the ``render_*`` functions compute nothing."""
+
+    names: tuple[str, ...]  # the trained settings of the study
+    trained: pd.DataFrame  # summary rows (``results``) of the trained settings shown, best ρ first
+    tables: pd.DataFrame  # NB201's 12-epoch table proxies
+    free: pd.DataFrame  # every other proxy, best ρ first
+    n_resamples: int = 1000
+    shown: tuple[str, ...] = ()  # the trained settings shown: the study's, then cached extras
+    extra_note: dict = field(default_factory=dict)  # an extra setting -> " (extra)"
+    counts: dict = field(default_factory=dict)  # ``_counts``: image numbers and iterations per setting
+    order: dict | None = None  # the stored class ordering (class_order.json)
+    figure: str = f"{NAME}_cost_vs_rho.png"
+    n_cells: int = 0
+    total_train_s: float = 0.0
+    devices: str = ""
+    n_zero: int = 0  # trained settings whose ρ interval contains 0
+    rho_range: tuple[float, float] = (float("nan"), float("nan"))  # of the trained settings
+    size_rho: list[tuple[str, float]] | None = None  # ρ of each trained score with the cell's parameter count
+    best_econas: dict | None = None  # the best EcoNAS setting's row, the published ρ inside it, epochs' worth
+    versions: dict = field(default_factory=dict)  # proxy -> registered version
+    env: dict = field(default_factory=dict)
+
+
+def _size_rho(df: pd.DataFrame, proxies) -> list[tuple[str, float]] | None:
+    from bench import metrics
+
+    if "params" not in df.columns:
+        return None
+    out = []
+    for p in proxies:
+        g = df[(df["proxy"] == p) & (df["status"] != "error")]
+        out.append((p, metrics.spearman_rho(g["score"].to_numpy(), g["params"].to_numpy())))
+    return out
+
+
+def _best_econas(trained: pd.DataFrame, counts: dict, shown) -> dict | None:
+    best = trained[trained["proxy"].str.startswith("econas_")].head(1)
+    if best.empty:
+        return None
+    b = best.iloc[0]
+    worth = [counts[p]["n_train"] * counts[p]["epochs"] / counts["_available"]["train"] for p in shown]
+    return {"row": b, "inside": b["rho_lo"] <= PUBLISHED_ECONAS["rho"] <= b["rho_hi"],
+            "worth": (min(worth), max(worth))}
+
+
+def report_data(df: pd.DataFrame, summ: pd.DataFrame, names: tuple[str, ...], shown: tuple[str, ...],
+                counts: dict, order: dict | None, n_resamples: int, env: dict) -> ReducedReport:
+    """The report's numbers from the scored rows and their summary (``results``) and the image counts."""
+    from proxies import get_proxy
+
+    trained = summ[summ["proxy"].isin(shown)].sort_values("rho", ascending=False)
+    return ReducedReport(
+        names=names, trained=trained, tables=summ[summ["proxy"].isin(TABLE_PROXIES)],
+        free=summ[~summ["proxy"].isin((*shown, *TABLE_PROXIES))].sort_values("rho", ascending=False),
+        n_resamples=n_resamples, shown=shown, extra_note={p: " (extra)" for p in shown if p not in names},
+        counts=counts, order=order, n_cells=len(df["arch"].unique()),
+        total_train_s=float(df[df["proxy"].isin(names) & (df["status"] == "ok")]["seconds"].sum()),
+        devices=", ".join(sorted(set(df[df["proxy"].isin(names)]["device"]))),
+        n_zero=int(((trained["rho_lo"] <= 0) & (trained["rho_hi"] >= 0)).sum()),
+        rho_range=(trained["rho"].min(), trained["rho"].max()), size_rho=_size_rho(df, trained["proxy"]),
+        best_econas=_best_econas(trained, counts, shown),
+        versions={p: get_proxy(p).version for p in (*names, *TABLE_PROXIES)}, env=env)
+
+
+def render_study(rep: ReducedReport) -> list[str]:
+    """The title, the links and the study: cells, images, size, trainer, notation."""
+    avail, extra = rep.counts["_available"], rep.extra_note
+    return ["# Reduced-training proxies: EcoNAS settings, DA-NAS class subsets, NB201's 12-epoch table", "",
+            f"Written by `make bench` (section `bench.{NAME}`) or `proxybench {NAME}`; every number below is computed "
+            f"from the score cache. Figures: [cost vs ρ](figures/{rep.figure}); results: [`{NAME}/summary.csv`]"
+            f"({NAME}/summary.csv), [`{NAME}/meta.json`]({NAME}/meta.json).", "",
+            "## Study", "",
+            f"- **Cells:** the first {rep.n_cells} of the training-free study's nested seeded sample of NB201 `{TASK}` "
+            f"(sample seed {SAMPLE_SEED}; they are among the 1,000 cells of the default study); init, data order and "
+            f"augmentation seed {SEED}. Ground truth: 200-epoch test accuracy (seed mean).",
+            f"- **Images:** the real CIFAR-10 images on this machine: {avail['train']:,} training and "
+            f"{avail['test']:,} held-out (test) images ({avail['train_desc']}; {avail['test_desc']}): a tenth of "
+            "CIFAR-10's 50,000 training images, so `s0` here means these 5,170 images, not 50,000.",
+            f"- **Size:** {rep.n_cells} cells × {len(rep.names)} trained settings, chosen so that the whole grid "
+            f"computes in about 15 minutes on this shared 2-core CPU (one torch thread); measured total training time "
+            f"of the cached scores: {rep.total_train_s / 60:.1f} min ({rep.devices}). Larger studies: `proxybench "
+            f"{NAME} --sample N`, other settings: `--settings c4r4s0e10,c2r2s0e5`."
+            + (f" Rows marked (extra) are settings beyond this budget ({', '.join(extra)}), computed once on the "
+               f"same cells and shown because they are cached; `make bench` does not compute them." if extra else ""),
+            "- **Trainer** (`proxies/reduced_training.py`): SGD, Nesterov momentum 0.9, lr 0.1 with a per-iteration "
+            "cosine schedule to 0, weight decay 5e-4, batch 256 (NB201's optimiser), random crop after zero padding "
+            "(resolution/8 px) and horizontal flip, all seeded; BatchNorm on batch statistics while training, "
+            "running statistics for the held-out images. **Score: top-1 accuracy (%) on the held-out images** (↑).",
+            "- **Notation** (EcoNAS): `c` channel divisor (NB201's 16 → 16/c at the first stage), `r` resolution "
+            "divisor (area downsampling, 32 px → 32/r), `s` sample level: `s0` = every available training image "
+            "(as `../shared/REFERENCES.md` reads EcoNAS's `c4r4s0e60`), `s_k` = a seeded 2^-k of them (our reading "
+            "for k > 0; the reference notes only fix s0), `e` epochs.",
+            ""]
+
+
+def render_settings(rep: ReducedReport) -> list[str]:
+    """Each trained setting's absolute sizes, then the easy-class ordering when one is stored."""
+    L = ["## Settings and their absolute sizes", "",
+         "| proxy | setting | width (stage 1) | resolution | training images | held-out images | classes | epochs | "
+         "iterations |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in rep.shown:
+        c = rep.counts[name]
+        L.append(f"| {name}{rep.extra_note.get(name, '')} | `{c['setting']}` ({c['describe']}) | {c['width']} | "
+                 f"{c['resolution']}×{c['resolution']} | {c['n_train']:,} | {c['n_test']:,} | "
+                 f"{_classes_text(c['classes'])} | {c['epochs']} | {c['iterations']} |")
+    L.append("")
+    order = rep.order
+    if order:
+        acc = order["per_class_accuracy"]
+        L += ["**Easy classes (DA-NAS).** Difficulty is defined by a fixed reference network (`ReferenceCNN`: three "
+              "conv-BN-ReLU blocks of 16/32/64 channels, global pooling, linear head) trained once with the trainer "
+              f"above ({order['reference']}) on all {rep.counts['_available']['train']:,} training images; a class is "
+              "easier when its held-out accuracy is higher (ties: lower class id). Ordering, easiest first: "
+              + ", ".join(f"{c} {CIFAR10_CLASSES[c]} ({acc[str(c)]:.0f}%)" for c in order["order"])
+              + f". Reference accuracy {order['accuracy']:.1f}%, trained in {order['seconds']:.0f} s "
+              f"(once; stored in [`{NAME}/class_order.json`]({NAME}/class_order.json), keyed by the images' digests). "
+              "The random subset is a seeded draw (seed 0) of the same size.", ""]
+    return L
+
+
+QUALITY_COLUMNS = ("proxy", "family", "dir", "n", "Kendall τ [95% CI]", "Spearman ρ [95% CI]", "s/cell", "cost from")
+
+
+def _quality_cells(r, label: str) -> dict:
+    from bench.render import fmt_ci
+
+    table = r["proxy"] in TABLE_PROXIES
+    return {"proxy": label, "family": r["family"], "dir": r["direction"], "n": r["n"],
+            "Kendall τ [95% CI]": fmt_ci(r["tau"], r["tau_lo"], r["tau_hi"]),
+            "Spearman ρ [95% CI]": fmt_ci(r["rho"], r["rho_lo"], r["rho_hi"]),
+            "s/cell": "table lookup" if table else f"{r['cost_s']:.3g}", "cost from": "-" if table else r["cost_from"]}
+
+
+def render_quality(rep: ReducedReport) -> list[str]:
+    """The reduced-training table: every proxy's τ/ρ against the accuracy and its cost per cell."""
+    from bench.render import md_table
+
+    rows = [_quality_cells(r, r["proxy"] + rep.extra_note.get(r["proxy"], "")) for _, r in rep.trained.iterrows()]
+    rows += [_quality_cells(r, f"{r['proxy']} (reduced-training (table))") for _, r in rep.tables.iterrows()]
+    rows += [_quality_cells(r, r["proxy"]) for _, r in rep.free.iterrows()]
+    return ["## Ranking quality and cost", "",
+            "Signed ρ/τ of each proxy's declared ranking against the 200-epoch test accuracy, 95% percentile "
+            f"bootstrap intervals over cells ({rep.n_resamples} resamples). Cost: median wall seconds per cell of the "
+            "cached scores (one thread, on a CPU shared with other jobs, so an upper bound on this machine's idle "
+            "speed); for the training-free proxies the time each takes alone from `make perf` when available (the "
+            "cache charges a shared pass to the first proxy of a cell).", "",
+            *md_table(rows, QUALITY_COLUMNS), "", f"![cost vs rho](figures/{rep.figure})", ""]
+
+
+def render_findings(rep: ReducedReport) -> list[str]:
+    """What the numbers say, and the best EcoNAS setting against the published figure."""
+    from bench.render import fmt_ci
+
+    lo, hi = rep.rho_range
+    L = ["## What the numbers say", "",
+         f"- {rep.n_zero} of the {len(rep.trained)} trained settings have a ρ interval that contains 0; ρ ranges "
+         f"from {lo:+.3f} to {hi:+.3f}."]
+    if not rep.tables.empty:
+        t = rep.tables.iloc[0]
+        L.append(f"- NB201's own 12-epoch schedule (`{t['proxy']}`: the benchmark's own training run, not "
+                 f"measured here) reaches ρ {fmt_ci(t['rho'], t['rho_lo'], t['rho_hi'])} on the same cells.")
+    if rep.size_rho is not None:
+        L.append("- ρ of each trained proxy's score with the cell's parameter count (negative: the trained score "
+                 "favours cells with fewer parameters; compare `params`' own ρ with the accuracy in the table "
+                 "above): " + "; ".join(f"{p} {v:+.2f}" for p, v in rep.size_rho) + ".")
+    L += ["", "## Against the published EcoNAS figure", ""]
+    if rep.best_econas:
+        b, (lo_w, hi_w) = rep.best_econas["row"], rep.best_econas["worth"]
+        L.append(f"{PUBLISHED_ECONAS['source']} report ρ = {PUBLISHED_ECONAS['rho']:.2f} for EcoNAS. Our best EcoNAS "
+                 f"setting here, `{b['proxy']}`, has ρ = {fmt_ci(b['rho'], b['rho_lo'], b['rho_hi'])} on "
+                 f"{b['n']} cells: the published value is {'inside' if rep.best_econas['inside'] else 'outside'} our "
+                 f"interval. The settings are not theirs: {rep.counts['_available']['train']:,} training images "
+                 f"instead of 50,000 and {lo_w:.1f} to {hi_w:.1f} epochs' worth of them per cell on a CPU, so this is "
+                 "a measurement of what such a budget buys here, not a reproduction.")
+    return L
+
+
+def render_provenance(rep: ReducedReport) -> list[str]:
+    env = rep.env
+    return ["", "## Provenance", "",
+            f"torch {env['torch']}, Python {env['python']}, {env['machine']} when this report was written "
+            f"(scores computed with one), commit {env['git_commit']}; scores from "
+            f"the cache (columns `seconds`, `device`, `git_commit`, `timestamp` per score). Proxy versions: "
+            + ", ".join(f"{p} v{v}" for p, v in rep.versions.items()) + ".", ""]
+
+
+def paragraph(rep: ReducedReport) -> str:
+    """The section's summary for reports/README.md."""
+    from bench.render import fmt_ci
+
+    head = [f"`{r['proxy']}`{rep.extra_note.get(r['proxy'], '')} ρ {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} at "
+            f"{r['cost_s']:.3g} s/cell" for _, r in rep.trained.iterrows()]
+    t12 = rep.tables[rep.tables["proxy"] == "nb201_12epoch"]
+    t12s = f"; NB201's 12-epoch table ρ {fmt_ci(t12['rho'].iloc[0])}" if not t12.empty else ""
+    return (f"### Reduced-training proxies\n\nOn {rep.n_cells} NB201 {TASK} cells "
+            f"({rep.counts['_available']['train']:,} real training images, CPU): " + "; ".join(head) + t12s
+            + f". Published EcoNAS ρ {PUBLISHED_ECONAS['rho']:.2f}. Full table, cost-vs-ρ plot of the whole suite: "
+            f"[reports/{NAME}.md]({NAME}.md).")
+
+
 def write_report(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=None, out=None,
                  n_resamples: int = 1000, runs: dict | None = None) -> tuple[Path, str]:
     """Write reports/reduced.md, its figure and reports/reduced/ results; returns (path, README paragraph)."""
-    from bench import metrics
-    from bench.render import fmt_ci
-    from proxies import get_proxy
-
     out = Path(out or provenance.REPO_ROOT / "reports")
     df, summ = results(n, names, data_dir=data_dir, cache_dir=cache_dir, out=out, n_resamples=n_resamples)
     shown = (*names, *[p for p in extras(names) if p in set(summ["proxy"])])
@@ -245,137 +443,15 @@ def write_report(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=Non
     res_dir.mkdir(parents=True, exist_ok=True)
     store.write_csv(res_dir / "summary.csv", summ, SUMMARY_STORE)
     env = provenance.environment()
-    archs = sorted(df["arch"].unique())
-    meta = {"n_cells": len(archs), "task": TASK, "seed": SEED, "sample_seed": SAMPLE_SEED, "proxies": list(names),
+    rep = replace(report_data(df, summ, names, shown, counts, order, n_resamples, env), figure=fig.name)
+    meta = {"n_cells": rep.n_cells, "task": TASK, "seed": SEED, "sample_seed": SAMPLE_SEED, "proxies": list(names),
             "counts": {k: v for k, v in counts.items()}, "runs": runs, "environment": env,
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     store.write_json(res_dir / "meta.json", meta, META_STORE, default=str)
-
-    avail = counts["_available"]
-    trained = summ[summ["proxy"].isin(shown)].sort_values("rho", ascending=False)
-    tables = summ[summ["proxy"].isin(TABLE_PROXIES)]
-    free = summ[~summ["proxy"].isin((*shown, *TABLE_PROXIES))].sort_values("rho", ascending=False)
-    total_train = float(df[df["proxy"].isin(names) & (df["status"] == "ok")]["seconds"].sum())
-    extra_note = {p: " (extra)" for p in shown if p not in names}
-    dev = ", ".join(sorted(set(df[df["proxy"].isin(names)]["device"])))
-
-    L = ["# Reduced-training proxies: EcoNAS settings, DA-NAS class subsets, NB201's 12-epoch table", "",
-         f"Written by `make bench` (section `bench.{NAME}`) or `proxybench {NAME}`; every number below is computed "
-         f"from the score cache. Figures: [cost vs ρ](figures/{fig.name}); results: [`{NAME}/summary.csv`]"
-         f"({NAME}/summary.csv), [`{NAME}/meta.json`]({NAME}/meta.json).", "",
-         "## Study", "",
-         f"- **Cells:** the first {len(archs)} of the training-free study's nested seeded sample of NB201 `{TASK}` "
-         f"(sample seed {SAMPLE_SEED}; they are among the 1,000 cells of the default study); init, data order and "
-         f"augmentation seed {SEED}. Ground truth: 200-epoch test accuracy (seed mean).",
-         f"- **Images:** the real CIFAR-10 images on this machine: {avail['train']:,} training and {avail['test']:,} "
-         f"held-out (test) images ({avail['train_desc']}; {avail['test_desc']}): a tenth of CIFAR-10's 50,000 "
-         "training images, so `s0` here means these 5,170 images, not 50,000.",
-         f"- **Size:** {len(archs)} cells × {len(names)} trained settings, chosen so that the whole grid computes "
-         f"in about 15 minutes on this shared 2-core CPU (one torch thread); measured total training time of the "
-         f"cached scores: {total_train / 60:.1f} min ({dev}). Larger studies: `proxybench {NAME} --sample N`, other "
-         f"settings: `--settings c4r4s0e10,c2r2s0e5`."
-         + (f" Rows marked (extra) are settings beyond this budget ({', '.join(extra_note)}), computed once on the "
-            f"same cells and shown because they are cached; `make bench` does not compute them." if extra_note else ""),
-         "- **Trainer** (`proxies/reduced_training.py`): SGD, Nesterov momentum 0.9, lr 0.1 with a per-iteration "
-         "cosine schedule to 0, weight decay 5e-4, batch 256 (NB201's optimiser), random crop after zero padding "
-         "(resolution/8 px) and horizontal flip, all seeded; BatchNorm on batch statistics while training, running "
-         "statistics for the held-out images. **Score: top-1 accuracy (%) on the held-out images** (↑).",
-         "- **Notation** (EcoNAS): `c` channel divisor (NB201's 16 → 16/c at the first stage), `r` resolution "
-         "divisor (area downsampling, 32 px → 32/r), `s` sample level: `s0` = every available training image "
-         "(as `../shared/REFERENCES.md` reads EcoNAS's `c4r4s0e60`), `s_k` = a seeded 2^-k of them (our reading "
-         "for k > 0; the reference notes only fix s0), `e` epochs.",
-         ""]
-    L += ["## Settings and their absolute sizes", "",
-          "| proxy | setting | width (stage 1) | resolution | training images | held-out images | classes | epochs | "
-          "iterations |", "|---|---|---|---|---|---|---|---|---|"]
-    for name in shown:
-        c = counts[name]
-        L.append(f"| {name}{extra_note.get(name, '')} | `{c['setting']}` ({c['describe']}) | {c['width']} | "
-                 f"{c['resolution']}×{c['resolution']} | {c['n_train']:,} | {c['n_test']:,} | "
-                 f"{_classes_text(c['classes'])} | {c['epochs']} | {c['iterations']} |")
-    L.append("")
-    if order:
-        acc = order["per_class_accuracy"]
-        L += ["**Easy classes (DA-NAS).** Difficulty is defined by a fixed reference network (`ReferenceCNN`: three "
-              "conv-BN-ReLU blocks of 16/32/64 channels, global pooling, linear head) trained once with the trainer "
-              f"above ({order['reference']}) on all {avail['train']:,} training images; a class is easier when its "
-              "held-out accuracy is higher (ties: lower class id). Ordering, easiest first: "
-              + ", ".join(f"{c} {CIFAR10_CLASSES[c]} ({acc[str(c)]:.0f}%)" for c in order["order"])
-              + f". Reference accuracy {order['accuracy']:.1f}%, trained in {order['seconds']:.0f} s "
-              f"(once; stored in [`{NAME}/class_order.json`]({NAME}/class_order.json), keyed by the images' digests). "
-              "The random subset is a seeded draw (seed 0) of the same size.", ""]
-    L += ["## Ranking quality and cost", "",
-          "Signed ρ/τ of each proxy's declared ranking against the 200-epoch test accuracy, 95% percentile bootstrap "
-          f"intervals over cells ({n_resamples} resamples). Cost: median wall seconds per cell of the cached scores "
-          "(one thread, on a CPU shared with other jobs, so an upper bound on this machine's idle speed); for the "
-          "training-free proxies the time each takes alone from `make perf` when available (the cache charges a "
-          "shared pass to the first proxy of a cell).", "",
-          "| proxy | family | dir | n | Kendall τ [95% CI] | Spearman ρ [95% CI] | s/cell | cost from |",
-          "|---|---|---|---|---|---|---|---|"]
-
-    def row(r, label=None):
-        cost = ("table lookup" if r["proxy"] in TABLE_PROXIES else f"{r['cost_s']:.3g}")
-        return (f"| {label or r['proxy']} | {r['family']} | {r['direction']} | {r['n']} | "
-                f"{fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | "
-                f"{cost} | "
-                f"{'-' if r['proxy'] in TABLE_PROXIES else r['cost_from']} |")
-
-    for _, r in trained.iterrows():
-        L.append(row(r, r["proxy"] + extra_note.get(r["proxy"], "")))
-    for _, r in tables.iterrows():
-        L.append(row(r, f"{r['proxy']} (reduced-training (table))"))
-    for _, r in free.iterrows():
-        L.append(row(r))
-    L.append("")
-    L += [f"![cost vs rho](figures/{fig.name})", ""]
-
-    L += ["## What the numbers say", ""]
-    n_zero = int(((trained["rho_lo"] <= 0) & (trained["rho_hi"] >= 0)).sum())
-    L.append(f"- {n_zero} of the {len(trained)} trained settings have a ρ interval that contains 0; ρ ranges from "
-             f"{trained['rho'].min():+.3f} to {trained['rho'].max():+.3f}.")
-    if not tables.empty:
-        t = tables.iloc[0]
-        L.append(f"- NB201's own 12-epoch schedule (`{t['proxy']}`: the benchmark's own training run, not "
-                 f"measured here) reaches ρ {fmt_ci(t['rho'], t['rho_lo'], t['rho_hi'])} on the same cells.")
-    if "params" in df.columns:
-        size = []
-        for p in trained["proxy"]:
-            g = df[(df["proxy"] == p) & (df["status"] != "error")]
-            size.append(f"{p} {metrics.spearman_rho(g['score'].to_numpy(), g['params'].to_numpy()):+.2f}")
-        L.append("- ρ of each trained proxy's score with the cell's parameter count (negative: the trained score "
-                 "favours cells with fewer parameters; compare `params`' own ρ with the accuracy in the table "
-                 "above): " + "; ".join(size) + ".")
-    L.append("")
-    best = trained[trained["proxy"].str.startswith("econas_")].head(1)
-    L += ["## Against the published EcoNAS figure", ""]
-    if not best.empty:
-        b = best.iloc[0]
-        inside = b["rho_lo"] <= PUBLISHED_ECONAS["rho"] <= b["rho_hi"]
-        worth = [counts[p]["n_train"] * counts[p]["epochs"] / avail["train"] for p in shown]
-        lo_w, hi_w = min(worth), max(worth)
-        L.append(f"{PUBLISHED_ECONAS['source']} report ρ = {PUBLISHED_ECONAS['rho']:.2f} for EcoNAS. Our best EcoNAS "
-                 f"setting here, `{b['proxy']}`, has ρ = {fmt_ci(b['rho'], b['rho_lo'], b['rho_hi'])} on "
-                 f"{b['n']} cells: "
-                 f"the published value is {'inside' if inside else 'outside'} our interval. The settings are not "
-                 f"theirs: {avail['train']:,} training images instead of 50,000 and {lo_w:.1f} to {hi_w:.1f} epochs' "
-                 "worth of them per cell on a CPU, so this is a measurement of what such a budget buys here, not a "
-                 "reproduction.")
-    L += ["", "## Provenance", "",
-          f"torch {env['torch']}, Python {env['python']}, {env['machine']} when this report was written "
-          f"(scores computed with one), commit {env['git_commit']}; scores from "
-          f"the cache (columns `seconds`, `device`, `git_commit`, `timestamp` per score). Proxy versions: "
-          + ", ".join(f"{p} v{get_proxy(p).version}" for p in (*names, *TABLE_PROXIES)) + ".", ""]
     path = out / f"{NAME}.md"
-    store.write_text(path, "\n".join(L))
-
-    head = [f"`{r['proxy']}`{extra_note.get(r['proxy'], '')} ρ {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} at "
-            f"{r['cost_s']:.3g} s/cell" for _, r in trained.iterrows()]
-    t12 = tables[tables["proxy"] == "nb201_12epoch"]
-    t12s = f"; NB201's 12-epoch table ρ {fmt_ci(t12['rho'].iloc[0])}" if not t12.empty else ""
-    para = (f"### Reduced-training proxies\n\nOn {len(archs)} NB201 {TASK} cells ({avail['train']:,} real training "
-            f"images, CPU): " + "; ".join(head) + t12s + f". Published EcoNAS ρ {PUBLISHED_ECONAS['rho']:.2f}. "
-            f"Full table, cost-vs-ρ plot of the whole suite: [reports/{NAME}.md]({NAME}.md).")
-    return path, para
+    store.write_text(path, "\n".join([*render_study(rep), *render_settings(rep), *render_quality(rep),
+                                      *render_findings(rep), *render_provenance(rep)]))
+    return path, paragraph(rep)
 
 
 # --------------------------------------------------------------------------------------------- CLI / bench
