@@ -158,12 +158,16 @@ def _heatmap(summary: pd.DataFrame, out: Path) -> Path:
 
 
 def _bars(summary: pd.DataFrame, out: Path) -> Path:
-    tasks = list(dict.fromkeys(summary["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 0.8 + 0.32 * summary["proxy"].nunique()),
+    # one panel per (space, task), at its first seed (a cache may hold several spaces, e.g. NB201's and NB101's
+    # cifar10, and several seeds of a study)
+    first = summary[summary["seed"] == summary.groupby(["space", "task"])["seed"].transform("min")]
+    panels = list(dict.fromkeys(zip(first["space"], first["task"], strict=True)))
+    several = first["space"].nunique() > 1
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 0.8 + 0.32 * first["proxy"].nunique()),
                              squeeze=False, sharey=True)
-    order = summary.groupby("proxy")["rho"].mean().sort_values().index.tolist()
-    for ax, task in zip(axes[0], tasks, strict=True):
-        g = summary[summary["task"] == task].set_index("proxy").reindex(order)
+    order = first.groupby("proxy")["rho"].mean().sort_values().index.tolist()
+    for ax, (space, task) in zip(axes[0], panels, strict=True):
+        g = first[(first["space"] == space) & (first["task"] == task)].set_index("proxy").reindex(order)
         y = np.arange(len(order))
         err = np.vstack([g["rho"] - g["rho_lo"], g["rho_hi"] - g["rho"]])
         colors = ["tab:red" if sub else "tab:blue" for sub in g["substitute"].fillna(False)]
@@ -171,7 +175,7 @@ def _bars(summary: pd.DataFrame, out: Path) -> Path:
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y, order)
         n = int(g["n"].max()) if g["n"].notna().any() else 0
-        ax.set_title(f"{task} (n={n}; red = substitute images)", fontsize=9)
+        ax.set_title(f"{space + ' ' if several else ''}{task} (n={n}; red = substitute images)", fontsize=9)
         ax.set_xlabel("Spearman ρ with 95% CI")
         ax.set_xlim(-1, 1)
         ax.grid(axis="x", alpha=0.3)
