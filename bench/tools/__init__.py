@@ -13,10 +13,15 @@ class _Lazy:
         self.name = name
 
     def add_cli(self, sub, parents) -> None:
+        """``proxybench <name>``: the module's HELP, docstring, ``add_arguments(parser)`` and ``cmd(args)``."""
+        import argparse
         import importlib
 
         mod: ModuleType = importlib.import_module(f"{__name__}.{self.name}")
-        mod.add_cli(sub, parents)
+        s = sub.add_parser(self.name, help=mod.HELP, description=mod.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(s)
+        s.set_defaults(fn=mod.cmd)
 
 
 TOOLS = (_Lazy("perf"), _Lazy("scaling"))

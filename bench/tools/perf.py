@@ -439,6 +439,9 @@ def limit_lines(r: dict) -> list[str]:
         f"{verdict(hours <= TARGET_HOURS)}.", ""]
 
 
+HELP = "speed of the proxies as ratios to one forward+backward, and memory growth (reports/perf.md)"
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cells", type=int, default=12)
     ap.add_argument("--memory-cells", type=int, default=1000)
@@ -452,15 +455,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="a zero-cost-nas checkout: also time its own find_measures against `proxybench run`")
     ap.add_argument("--reference-cells", type=int, default=8, help="cells of that comparison")
     ap.add_argument("--render-only", action="store_true", help="re-render perf.md and the README from perf.json")
-
-
-def add_cli(sub, parents) -> None:
-    s = sub.add_parser("perf", help="speed of the proxies as ratios to one forward+backward, and memory growth "
-                       "(reports/perf.md)",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(s)
-    s.set_defaults(fn=cmd)
 
 
 def cmd(args) -> None:

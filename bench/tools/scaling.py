@@ -139,6 +139,9 @@ def markdown(r: dict) -> str:
     return "\n".join(L)
 
 
+HELP = "speed-ups of 1 and 2 local workers and Ray on one study (reports/scaling.md)"
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--task", default="cifar10")
     ap.add_argument("--proxies", default="@training-free", help="names or wildcards, comma-separated")
@@ -151,14 +154,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--readme", default=str(provenance.REPO_ROOT / "README.md"), help="'' to skip")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--render-only", action="store_true", help="re-render scaling.md and the README from scaling.json")
-
-
-def add_cli(sub, parents) -> None:
-    s = sub.add_parser("scaling", help="speed-ups of 1 and 2 local workers and Ray on one study (reports/scaling.md)",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(s)
-    s.set_defaults(fn=cmd)
 
 
 def cmd(args) -> None:
