@@ -14,6 +14,7 @@ from bench.options import (
     OUT_DEFAULT,
     SUITE,
     Parents,
+    add_plugin_option,
     positive_int,
     ray_options,
     resolve_outputs,
@@ -80,8 +81,10 @@ def _report(args, study=None) -> None:
         if df.empty:
             raise SystemExit(f"the cache {cache.path} holds no scores: run `proxybench run …` first")
         from proxies import list_proxies
+        from proxies.registry import external_proxy
 
-        registered = set(list_proxies())
+        external = {p for p in set(df["proxy"]) if external_proxy(p) is not None}
+        registered = set(list_proxies()) | external  # the suite's own, and scores imported from a score file
         gone = sorted(set(df["proxy"]) - registered)
         if gone:
             print(f"note: skipping cached scores of proxies no longer registered: {', '.join(gone)}", file=sys.stderr)
@@ -308,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="members of the vote and rank-average ensembles (comma-separated)")
 
     p = argparse.ArgumentParser(prog="proxybench", description=__doc__)
+    add_plugin_option(p, dest="plugin_global")  # `proxybench --plugin F <cmd>`: also for commands without common
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("ls", parents=[common], help="list proxies or spaces")
     s.add_argument("what", choices=["proxies", "spaces"])
@@ -368,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         sec.add_cli(sub, P)
     for tool in TOOLS:
         tool.add_cli(sub, P)
+    from bench import scorefiles
+
+    scorefiles.add_cli(sub, P)  # import-scores, export-scores
     return p
 
 
@@ -422,6 +429,9 @@ def main(argv=None) -> int:
     from proxies import UnknownProxyError
 
     try:
+        from bench import plugins
+
+        plugins.load([*(args.plugin_global or []), *(getattr(args, "plugin", None) or [])])
         args.fn(args)
     except (ProxybenchDataError, UnknownProxyError, CacheError, FileNotFoundError, ValueError) as e:
         print(f"proxybench: error: {e}", file=sys.stderr)

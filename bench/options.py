@@ -85,6 +85,7 @@ class Parents:
         self.common = argparse.ArgumentParser(add_help=False)
         self.common.add_argument("--data-dir", default=None, help="benchmark data directory (default: "
                                  "$PROXYBENCH_DATA, else ../shared/data beside the checkout)")
+        add_plugin_option(self.common)
 
     @staticmethod
     def _new() -> argparse.ArgumentParser:
@@ -142,6 +143,14 @@ class Parents:
         p.add_argument("--retry-errors", action="store_true", help="recompute scores cached as errors")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         return p
+
+
+def add_plugin_option(p: argparse.ArgumentParser, dest: str = "plugin") -> None:
+    """--plugin FILE (repeatable): a Python file that registers spaces or proxies, loaded before the command
+    (``bench.plugins``); installed packages add theirs through the entry-point group ``proxybench.plugins``."""
+    p.add_argument("--plugin", action="append", default=None, dest=dest, metavar="FILE",
+                   help="a Python file that registers spaces or proxies, loaded first (repeatable; also "
+                        "$PROXYBENCH_PLUGINS and the entry-point group proxybench.plugins)")
 
 
 def add_executor_options(p: argparse.ArgumentParser) -> None:

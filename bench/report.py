@@ -480,6 +480,14 @@ def _write_figures(df: pd.DataFrame, res: ReportResult, out: Path) -> list[str]:
     return render_figures(heat, extra, figs)
 
 
+def render_external_agreement(df: pd.DataFrame) -> list[str]:
+    """Where the rows hold a proxy's scores from this suite and from an imported score file (``naslib:<proxy>``,
+    ``bench.scorefiles``): the per-cell agreement of the two (Spearman ρ on the common cells). None otherwise."""
+    from bench import scorefiles
+
+    return scorefiles.render_agreement(scorefiles.agreement(df))
+
+
 def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "accuracy",
                  study_note: str = "", data_dir=None, n_resamples: int = 1000,
                  image_descriptions: dict | None = None, ensemble: tuple[str, ...] = VOTE) -> Path:
@@ -499,8 +507,9 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     store.write_csv(out / "summary.csv", res.summary, SUMMARY_STORE)
     figures = _write_figures(df, res, out)
     path = out / "README.md"
+    agreement = render_external_agreement(df)  # imported score files vs the suite's own scores (bench.scorefiles)
     L = [*render_intro(res), *render_correlations(res), *render_seed_spread(res), *render_ensembles(res),
-         *render_published(res), *figures, *render_precision(res), *render_provenance(res), *_kept_sections(path)]
+         *render_published(res), *agreement, *figures, *render_precision(res), *render_provenance(res), *_kept_sections(path)]
     provenance.write_if_changed(path, "\n".join(L) + "\n")
     return path
 

@@ -19,9 +19,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ from datasets.errors import ArchError
 from proxies import ProxyContext, get_proxy, resolve_proxies
 
 INIT = "torch-default"  # NB201's; each space declares its own (Space.init)
+EXTERNAL_SOURCE_PREFIX = "external:"  # the data_source of every score computed elsewhere (bench.scorefiles)
 _DEVICE_RE = re.compile(r"cpu|auto|cuda(:\d+)?")
 
 
@@ -218,6 +220,9 @@ def make_context(space: str, task: str, arch: str, seed: int, batch=None, *, dev
 
 def score_job(job: Job) -> list[dict]:
     """Compute every score of a chunk; one row per (cell, proxy). Errors are rows too, never raised."""
+    from bench.plugins import ensure_loaded
+
+    ensure_loaded()  # a worker process: its driver's plugins (spaces, proxies) before anything is looked up
     if job.threads:
         torch.set_num_threads(job.threads)
     device = resolve_device(job.device)  # outside the per-cell guard: a missing GPU fails the chunk, loudly
@@ -310,8 +315,36 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, name="proxybench-parent-watch", daemon=True).start()
 
 
+_MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
+
+
+def main_guard_hint() -> str | None:
+    """What to add when the main module is a script file without an ``if __name__ == "__main__":`` guard (spawned
+    workers re-import the main script, so one without a guard starts workers of its own and they die), else None."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return None  # interactive, -c, a notebook: the workers import nothing of it
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if _MAIN_GUARD.search(f.read()):
+                return None
+    except OSError:
+        return None
+    return (f"worker processes could not start: every spawned worker re-imports the main script {path}, which has "
+            "no `if __name__ == \"__main__\":` guard, so each worker would start workers of its own. Put the code "
+            "that runs studies under one (def main(): ...  then  if __name__ == \"__main__\": main()), or pass "
+            "executor=\"inprocess\"")
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Spawned worker processes that never outlive their driver (see ``_die_with``)."""
+    """Spawned worker processes that never outlive their driver (see ``_die_with``).
+
+    Called while a spawned worker is still importing the main script (a script without a main guard), it ends that
+    worker with one line on stderr; the driver's executor then raises :func:`main_guard_hint`'s message."""
+    if getattr(current_process(), "_inheriting", False):  # multiprocessing's own "still bootstrapping" flag
+        sys.stderr.write("proxybench: a worker process stopped: the main script it re-imports starts worker "
+                         "processes at import (no `if __name__ == \"__main__\":` guard)\n")
+        raise SystemExit(1)
     return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with,
                                initargs=(os.getpid(),))
 
@@ -325,15 +358,21 @@ class ProcessExecutor:
 
     def map(self, fn: Callable, jobs: Iterable) -> Iterator:
         jobs = [replace(j, threads=1) for j in jobs]
-        with worker_pool(self.workers) as pool:
-            futures = [pool.submit(fn, j) for j in jobs]
-            try:
-                for fut in as_completed(futures):
-                    yield fut.result()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
+        try:
+            with worker_pool(self.workers) as pool:
+                futures = [pool.submit(fn, j) for j in jobs]
+                try:
+                    for fut in as_completed(futures):
+                        yield fut.result()
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        except BrokenProcessPool as e:
+            hint = main_guard_hint()  # the usual cause in a user's script; otherwise e.g. a worker killed (memory)
+            if hint is None:
                 raise
+            raise RuntimeError(hint) from e
 
 
 # Rough seconds per cell of one proxy of each tier on one CPU core (the orders of magnitude of reports/perf.md),
@@ -401,6 +440,8 @@ def setting_keys(study: Study, task: str) -> dict[str, tuple[int, int, str]]:
     keys = {}
     for name in study.proxies:
         info = get_proxy(name)
+        if info.external:  # scores computed elsewhere: never computed here (``select`` finds them)
+            continue
         src = data_source_id(task, study.data_dir, study.augment)[0] if info.needs_data else "none"
         keys[name] = (info.version, study.batch_size if info.needs_data else 0, src)
         if info.needs_training_data:
@@ -416,12 +457,12 @@ def plan(study: Study, cache: ScoreCache, retry_errors: bool = False, chunk_size
     init, builder = get_space(study.space).init, get_space(study.space).builder_version
     jobs, cached = [], 0
     for task in study.tasks:
-        keys = setting_keys(study, task)
+        keys = setting_keys(study, task)  # the proxies computed here (not external ones)
         items = []
         for arch in archs:
-            missing = tuple(n for n in study.proxies if (study.space, task, arch, n, keys[n][0], study.seed,
-                                                         keys[n][1], keys[n][2], init, builder) not in have)
-            cached += len(study.proxies) - len(missing)
+            missing = tuple(n for n in keys if (study.space, task, arch, n, keys[n][0], study.seed,
+                                                keys[n][1], keys[n][2], init, builder) not in have)
+            cached += len(keys) - len(missing)
             if missing:
                 items.append((arch, missing))
         for i in range(0, len(items), chunk_size):
@@ -480,13 +521,24 @@ def select(df: pd.DataFrame, study: Study, *, scope_only: bool = False, ok_only:
     init and builder version, and of each (task, proxy) exactly the study's setting (the current version, batch
     size and images; the cache may also hold other batch sizes, substitute and real images, older versions).
 
-    ``scope_only``: every proxy at any setting within that scope. ``ok_only``: without error rows."""
+    ``scope_only``: every proxy at any setting within that scope. ``ok_only``: without error rows.
+
+    Scores computed elsewhere (external proxies such as ``naslib:synflow``, imported by ``bench.scorefiles``) are
+    the study's when it names them (or with ``scope_only``) and they are of its space, seed, tasks and cells,
+    whatever their init, builder or source file: the import keeps one file per (space, task, proxy) in a cache."""
     space = get_space(study.space)
     whole = study.archs is None and study.sample is None  # every architecture: no need to list them
-    return where(df, space=study.space, seed=study.seed, task=set(study.tasks),
-                 arch=None if whole else set(study.arch_list()), init=space.init,
-                 builder_version=space.builder_version, proxy=None if scope_only else set(study.proxies),
-                 settings=None if scope_only else study_settings(study), ok_only=ok_only)
+    arch = None if whole else set(study.arch_list())
+    own = where(df, space=study.space, seed=study.seed, task=set(study.tasks), arch=arch, init=space.init,
+                builder_version=space.builder_version, proxy=None if scope_only else set(study.proxies),
+                settings=None if scope_only else study_settings(study), ok_only=ok_only)
+    external = [p for p in study.proxies if get_proxy(p).external]
+    if not (external or scope_only) or df.empty:
+        return own
+    ext = where(df, space=study.space, seed=study.seed, task=set(study.tasks), arch=arch,
+                proxy=None if scope_only else set(external), ok_only=ok_only)
+    ext = ext[ext["data_source"].str.startswith(EXTERNAL_SOURCE_PREFIX)]
+    return pd.concat([own, ext[~ext.index.isin(own.index)]]) if len(ext) else own
 
 
 def with_truth(df: pd.DataFrame, data_dir=None) -> pd.DataFrame:

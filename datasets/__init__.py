@@ -45,6 +45,16 @@ class Space:
         """A picklable ``build(bn=True) -> nn.Module`` for one architecture and task."""
         raise NotImplementedError
 
+    @classmethod
+    def from_table(cls, name: str, table, build, **facts) -> Space:
+        """A space from a table (one row per cell: ``arch``, optionally ``task``, and its trained accuracy) and a
+        builder ``build(arch, task, bn=True) -> nn.Module``; ``facts``: ``tasks``, ``truth`` (the accuracy column),
+        ``final_truth``, ``num_classes``, ``resolution``, ``description``, ``init``, ``builder_version``
+        (see :class:`datasets.table.TableSpace`). Register it with :func:`register_space`."""
+        from datasets.table import TableSpace
+
+        return TableSpace(name, table, build, **facts)
+
     def check_task(self, task: str) -> str:
         if task not in self.tasks:
             raise ArchError(f"unknown task {task!r} for space {self.name}{did_you_mean(task, self.tasks)}; "
@@ -81,8 +91,17 @@ SPACES: dict[str, Space] = {}
 
 
 def register_space(space: Space) -> Space:
+    """Make ``space`` known by its name to every command (``--space NAME``) and library call; a plugin
+    (``--plugin FILE``) calls this. A name already registered is refused."""
+    if not isinstance(space, Space):
+        raise TypeError(f"register_space takes a datasets.Space (e.g. Space.from_table(...)), got "
+                        f"{type(space).__name__}")
+    if not space.name:
+        raise ValueError("a space needs a name (its --space)")
     if space.name in SPACES:
-        raise ValueError(f"space {space.name!r} is already registered")
+        first = type(SPACES[space.name])
+        raise ValueError(f"space {space.name!r} is already registered (a {first.__name__} from {first.__module__}): "
+                         f"choose another name")
     SPACES[space.name] = space
     return space
 

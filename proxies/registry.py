@@ -82,6 +82,7 @@ class ProxyInfo:
     tier: str = "one-pass"
     shares: str = ""
     cost_note: str = ""
+    external: str = ""  # the source (EXTERNAL_SOURCES) of scores computed elsewhere; "" for a proxy of this suite
 
     @property
     def direction(self) -> str:
@@ -146,12 +147,47 @@ def _ensure_loaded() -> None:
     import proxies  # noqa: F401  (importing the package registers the built-in proxies)
 
 
+# Scores computed elsewhere (a score file of another tool, imported by ``bench.scorefiles``) are cached under
+# ``<source>:<proxy>``, e.g. ``naslib:synflow``: the proxy of this suite that the file's scores are of. Such a name
+# resolves to a record derived from that proxy's (direction, family, NaN policy) with ``external`` set and version 0;
+# nothing computes it (the runner skips it, its function refuses) and ``list_proxies`` does not list it.
+EXTERNAL_SOURCES = {"naslib": "NASLib / NAS-Bench-Suite-Zero score files (zc_<space>.json)"}
+_EXTERNAL: dict[str, ProxyInfo] = {}
+
+
+def _computed_elsewhere(ctx, name: str = ""):
+    raise RuntimeError(f"{name} holds scores computed elsewhere (imported with `proxybench import-scores`); "
+                       f"this suite does not compute it")
+
+
+def external_proxy(name: str) -> ProxyInfo | None:
+    """The record of an external name ``<source>:<registered proxy>`` (see EXTERNAL_SOURCES), or None."""
+    source, sep, base = name.partition(":")
+    if not sep or source not in EXTERNAL_SOURCES:
+        return None
+    _ensure_loaded()
+    if base not in _REGISTRY:
+        return None
+    if name not in _EXTERNAL:
+        b = _REGISTRY[base]
+        _EXTERNAL[name] = ProxyInfo(
+            name, partial(_computed_elsewhere, name=name), b.higher_is_better, b.family, False, False, b.paper,
+            version=0, cost="free", nan_policy=b.nan_policy, tier="cheap", external=source,
+            description=f"{base} computed elsewhere: {EXTERNAL_SOURCES[source]}",
+            cost_note="not computed here: imported from a score file")
+    return _EXTERNAL[name]
+
+
 def get_proxy(name: str) -> ProxyInfo:
-    """The record of a registered proxy; UnknownProxyError with 'did you mean' otherwise."""
+    """The record of a registered proxy (or of an external name, ``external_proxy``); UnknownProxyError with
+    'did you mean' otherwise."""
     _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
+        ext = external_proxy(name)
+        if ext is not None:
+            return ext
         raise UnknownProxyError(
             f"unknown proxy {name!r}{did_you_mean(name, _REGISTRY)}; "
             f"`proxybench ls proxies` lists the {len(_REGISTRY)} registered ones") from None
@@ -194,7 +230,8 @@ def sharing() -> frozenset[str]:
 
 def resolve_proxies(spec: str | list[str]) -> list[str]:
     """Expand a comma-separated list of names, wildcards and ``@family`` (or ``@training-free``) into
-    registered names, in order, no repeats."""
+    registered names, in order, no repeats. ``naslib:*`` (a wildcard after an external source) names the external
+    scores of every training-free proxy it matches (``external_proxy``)."""
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     out: list[str] = []
     for item in items:
@@ -210,7 +247,11 @@ def resolve_proxies(spec: str | list[str]) -> list[str]:
                                         "training-free")
             out.extend(n for n in names if n not in out)
             continue
-        names = list_proxies(item) if any(ch in item for ch in "*?[") else [get_proxy(item).name]
+        source, sep, base = item.partition(":")
+        if sep and source in EXTERNAL_SOURCES and any(ch in base for ch in "*?["):  # naslib:* (training-free)
+            names = [f"{source}:{n}" for n in list_proxies(base) if _REGISTRY[n].family in TRAINING_FREE]
+        else:
+            names = list_proxies(item) if any(ch in item for ch in "*?[") else [get_proxy(item).name]
         if not names:
             raise UnknownProxyError(f"no proxy matches {item!r}; `proxybench ls proxies` lists them")
         out.extend(n for n in names if n not in out)
