@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.nb201 import NB201Network
-from proxies import ProxyContext, get_proxy, resolve_proxies, training_free
-from proxies.gradient import shared_pass
+from proxybench.datasets.nb201 import NB201Network
+from proxybench.proxies import ProxyContext, get_proxy, resolve_proxies, training_free
+from proxybench.proxies.gradient import shared_pass
 
 __all__ = ["ProxyUnavailable", "ProxySkippedWarning", "ZC_MEASURES", "find_measures", "score"]
 
@@ -159,7 +159,7 @@ def _probe(model: nn.Module, inputs: torch.Tensor, label: str, device, dtype) ->
 # --------------------------------------------------------------------------------------- what can run
 
 def _has_pre_gap(net: nn.Module) -> bool:
-    """What ``proxies.more_zero_cost.pre_gap_features`` (zen) can read the pre-pooling feature map from."""
+    """What ``proxybench.proxies.more_zero_cost.pre_gap_features`` (zen) can read the pre-pooling feature map from."""
     return (isinstance(net, NB201Network) or callable(getattr(net, "forward_pre_GAP", None))
             or any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) for m in net.modules()))
 
@@ -195,7 +195,8 @@ def score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None =
     ``model``: any ``nn.Module`` whose output is classification logits ``(batch, classes)``, or a tuple/list whose
     last item is (NATS-Bench's ``(features, logits)``). ``inputs``: a float tensor ``(batch, ...)``; ``targets``:
     class indices, one per input (needed by the proxies that read labels). ``proxies``: names, wildcards or
-    ``@family`` (``proxies.resolve_proxies``); None: every training-free proxy (``proxies.training_free()``).
+    ``@family`` (``proxybench.proxies.resolve_proxies``); None: every training-free proxy
+    (``proxybench.proxies.training_free()``).
     ``seed``: torch is seeded with it before each copy is made, for the proxies' own random draws (zen's and meco's
     Gaussian inputs, meco_opt's channels); None: one drawn from torch's global generator. ``device``: where the
     copies and the batch go; None: the model's.

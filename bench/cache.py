@@ -17,7 +17,7 @@ dirty one, then the smaller score; ``duplicates()`` lists every such key and whe
 
 This module owns the row contract: ``row(...)`` builds the one row every writer appends (the runner, DPS, the
 latency measurements), with its provenance columns filled in; ``where(df, ...)`` is the one filter of cached rows
-(``bench.runner.select`` builds a study's from it). Rows whose value is a measurement of this machine rather than a
+(``proxybench.runner.select`` builds a study's from it). Rows whose value is a measurement of this machine rather than a
 reproducible score (the latency study's timings) carry the run index in ``data_source``
 (``measurement_source``/``measurement_runs``); no other code reads that encoding.
 """
@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench import store
+from proxybench import store
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -66,7 +66,7 @@ STAMP_COLUMNS = ("timestamp", "schema_version")  # filled by ``ScoreCache.append
 
 def _builder_version(space: str) -> int:
     """The registered space's network-builder version (1 for a space that is not registered here)."""
-    from datasets import SPACES
+    from proxybench.datasets import SPACES
 
     sp = SPACES.get(space)
     return int(getattr(sp, "builder_version", 1)) if sp is not None else 1
@@ -89,7 +89,7 @@ def row(*, space: str, task: str, arch: str, proxy: str, proxy_version: int, see
 
     import torch
 
-    from bench import provenance
+    from proxybench import provenance
 
     if status is None:
         status = "error" if error else ("ok" if math.isfinite(score) else "nonfinite")
@@ -220,7 +220,7 @@ class ScoreCache:
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         defaults = {"error": "", "timestamp": now, "schema_version": SCHEMA_VERSION}
         if any("cpu" not in r for r in rows):  # rows scored in this process; workers record their own
-            from bench.provenance import cpu_label
+            from proxybench.provenance import cpu_label
 
             defaults["cpu"] = cpu_label()
         full = [{**defaults, "builder_version": r.get("builder_version") or _builder_version(r["space"]), **r}

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.options import (
+from proxybench.options import (
     DEFAULT_CACHE,
     DEFAULT_PROXIES,
     DEFAULT_SUITE,
@@ -21,12 +21,12 @@ from bench.options import (
     study_from_args,
     tasks_of,
 )
-from bench.provenance import REPO_ROOT
+from proxybench.provenance import REPO_ROOT
 
 
 def _run(args, study) -> None:
-    from bench.cache import ScoreCache
-    from bench.runner import run_study
+    from proxybench.cache import ScoreCache
+    from proxybench.runner import run_study
 
     cache = ScoreCache(args.cache)
     s = run_study(study, cache, executor=args.executor, workers=args.workers, chunk_size=args.chunk_size,
@@ -40,8 +40,8 @@ def _run(args, study) -> None:
 
 
 def _image_descriptions(study) -> dict:
-    from bench.runner import task_images
-    from proxies import get_proxy
+    from proxybench.proxies import get_proxy
+    from proxybench.runner import task_images
 
     if not any(get_proxy(p).needs_data for p in study.proxies):
         return {}
@@ -51,10 +51,10 @@ def _image_descriptions(study) -> dict:
 def _report(args, study=None) -> None:
     import pandas as pd
 
-    from bench.cache import ScoreCache
-    from bench.report import write_report
-    from bench.runner import study_scores, with_truth
-    from proxies import get_proxy
+    from proxybench.cache import ScoreCache
+    from proxybench.proxies import get_proxy
+    from proxybench.report import write_report
+    from proxybench.runner import study_scores, with_truth
 
     cache = ScoreCache(args.cache)
     if study is not None:
@@ -80,8 +80,8 @@ def _report(args, study=None) -> None:
         df = cache.load()
         if df.empty:
             raise SystemExit(f"the cache {cache.path} holds no scores: run `proxybench run …` first")
-        from proxies import list_proxies
-        from proxies.registry import external_proxy
+        from proxybench.proxies import list_proxies
+        from proxybench.proxies.registry import external_proxy
 
         external = {p for p in set(df["proxy"]) if external_proxy(p) is not None}
         registered = set(list_proxies()) | external  # the suite's own, and scores imported from a score file
@@ -93,15 +93,15 @@ def _report(args, study=None) -> None:
         df = df[df["proxy_version"] == df["proxy"].map(current)]
         df = with_truth(df, args.data_dir)
         note, descr = f"**Study:** every current-version score in `{cache.path}`.", {}
-    from proxies import resolve_proxies
+    from proxybench.proxies import resolve_proxies
 
     path = write_report(df, args.out, truth=args.truth, study_note=note, data_dir=args.data_dir,
                         n_resamples=args.bootstrap, image_descriptions=descr,
                         ensemble=tuple(resolve_proxies(args.ensemble)))
     print(f"report: {path}")
     if getattr(args, "readme", None):
-        from bench import precision, store
-        from bench.report import SUMMARY_STORE, headline_table, update_readme
+        from proxybench import precision, store
+        from proxybench.report import SUMMARY_STORE, headline_table, update_readme
 
         summary = store.read_csv(Path(args.out) / "summary.csv", SUMMARY_STORE)
         block = headline_table(summary, note + f" Truth: `{args.truth}`; ⚠ = substitute images; digits = the "
@@ -113,7 +113,7 @@ def _report(args, study=None) -> None:
 
 def cmd_ls(args) -> None:
     if args.what == "proxies":
-        from proxies import get_proxy, list_proxies
+        from proxybench.proxies import get_proxy, list_proxies
 
         names = list_proxies(args.pattern or "*")
         header = ("name", "dir", "family", "cost", "tier", "needs", "version", "paper")
@@ -124,7 +124,7 @@ def cmd_ls(args) -> None:
         for r in (header, *rows):
             print("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
     else:
-        from datasets import SPACES, files
+        from proxybench.datasets import SPACES, files
 
         status = files.status_table(args.data_dir)
         for name, sp in SPACES.items():
@@ -140,7 +140,7 @@ def cmd_ls(args) -> None:
 
 
 def cmd_data(args) -> None:
-    from datasets import files
+    from proxybench.datasets import files
 
     d = files.resolve_data_dir(args.data_dir)
     print(f"data directory: {d}  (set with --data-dir or ${files.ENV_DATA_DIR})\n")
@@ -194,8 +194,8 @@ def cmd_bench(args) -> None:
 
 def _sections(args) -> None:
     """Run every registered section (bench/studies/) and list them at the end of reports/README.md."""
-    from bench.report import SECTIONS_BEGIN, SECTIONS_END, update_readme
-    from bench.sections import SectionConfig, sections
+    from proxybench.report import SECTIONS_BEGIN, SECTIONS_END, update_readme
+    from proxybench.sections import SectionConfig, sections
 
     cfg = SectionConfig.from_args(args)
     parts = []
@@ -208,9 +208,9 @@ def _sections(args) -> None:
 
 
 def cmd_import_nb201(args) -> None:
-    from bench.progress import progress as progress_bar
-    from datasets import files, nb201
-    from datasets.nb201_official import truth_from_official, write_truth_parquet
+    from proxybench.datasets import files, nb201
+    from proxybench.datasets.nb201_official import truth_from_official, write_truth_parquet
+    from proxybench.progress import progress as progress_bar
 
     out = files.resolve_data_dir(args.data_dir) / nb201.OFFICIAL_TRUTH
     df = truth_from_official(args.file, progress=progress_bar)
@@ -221,8 +221,8 @@ def cmd_import_nb201(args) -> None:
 def cmd_check_params(args) -> None:
     import numpy as np
 
-    from bench.progress import progress as progress_bar
-    from datasets import nb201
+    from proxybench.datasets import nb201
+    from proxybench.progress import progress as progress_bar
 
     truth = nb201.load_truth("cifar10", args.data_dir)
     idx = np.arange(nb201.N_ARCHS) if args.all else np.linspace(0, nb201.N_ARCHS - 1, args.n).astype(int)
@@ -246,11 +246,11 @@ def cmd_check_params(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from bench import store
-    from bench.cache import ScoreCache
-    from bench.compare import RESULT_STORE, compare, markdown
-    from bench.runner import study_scores
-    from proxies import get_proxy, resolve_proxies
+    from proxybench import store
+    from proxybench.cache import ScoreCache
+    from proxybench.compare import RESULT_STORE, compare, markdown
+    from proxybench.proxies import get_proxy, resolve_proxies
+    from proxybench.runner import study_scores
 
     proxy = get_proxy(args.proxy).name
     baselines = [p for p in resolve_proxies(args.baselines) if p != proxy]
@@ -275,7 +275,7 @@ def cmd_compare(args) -> None:
 
 
 def cmd_regress(args) -> None:
-    from bench import regress
+    from proxybench import regress
 
     path = Path(args.baseline)
     if not args.write and not path.is_file():
@@ -286,7 +286,7 @@ def cmd_regress(args) -> None:
         regress.write_baseline(current, path)
         print(f"baseline written: {path} ({len(current)} proxies, golden study {regress.GOLDEN})")
         return
-    from bench import precision
+    from proxybench import precision
 
     rows, ok = regress.check(regress.load_baseline(path), current, precision.load(args.precision))
     print(regress.table(rows))
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_regress)
     s = sub.add_parser("precision", parents=[common], help="measure every proxy's numerical precision under other "
                        "CPU kernels, thread counts and float64 (writes reports/precision.json)")
-    from bench import precision as _precision
+    from proxybench import precision as _precision
 
     _precision.add_arguments(s)
     s.set_defaults(fn=cmd_precision)
@@ -365,28 +365,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=300)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_check_params)
-    from bench.sections import sections
-    from bench.tools import TOOLS
+    from proxybench.sections import sections
+    from proxybench.tools import TOOLS
 
     for sec in sections():
         sec.add_cli(sub, P)
     for tool in TOOLS:
         tool.add_cli(sub, P)
-    from bench import scorefiles
+    from proxybench import scorefiles
 
     scorefiles.add_cli(sub, P)  # import-scores, export-scores
     return p
 
 
 def cmd_precision(args) -> None:
-    from bench import precision
+    from proxybench import precision
 
     precision.run(args)
 
 
 def cmd_cache(args) -> None:
-    from bench.cache import ScoreCache
-    from proxies import get_proxy, list_proxies
+    from proxybench.cache import ScoreCache
+    from proxybench.proxies import get_proxy, list_proxies
 
     cache = ScoreCache(args.cache)
     if args.action == "compact":
@@ -424,12 +424,12 @@ def main(argv=None) -> int:
     if args.data_dir:
         os.environ["PROXYBENCH_DATA"] = str(Path(args.data_dir).resolve())  # spawned workers inherit it
     resolve_outputs(args)
-    from bench.cache import CacheError
-    from datasets.errors import ProxybenchDataError
-    from proxies import UnknownProxyError
+    from proxybench.cache import CacheError
+    from proxybench.datasets.errors import ProxybenchDataError
+    from proxybench.proxies import UnknownProxyError
 
     try:
-        from bench import plugins
+        from proxybench import plugins
 
         plugins.load([*(args.plugin_global or []), *(getattr(args, "plugin", None) or [])])
         args.fn(args)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench import metrics, store
-from datasets import get_space
-from proxies import get_proxy
+from proxybench import metrics, store
+from proxybench.datasets import get_space
+from proxybench.proxies import get_proxy
 
 RESULT_STORE = store.Kind("compare", 1, "proxybench compare")  # <out>/compare_<proxy>.csv (beside its .md)
 

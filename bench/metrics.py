@@ -59,7 +59,7 @@ def oriented(score, higher_is_better: bool = True, nan_policy: str = "exclude") 
 def _record(proxy):
     """A proxy's registry record: ``proxy`` is a registered name or the record itself."""
     if isinstance(proxy, str):
-        from proxies import get_proxy
+        from proxybench.proxies import get_proxy
 
         return get_proxy(proxy)
     return proxy

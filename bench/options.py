@@ -2,7 +2,7 @@
 groups (argparse parents) that every subcommand reuses, so each option is declared once.
 
 Only argparse lives here; what a command does is in the library (the studies, the runner, the report). The CLI
-(``bench.cli``) builds the parser from these parents and each study's ``add_cli``.
+(``proxybench.cli``) builds the parser from these parents and each study's ``add_cli``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.provenance import REPO_ROOT
+from proxybench.provenance import REPO_ROOT
 
 DEFAULT_CACHE = REPO_ROOT / "reports" / "scores"
 DEFAULT_OUT = REPO_ROOT / "reports"
@@ -54,7 +54,7 @@ def positive_int(v: str) -> int:
 
 def tasks_of(space: str, spec: str) -> tuple[str, ...]:
     """``--task``: comma-separated task names of ``space``, or 'all' (in the order the space lists them)."""
-    from datasets import get_space
+    from proxybench.datasets import get_space
 
     sp = get_space(space)
     if spec == "all":
@@ -147,7 +147,7 @@ class Parents:
 
 def add_plugin_option(p: argparse.ArgumentParser, dest: str = "plugin") -> None:
     """--plugin FILE (repeatable): a Python file that registers spaces or proxies, loaded before the command
-    (``bench.plugins``); installed packages add theirs through the entry-point group ``proxybench.plugins``."""
+    (``proxybench.plugins``); installed packages add theirs through the entry-point group ``proxybench.plugins``."""
     p.add_argument("--plugin", action="append", default=None, dest=dest, metavar="FILE",
                    help="a Python file that registers spaces or proxies, loaded first (repeatable; also "
                         "$PROXYBENCH_PLUGINS and the entry-point group proxybench.plugins)")
@@ -175,7 +175,7 @@ def ray_options(args) -> dict:
 def study_from_args(args, tasks):
     """The ``Study`` that a study parent's options describe (the default suite's marker reads as every cell:
     callers that run the suite set each task's sample with ``dataclasses.replace``)."""
-    from bench.runner import Study
+    from proxybench.runner import Study
 
     archs = archs_file(args.archs_file) if getattr(args, "archs_file", None) else None
     return Study(space=args.space, tasks=tasks, proxies=tuple(args.proxies.split(",")),

@@ -2,13 +2,14 @@
 
 A plugin is a Python file (``proxybench ... --plugin FILE``, repeatable) or a module of an installed package named
 by an entry point of the group ``proxybench.plugins``. Importing it registers what it defines:
-``datasets.register_space(Space.from_table(...))`` (or any ``datasets.Space``), ``proxies.register_proxy(...)``. An
+``proxybench.datasets.register_space(Space.from_table(...))`` (or any ``proxybench.datasets.Space``),
+``proxybench.proxies.register_proxy(...)``. An
 entry point that names a callable (``pkg.mod:setup``) has it called once after the import.
 
 Worker processes see the same plugins: the files loaded are listed in the environment variable
 ``PROXYBENCH_PLUGINS`` (paths separated by ``os.pathsep``; set it yourself to load files without ``--plugin``),
 which spawned workers inherit, and each worker loads them and the entry points once, before its first chunk
-(``ensure_loaded``, called by ``bench.runner.score_job``). A plugin that fails to load is a :class:`PluginError`
+(``ensure_loaded``, called by ``proxybench.runner.score_job``). A plugin that fails to load is a :class:`PluginError`
 naming it.
 """
 

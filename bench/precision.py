@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.provenance import REPO_ROOT
+from proxybench.provenance import REPO_ROOT
 
 PRECISION_FILE = REPO_ROOT / "reports" / "precision.json"
 FORMAT_VERSION = 1
@@ -129,9 +129,9 @@ def cell_key(space: str, task: str, seed: int, batch_size: int, data_source: str
 
 def golden_jobs(proxies=None, data_dir=None) -> list:
     """One job per task of the golden regression study (all its cells, every proxy)."""
-    from bench import regress
-    from bench.cache import ScoreCache
-    from bench.runner import plan
+    from proxybench import regress
+    from proxybench.cache import ScoreCache
+    from proxybench.runner import plan
 
     study = regress.golden_study(proxies, data_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +159,7 @@ def committed_sample(df, cells_per_group: dict[str, int], default_cells: int = 1
 
 
 def committed_jobs(df, cells_per_group, default_cells=1) -> list:
-    from bench.runner import Job
+    from proxybench.runner import Job
 
     jobs = []
     for (space, task, seed, bs, src), items in committed_sample(df, cells_per_group, default_cells):
@@ -174,8 +174,8 @@ def _worker(spec_path: str, out_path: str) -> None:
     """Runs in a fresh process whose environment selects the kernels: scores the jobs, writes rows as JSON."""
     import torch
 
-    from bench.runner import Job, score_job
-    from proxies import TRAINING_FREE, get_proxy
+    from proxybench.proxies import TRAINING_FREE, get_proxy
+    from proxybench.runner import Job, score_job
 
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(int(spec["threads"]))
@@ -219,7 +219,7 @@ def measure(jobs: list, variants=VARIANTS, parallel: int = 2, progress: bool = T
                 for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR"):
                     if k not in v.env:
                         env.pop(k, None)  # native means native, whatever the caller's shell set
-                proc = subprocess.Popen([sys.executable, "-m", "bench.precision", "_worker", str(spec), str(out)],
+                proc = subprocess.Popen([sys.executable, "-m", "proxybench.precision", "_worker", str(spec), str(out)],
                                         env=env, cwd=REPO_ROOT)
                 running.append((v, proc, out, time.perf_counter()))
                 if progress:
@@ -349,7 +349,7 @@ def load(path: str | os.PathLike = PRECISION_FILE) -> dict:
 def merge(doc: dict, results: dict, label: str) -> dict:
     """The stored document with the scores measured now added to the same (proxy, cell) entries (a variant
     measured again replaces its score); a proxy measured at another version starts afresh."""
-    from bench import provenance
+    from proxybench import provenance
 
     doc = json.loads(json.dumps(doc)) if doc else {}
     doc["format"] = FORMAT_VERSION
@@ -385,8 +385,8 @@ def merge(doc: dict, results: dict, label: str) -> dict:
 
 def write(doc: dict, path: str | os.PathLike = PRECISION_FILE) -> Path:
     """Write atomically; unchanged content leaves the file untouched. (Its schema version is its own ``format``
-    key, which ``load`` checks; the document predates ``bench.store``'s marker.)"""
-    from bench import store
+    key, which ``load`` checks; the document predates ``proxybench.store``'s marker.)"""
+    from proxybench import store
 
     p = Path(path)
     text = json.dumps(doc, indent=1, sort_keys=True, default=_json_default) + "\n"
@@ -471,8 +471,8 @@ def pooling_line(df, doc: dict) -> str:
 # ----------------------------------------------------------------------------------------------- the CLI
 
 def run(args) -> None:
-    from bench.cache import ScoreCache, where
-    from proxies import resolve_proxies
+    from proxybench.cache import ScoreCache, where
+    from proxybench.proxies import resolve_proxies
 
     proxies = resolve_proxies(args.proxies) if args.proxies else None
     jobs = []
@@ -506,7 +506,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "_worker":
         _worker(sys.argv[2], sys.argv[3])
     else:
-        ap = argparse.ArgumentParser(prog="python -m bench.precision")
+        ap = argparse.ArgumentParser(prog="python -m proxybench.precision")
         ap.add_argument("--data-dir", default=None)
         add_arguments(ap)
         run(ap.parse_args())

@@ -94,9 +94,9 @@ def environment() -> dict:
 
 def write_if_changed(path: str | os.PathLike, text: str) -> bool:
     """Write ``text`` to ``path`` atomically, unless the file already says the same: identical, or different
-    only in its provenance stamps (commit hashes, timestamps, absolute paths: ``bench.store.unstamped``). A
+    only in its provenance stamps (commit hashes, timestamps, absolute paths: ``proxybench.store.unstamped``). A
     regenerated report whose numbers did not change leaves the committed file as it was (and says which commit
-    last changed it). True if written. (``bench.store.write_text``.)"""
-    from bench import store
+    last changed it). True if written. (``proxybench.store.write_text``.)"""
+    from proxybench import store
 
     return store.write_text(path, text)

@@ -3,7 +3,7 @@
 ``make baseline`` writes ``reports/baseline.json`` on purpose (never automatically); ``make regress``
 recomputes the golden study with the current code in a fresh cache and fails when, for a proxy whose
 declared version is unchanged, a score moved by more than that cell's measured precision allows
-(``reports/precision.json``, ``make precision``: see ``bench.precision``), or the correlation of its declared
+(``reports/precision.json``, ``make precision``: see ``proxybench.precision``), or the correlation of its declared
 ranking dropped by more than ``TOLERANCE``. So it passes on any CPU whose rounding stays inside the measured
 precision and fails on a real change. A proxy whose version changed is "not comparable" (regenerate the
 baseline and remeasure its precision).
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import metrics, precision, provenance, store
-from bench.cache import ScoreCache
-from bench.runner import Study, run_study, study_scores
-from proxies import get_proxy, training_free
+from proxybench import metrics, precision, provenance, store
+from proxybench.cache import ScoreCache
+from proxybench.proxies import get_proxy, training_free
+from proxybench.runner import Study, run_study, study_scores
 
 GOLDEN = {"space": "nb201", "tasks": ("cifar10",), "sample": 64, "sample_seed": 1, "seed": 42, "batch_size": 64}
 TRUTH = "accuracy"  # the space's headline ground truth (NB201: 200-epoch test accuracy)
@@ -109,7 +109,7 @@ def _num(v) -> float:
 
 def check(baseline: dict, current: dict, prec: dict | None = None) -> tuple[list[dict], bool]:
     """Compare a recomputed golden study with the baseline: rows for the diff table, and whether it passes.
-    ``prec`` is the measured precision (``bench.precision.load()``) that judges each score's change."""
+    ``prec`` is the measured precision (``proxybench.precision.load()``) that judges each score's change."""
     rows, ok = [], True
     prec = prec or {}
     base = baseline["proxies"]

@@ -14,11 +14,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench import metrics, provenance, store  # noqa: E402
-from bench.references import definition_notes, published_for  # noqa: E402
-from bench.render import annotate_spread, fmt_ci, save_figure  # noqa: E402
-from datasets import files, get_space  # noqa: E402
-from proxies import get_proxy  # noqa: E402
+from proxybench import metrics, provenance, store  # noqa: E402
+from proxybench.datasets import files, get_space  # noqa: E402
+from proxybench.proxies import get_proxy  # noqa: E402
+from proxybench.references import definition_notes, published_for  # noqa: E402
+from proxybench.render import annotate_spread, fmt_ci, save_figure  # noqa: E402
 
 TRUTH_LABELS = {
     "accuracy": "benchmark accuracy (NB201: 200-epoch test accuracy)",
@@ -60,7 +60,7 @@ def ensembles(df: pd.DataFrame, truth: str = "accuracy", members=VOTE, n_resampl
     """Per (space, task): the pairwise concordance of the majority vote of ``members`` (Abdelfattah et al.'s
     "vote"), each member's own concordance, and τ/ρ of their rank-average ensemble, on the architectures
     every member scored (errors dropped; non-finite scores handled by each member's declared policy)."""
-    from bench.compare import aligned
+    from proxybench.compare import aligned
 
     rows = []
     members = tuple(members)
@@ -95,7 +95,7 @@ def _nonfinite(r) -> str:
 
 
 def _truth_source(data_dir) -> str:
-    from datasets import nb201
+    from proxybench.datasets import nb201
 
     try:
         return {"official-pth": "the converted official benchmark file",
@@ -106,7 +106,7 @@ def _truth_source(data_dir) -> str:
 
 # result stores that more than one module reads: the suite's summary (written here) and make perf's timings
 SUMMARY_STORE = store.Kind("summary", 1, "proxybench report")  # <out>/summary.csv
-PERF_STORE = store.Kind("perf", 1, "make perf")  # <out>/perf.json, written by bench.tools.perf
+PERF_STORE = store.Kind("perf", 1, "make perf")  # <out>/perf.json, written by proxybench.tools.perf
 
 
 def load_perf(out: Path) -> dict | None:
@@ -282,7 +282,7 @@ def _published_rows(summary: pd.DataFrame, val_rho: dict) -> list[dict]:
 
 
 def _provenance(df: pd.DataFrame, summary: pd.DataFrame, prec: dict, data_dir) -> dict:
-    from bench import precision
+    from proxybench import precision
 
     return {"env": provenance.environment(), "commits": sorted(set(df["git_commit"])),
             "machines": precision.machines_line(df), "pooling": precision.pooling_line(df, prec),
@@ -297,8 +297,8 @@ def compute_report(df: pd.DataFrame, *, truth: str = "accuracy", study_note: str
                    ensemble: tuple[str, ...] = VOTE) -> ReportResult:
     """Every statistic of the report: the summary, the spread over seeds, the ensembles, the comparison with
     published figures, the precision and provenance facts."""
-    from bench import precision
-    from bench.references import PUBLISHED_VOTE
+    from proxybench import precision
+    from proxybench.references import PUBLISHED_VOTE
 
     summary = summarise(df, truth, n_resamples)
     seeds = sorted(summary["seed"].unique())
@@ -423,7 +423,7 @@ def render_figures(heat: Path, extra: list[tuple[Path, str]], scatters: dict[str
 
 
 def render_precision(res: ReportResult) -> list[str]:
-    from bench import precision
+    from proxybench import precision
 
     return ["", "## Precision", "", precision.report_paragraph(res.precision), "",
             precision.table(res.precision, proxies=res.proxies), ""]
@@ -482,8 +482,8 @@ def _write_figures(df: pd.DataFrame, res: ReportResult, out: Path) -> list[str]:
 
 def render_external_agreement(df: pd.DataFrame) -> list[str]:
     """Where the rows hold a proxy's scores from this suite and from an imported score file (``naslib:<proxy>``,
-    ``bench.scorefiles``): the per-cell agreement of the two (Spearman ρ on the common cells). None otherwise."""
-    from bench import scorefiles
+    ``proxybench.scorefiles``): the per-cell agreement of the two (Spearman ρ on the common cells). None otherwise."""
+    from proxybench import scorefiles
 
     return scorefiles.render_agreement(scorefiles.agreement(df))
 
@@ -507,7 +507,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     store.write_csv(out / "summary.csv", res.summary, SUMMARY_STORE)
     figures = _write_figures(df, res, out)
     path = out / "README.md"
-    agreement = render_external_agreement(df)  # imported score files vs the suite's own scores (bench.scorefiles)
+    agreement = render_external_agreement(df)  # imported score files vs the suite's own scores (proxybench.scorefiles)
     L = [*render_intro(res), *render_correlations(res), *render_seed_spread(res), *render_ensembles(res),
          *render_published(res), *agreement, *figures, *render_precision(res), *render_provenance(res), *_kept_sections(path)]
     provenance.write_if_changed(path, "\n".join(L) + "\n")

@@ -2,11 +2,11 @@
 
 A study is space x tasks x proxies x architectures (a seeded sample, all, or a given list) x seed.
 Work goes out in chunks of cells through an executor (in-process, local worker processes, or Ray tasks on
-a local instance or a cluster: ``bench.executors``); only the driver writes the cache, one atomic part per
+a local instance or a cluster: ``proxybench.executors``); only the driver writes the cache, one atomic part per
 finished chunk, so a killed run loses at most the chunks in flight and a rerun resumes.
 
 The study contract lives here, once: ``permutation``/``draw_order``/``seeded_sample`` (the seeded order every
-study samples from), ``select`` (a study's rows of a cache frame, built on ``bench.cache.where``) and
+study samples from), ``select`` (a study's rows of a cache frame, built on ``proxybench.cache.where``) and
 ``make_context`` (the one way a ``ProxyContext`` is built).
 """
 
@@ -28,16 +28,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import provenance
-from bench.cache import KEY_COLUMNS, ScoreCache, where
-from bench.cache import row as score_row
-from bench.progress import progress as progress_bar
-from datasets import get_space
-from datasets.errors import ArchError
-from proxies import ProxyContext, get_proxy, resolve_proxies
+from proxybench import provenance
+from proxybench.cache import KEY_COLUMNS, ScoreCache, where
+from proxybench.cache import row as score_row
+from proxybench.datasets import get_space
+from proxybench.datasets.errors import ArchError
+from proxybench.progress import progress as progress_bar
+from proxybench.proxies import ProxyContext, get_proxy, resolve_proxies
 
 INIT = "torch-default"  # NB201's; each space declares its own (Space.init)
-EXTERNAL_SOURCE_PREFIX = "external:"  # the data_source of every score computed elsewhere (bench.scorefiles)
+EXTERNAL_SOURCE_PREFIX = "external:"  # the data_source of every score computed elsewhere (proxybench.scorefiles)
 _DEVICE_RE = re.compile(r"cpu|auto|cuda(:\d+)?")
 
 
@@ -128,7 +128,7 @@ class Job:
     items: tuple[tuple[str, tuple[str, ...]], ...]
     git_commit: str
     threads: int = 0
-    dtype: str = "float32"  # "float64" only in the precision measurement (bench.precision); never cached
+    dtype: str = "float32"  # "float64" only in the precision measurement (proxybench.precision); never cached
 
 
 @dataclass
@@ -146,14 +146,14 @@ class RunSummary:
 
 @lru_cache(maxsize=8)
 def task_images(task: str, data_dir: str | None):
-    from datasets.images import image_source
+    from proxybench.datasets.images import image_source
 
     return image_source(task, data_dir)
 
 
 @lru_cache(maxsize=8)
 def task_batch(task: str, data_dir: str | None, batch_size: int, seed: int, augment: bool):
-    from datasets.images import sample_batch
+    from proxybench.datasets.images import sample_batch
 
     return sample_batch(task_images(task, data_dir), batch_size, seed, augment=augment)
 
@@ -172,7 +172,7 @@ def training_data(task: str, data_dir: str | None):
 
 @lru_cache(maxsize=4)
 def _held_out_source(task: str, data_dir: str | None):
-    from datasets.images import image_source
+    from proxybench.datasets.images import image_source
 
     return image_source(task, data_dir, split="test")  # ImageNet16-120: its val file
 
@@ -220,7 +220,7 @@ def make_context(space: str, task: str, arch: str, seed: int, batch=None, *, dev
 
 def score_job(job: Job) -> list[dict]:
     """Compute every score of a chunk; one row per (cell, proxy). Errors are rows too, never raised."""
-    from bench.plugins import ensure_loaded
+    from proxybench.plugins import ensure_loaded
 
     ensure_loaded()  # a worker process: its driver's plugins (spaces, proxies) before anything is looked up
     if job.threads:
@@ -404,7 +404,7 @@ def spread(jobs: list[Job], workers: int) -> list[Job]:
 
 def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 0, seconds: float | None = None,
                   **ray_options):
-    """``ray_options`` (address, gpus_per_task, max_retries) go to :class:`bench.executors.RayExecutor`.
+    """``ray_options`` (address, gpus_per_task, max_retries) go to :class:`proxybench.executors.RayExecutor`.
 
     ``auto``: worker processes when there is more than one core and the work pays their start-up: ``seconds``
     (the estimated work, :func:`estimated_seconds`) above PROCESSES_PAY_OFF_S, or without an estimate 4 chunks."""
@@ -417,7 +417,7 @@ def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 
     if kind == "processes":
         return ProcessExecutor(workers or cores)
     if kind == "ray":
-        from bench.executors import RayExecutor
+        from proxybench.executors import RayExecutor
 
         ex = RayExecutor(workers, **ray_options)
         ex.connect()  # now, so that a bad address fails before any work and ``workers`` is the cluster's CPUs
@@ -523,7 +523,7 @@ def select(df: pd.DataFrame, study: Study, *, scope_only: bool = False, ok_only:
 
     ``scope_only``: every proxy at any setting within that scope. ``ok_only``: without error rows.
 
-    Scores computed elsewhere (external proxies such as ``naslib:synflow``, imported by ``bench.scorefiles``) are
+    Scores computed elsewhere (external proxies such as ``naslib:synflow``, imported by ``proxybench.scorefiles``) are
     the study's when it names them (or with ``scope_only``) and they are of its space, seed, tasks and cells,
     whatever their init, builder or source file: the import keeps one file per (space, task, proxy) in a cache."""
     space = get_space(study.space)

@@ -17,17 +17,18 @@ float, "time": seconds}, ..., "val_accuracy": float}}}``, datasets being the spa
   ground truth (NB201 cifar10: the cifar10-valid validation accuracy), not a score. A name that is neither is an
   error listing them, unless ``skip_unknown``.
 
-**External rows.** Each score becomes one cache row (``bench.cache.row``) with proxy ``naslib:<registry name>``
-(an external name, ``proxies.registry.external_proxy``: the suite's own keys never collide with it, and nothing
+**External rows.** Each score becomes one cache row (``proxybench.cache.row``) with proxy ``naslib:<registry name>``
+(an external name, ``proxybench.proxies.registry.external_proxy``: the suite's own keys never collide with it, and
+nothing
 computes it), ``proxy_version`` 0, ``data_source`` ``external:naslib:<first 12 hex digits of the file's SHA-256>``,
 ``init`` "unknown (computed elsewhere)", ``device`` "external", ``cpu`` "computed elsewhere: <file name>, sha256
 <digest>", ``git_commit`` "external", ``dtype`` and ``torch_version`` "unknown", ``seconds`` the file's ``time``.
 The file records no seed: the rows are filed under ``seed`` (42 by default, the seed of the suite's studies, so that
-a study with the same seed selects them: ``bench.runner.select``). A cache holds the scores of one file per (space,
+a study with the same seed selects them: ``proxybench.runner.select``). A cache holds the scores of one file per (space,
 task, proxy, seed): a second file is refused; importing the same file again adds nothing.
 
 ``agreement`` pairs a suite proxy with its external scores (``synflow`` with ``naslib:synflow``) on the cells both
-scored: the training-free report shows it (``bench.report``).
+scored: the training-free report shows it (``proxybench.report``).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import metrics, store
-from datasets.errors import ArchError, did_you_mean
+from proxybench import metrics, store
+from proxybench.datasets.errors import ArchError, did_you_mean
 
 FORMATS = ("naslib",)
 SPACES = ("nb201", "nb101")
@@ -69,7 +70,7 @@ class ScoreFileError(ValueError):
 def _arch_position() -> tuple[int, ...]:
     """For each NASLib edge (u, v) (nodes from 1), its position in the official arch string (``nb201.EDGES``:
     (node, input) from 0)."""
-    from datasets import nb201
+    from proxybench.datasets import nb201
 
     return tuple(nb201.EDGES.index((v - 1, u - 1)) for u, v in NB201_EDGES)
 
@@ -84,7 +85,7 @@ def _ints(key: str, where: str) -> tuple[int, ...]:
 
 def nb201_arch(key: str, where: str = "key") -> str:
     """The official NB201 arch string of a NASLib key."""
-    from datasets import nb201
+    from proxybench.datasets import nb201
 
     ops = _ints(key, where)
     if len(ops) != 6:
@@ -103,7 +104,7 @@ def nb201_arch(key: str, where: str = "key") -> str:
 
 def nb201_key(arch: str) -> str:
     """The NASLib key of an NB201 arch string."""
-    from datasets import nb201
+    from proxybench.datasets import nb201
 
     ops = nb201.parse_arch(nb201.canonical(arch))
     return str(tuple(NB201_OPS.index(ops[pos]) for pos in _arch_position()))
@@ -111,7 +112,7 @@ def nb201_key(arch: str) -> str:
 
 def nb101_arch(key: str, where: str = "key") -> str:
     """The official NB101 module hash of a NASLib key (the cell validated and pruned)."""
-    from datasets import nb101
+    from proxybench.datasets import nb101
 
     v = _ints(key, where)
     n = int(round((math.sqrt(1 + 4 * len(v)) - 1) / 2))
@@ -132,7 +133,7 @@ def nb101_arch(key: str, where: str = "key") -> str:
 
 def nb101_key(arch: str, data_dir=None) -> str:
     """The NASLib key of an NB101 module hash (its pruned spec, as the ground-truth table numbers it)."""
-    from datasets import nb101
+    from proxybench.datasets import nb101
 
     spec = nb101.spec_of(arch, data_dir)
     return str(tuple([*(int(x) for row in spec.matrix for x in row), *(NB101_OPS.index(o) for o in spec.ops)]))
@@ -156,7 +157,7 @@ def _check(fmt: str, space: str) -> None:
 
 def suite_name(name: str) -> str | None:
     """The registry's name of a NASLib proxy name, or None when the suite has no such proxy."""
-    from proxies import list_proxies
+    from proxybench.proxies import list_proxies
 
     mapped = NAMES.get(name, name)
     return mapped if mapped in set(list_proxies()) else None
@@ -195,7 +196,7 @@ def read_naslib(path: str | os.PathLike, space: str, *, skip_unknown: bool = Fal
     """Read a NASLib ``zc_<space>.json``; ScoreFileError (naming the file, dataset and key) for a truncated or
     malformed file, a malformed key, an unknown op index or dataset, and, unless ``skip_unknown``, an unknown proxy
     name."""
-    from datasets import get_space
+    from proxybench.datasets import get_space
 
     _check("naslib", space)
     p = Path(path)
@@ -305,7 +306,7 @@ class ImportSummary:
 
 def source_of(sha256: str, fmt: str = "naslib") -> str:
     """The ``data_source`` of the rows of a score file."""
-    from bench.runner import EXTERNAL_SOURCE_PREFIX
+    from proxybench.runner import EXTERNAL_SOURCE_PREFIX
 
     return f"{EXTERNAL_SOURCE_PREFIX}{fmt}:{sha256[:12]}"
 
@@ -313,10 +314,10 @@ def source_of(sha256: str, fmt: str = "naslib") -> str:
 def import_scores(path: str | os.PathLike, space: str, cache: str | os.PathLike, *, fmt: str = "naslib",
                   seed: int = 42, skip_unknown: bool = False, data_dir=None) -> ImportSummary:
     """Read a score file and append its scores to the cache at ``cache`` as external rows (the module docstring)."""
-    from bench.cache import ScoreCache, where
-    from bench.cache import row as cache_row
-    from datasets import get_space
-    from datasets.errors import DataFileError
+    from proxybench.cache import ScoreCache, where
+    from proxybench.cache import row as cache_row
+    from proxybench.datasets import get_space
+    from proxybench.datasets.errors import DataFileError
 
     _check(fmt, space)
     sf = read_naslib(path, space, skip_unknown=skip_unknown)
@@ -366,7 +367,7 @@ def import_scores(path: str | os.PathLike, space: str, cache: str | os.PathLike,
 
 def _val_check(sf: ScoreFile, space: str, data_dir) -> dict:
     """Per task, the file's ``val_accuracy`` against the suite's ground truth (``VAL_COLUMN``) on the common cells."""
-    from datasets import get_space
+    from proxybench.datasets import get_space
 
     out = {}
     col = VAL_COLUMN[space]
@@ -407,10 +408,10 @@ def export_scores(cache: str | os.PathLike, space: str, out: str | os.PathLike, 
     defaults are the suite's studies'), its seconds as ``time``, and the file's ``val_accuracy`` (NB201
     ``val_acc_200``, NB101 ``val_acc``) where the ground truth has it. Error rows are left out. ``proxies``: only
     these (names, wildcards, @families; default: every registered proxy the cache holds)."""
-    from bench.cache import ScoreCache
-    from bench.runner import Study, select
-    from datasets import get_space
-    from proxies import list_proxies, resolve_proxies
+    from proxybench.cache import ScoreCache
+    from proxybench.datasets import get_space
+    from proxybench.proxies import list_proxies, resolve_proxies
+    from proxybench.runner import Study, select
 
     _check(fmt, space)
     sp = get_space(space)
@@ -463,7 +464,7 @@ def agreement(df: pd.DataFrame) -> pd.DataFrame:
     """Per (space, task, seed, proxy, suite setting) where the suite's scores of a proxy and an external file's
     (``naslib:<proxy>``) both exist: the cells both scored (finite scores), Spearman ρ between the two (raw scores:
     ρ near -1 is a sign convention that differs), and the median relative difference |a - b| / max(|a|, |b|)."""
-    from proxies.registry import external_proxy
+    from proxybench.proxies.registry import external_proxy
 
     cols = ["space", "task", "seed", "proxy", "external", "source", "suite_source", "n", "rho", "median_rel_diff"]
     ext = [p for p in dict.fromkeys(df["proxy"]) if external_proxy(p) is not None] if len(df) else []
@@ -496,7 +497,7 @@ def _fmt_diff(v: float) -> str:
 
 def render_agreement(table: pd.DataFrame) -> list[str]:
     """The report's lines for ``agreement`` (none when no proxy has both)."""
-    from bench.render import fmt_ci, md_table
+    from proxybench.render import fmt_ci, md_table
 
     if table is None or table.empty:
         return []
@@ -530,7 +531,7 @@ def cmd_export(args) -> None:
 
 
 def add_cli(sub, parents) -> None:
-    from bench.options import DEFAULT_CACHE, positive_int
+    from proxybench.options import DEFAULT_CACHE, positive_int
 
     s = sub.add_parser("import-scores", parents=[parents.common],
                        help="read another tool's score file (NASLib zc_<space>.json) into a cache as external rows "

@@ -2,7 +2,7 @@
 
 A study is one module in ``bench/studies/`` (found by name, no list to edit)::
 
-    from bench.sections import SectionConfig, section
+    from proxybench.sections import SectionConfig, section
 
     @section("latency", order=30)
     def bench_section(cfg: SectionConfig) -> str:
@@ -73,7 +73,7 @@ def section(name: str, order: int):
 
 def discover() -> None:
     """Import every module of ``bench/studies/`` so that its sections register."""
-    from bench import studies
+    from proxybench import studies
 
     for m in sorted(pkgutil.iter_modules(studies.__path__), key=lambda m: m.name):
         if not m.name.startswith("_"):

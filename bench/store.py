@@ -12,7 +12,7 @@ append-only history: they are migrated when read, never rewritten by hand).
   the reader returns the object without it.
 - CSV (``write_csv``/``read_csv``): a sidecar ``<file>.store.json`` holding that key (the CSV stays a plain table).
 - Parquet (``write_table``/``write_parquet``/``read_parquet``): the schema metadata key ``proxybench_store`` (the
-  same JSON). The score cache (``bench.cache``) writes its parts through ``write_table`` and also keeps its own
+  same JSON). The score cache (``proxybench.cache``) writes its parts through ``write_table`` and also keeps its own
   ``proxybench_schema`` version, which ``ScoreCache`` checks and migrates.
 
 A file without a marker was written before the marker existed: it reads as schema version 1. A marker of a newer

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+if __name__ == "datasets":  # found as a top-level "datasets" (Python started in the checkout's root): not ours
+    import importlib.machinery as _machinery
+    import importlib.util as _util
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _root = _Path(__file__).resolve().parent.parent
+    _elsewhere = [p for p in _sys.path if _Path(p or ".").resolve() != _root]
+    _spec = _machinery.PathFinder.find_spec("datasets", _elsewhere)
+    if _spec is None:
+        raise ImportError("this checkout's datasets/ folder is proxybench's: import it as proxybench.datasets "
+                          "(no other package named 'datasets' is installed)")
+    _other = _util.module_from_spec(_spec)  # e.g. Hugging Face's datasets: this folder never shadows it
+    _sys.modules["datasets"] = _other
+    _spec.loader.exec_module(_other)
+
 from functools import partial
 
-from datasets import files, nb201
-from datasets.errors import ArchError, DataFileError, ProxybenchDataError, did_you_mean
+from proxybench.datasets import files, nb201
+from proxybench.datasets.errors import ArchError, DataFileError, ProxybenchDataError, did_you_mean
 
 
 class Space:
@@ -50,8 +66,8 @@ class Space:
         """A space from a table (one row per cell: ``arch``, optionally ``task``, and its trained accuracy) and a
         builder ``build(arch, task, bn=True) -> nn.Module``; ``facts``: ``tasks``, ``truth`` (the accuracy column),
         ``final_truth``, ``num_classes``, ``resolution``, ``description``, ``init``, ``builder_version``
-        (see :class:`datasets.table.TableSpace`). Register it with :func:`register_space`."""
-        from datasets.table import TableSpace
+        (see :class:`proxybench.datasets.table.TableSpace`). Register it with :func:`register_space`."""
+        from proxybench.datasets.table import TableSpace
 
         return TableSpace(name, table, build, **facts)
 
@@ -119,10 +135,10 @@ def get_space(name: str) -> Space:
 
 __all__ = ["SPACES", "ArchError", "DataFileError", "NB201Space", "ProxybenchDataError", "Space", "files",
            "get_space", "register_space"]
-from datasets import nb101  # noqa: E402
+from proxybench.datasets import nb101  # noqa: E402
 
 register_space(nb101.NB101Space())
-from datasets import nds  # noqa: E402
+from proxybench.datasets import nds  # noqa: E402
 
 for _nds_space in nds.spaces():  # one space per NDS sweep file: nds:DARTS, nds:ResNeXt-A_in, ...
     register_space(_nds_space)

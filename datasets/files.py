@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets.errors import DataFileError
+from proxybench.datasets.errors import DataFileError
 
 ENV_DATA_DIR = "PROXYBENCH_DATA"
 ENV_CACHE_DIR = "PROXYBENCH_CACHE_DIR"

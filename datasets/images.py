@@ -1,6 +1,6 @@
 """Benchmark images for data-dependent proxies: CIFAR-10, CIFAR-100 and ImageNet16-120.
 
-Images are read from the official python-pickle files (through :mod:`datasets.safe_pickle`, so a
+Images are read from the official python-pickle files (through :mod:`proxybench.datasets.safe_pickle`, so a
 tampered file cannot run code), kept as uint8 ``[N, H, W, 3]`` arrays, and turned into normalised
 minibatches with NAS-Bench-201's training augmentation.  When the ImageNet16 files are absent, an
 explicitly flagged substitute built from CIFAR-10 can stand in, so the pipeline still runs; every
@@ -20,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from datasets import files, safe_pickle
-from datasets.errors import DataFileError, ProxybenchDataError
+from proxybench.datasets import files, safe_pickle
+from proxybench.datasets.errors import DataFileError, ProxybenchDataError
 
 
 class TaskInfo(NamedTuple):

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets import Space, files
-from datasets.errors import ArchError, DataFileError, did_you_mean
+from proxybench.datasets import Space, files
+from proxybench.datasets.errors import ArchError, DataFileError, did_you_mean
 
 INPUT, OUTPUT = "input", "output"
 CONV3X3, CONV1X1, MAXPOOL3X3 = "conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3"
@@ -641,7 +641,7 @@ def _load_table_cached(kind: str, path_str: str, stamp: tuple) -> pd.DataFrame:
         try:
             return _with_notes(pd.read_parquet(path))
         except Exception as e:
-            raise DataFileError(f"corrupt converted NB101 table {path} ({e}); re-create it with "
+            raise DataFileError(f"corrupt converted NB101 table {path} ({e}); re-create it with proxybench."
                                 f"datasets.nb101.convert_tfrecord(<nasbench_only108.tfrecord>, '{path}')") from None
     digest = hashlib.sha256(repr(stamp).encode()).hexdigest()[:12]
     prefix = "nb101_only108" if kind == "official-tfrecord" else "nb101_mirror"

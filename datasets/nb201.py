@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from datasets import files
-from datasets.errors import ArchError, DataFileError, did_you_mean
+from proxybench.datasets import files
+from proxybench.datasets.errors import ArchError, DataFileError, did_you_mean
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # Edge order of the arch string: node 1 <- 0; node 2 <- 0, 1; node 3 <- 0, 1, 2.

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datasets.errors import DataFileError, UnsafePickleError
+from proxybench.datasets.errors import DataFileError, UnsafePickleError
 
 OFFICIAL_FILENAME = "NAS-Bench-201-v1_1-096897.pth"
 OFFICIAL_SOURCE = (
@@ -227,7 +227,7 @@ def truth_from_official(path_or_dict: str | os.PathLike | Mapping, progress: Cal
     cifar10, ``x-valid`` otherwise.  Missing entries are NaN.  Rows are ordered by task, then index.
 
     ``progress``: a wrapper ``progress(iterable, desc=..., unit=...)`` of the loop over cells, such as
-    ``bench.progress.progress`` (datasets/ does not import bench); None or False: no progress.
+    ``proxybench.progress.progress`` (datasets/ does not import bench); None or False: no progress.
     """
     if isinstance(path_or_dict, Mapping):
         source = "<in-memory dict>"

@@ -43,8 +43,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from datasets import Space, files
-from datasets.errors import ArchError, DataFileError, did_you_mean
+from proxybench.datasets import Space, files
+from proxybench.datasets.errors import ArchError, DataFileError, did_you_mean
 
 # Every sweep file of the release (the list NNI's NDS converter reads; the paper's figures use a subset).
 FAMILY_NAMES = (

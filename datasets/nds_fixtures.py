@@ -4,7 +4,7 @@ The real ``nds_data`` files are not on every machine (they are not on the one th
 :func:`write_fixtures` writes ``<root>/nds/<family>.json`` for every family: a few seeded random networks
 each, drawn from the family's own design space but tiny (widths 4-16, depths 2-5), with every field of the
 official record. The ``params`` field is computed by :func:`analytic_params`, closed-form counts per op and
-block written independently of the ``nn.Module`` builders in :mod:`datasets.nds`, so "built parameters ==
+block written independently of the ``nn.Module`` builders in :mod:`proxybench.datasets.nds`, so "built parameters ==
 recorded parameters" is a real check of the builders. The accuracy curves are SYNTHETIC (a noisy function
 of size, no training happened): correlations computed on these files mean nothing.
 """
@@ -17,7 +17,7 @@ import os
 import random
 from pathlib import Path
 
-from datasets import nds
+from proxybench.datasets import nds
 
 SYNTHETIC_NOTE = ("SUBSTITUTE DATA written by datasets.nds_fixtures: tiny seeded random networks of each design "
                   "space; params are exact, accuracy curves are synthetic (no training happened)")

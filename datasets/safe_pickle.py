@@ -14,8 +14,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from datasets import files
-from datasets.errors import DataFileError, UnsafePickleError
+from proxybench.datasets import files
+from proxybench.datasets.errors import DataFileError, UnsafePickleError
 
 _REFUSAL_REASON = (
     "benchmark pickles contain only numpy arrays, lists and dicts; this file may be malicious"
@@ -107,7 +107,7 @@ def load(
     path
         The pickle file.
     key
-        Its catalogue key (``datasets.files.CATALOGUE``); when given, a corrupt file's error says the
+        Its catalogue key (``proxybench.datasets.files.CATALOGUE``); when given, a corrupt file's error says the
         expected format and where to get a good copy.
     data_dir
         Data directory the key is resolved against (only used for error messages).

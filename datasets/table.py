@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from functools import partial
 
-from datasets import Space
-from datasets.errors import ArchError, did_you_mean
+from proxybench.datasets import Space
+from proxybench.datasets.errors import ArchError, did_you_mean
 
 # columns a truth table must not use: the score rows it is joined with have them
 RESERVED_COLUMNS = ("space", "proxy", "score", "status", "seed", "error", "seconds", "accuracy")
 
 
 def _per_task(value, what: str, tasks, name: str) -> dict:
-    from datasets.images import TASKS as IMAGE_TASKS
+    from proxybench.datasets.images import TASKS as IMAGE_TASKS
 
     if isinstance(value, dict):
         missing = [t for t in tasks if t not in value]

@@ -8,8 +8,8 @@ touching any other file).
 import importlib
 import pkgutil
 
-from proxies.context import LabelAccessError, ProxyContext
-from proxies.registry import (
+from proxybench.proxies.context import LabelAccessError, ProxyContext
+from proxybench.proxies.registry import (
     COSTS,
     FAMILIES,
     SHARES,

@@ -39,7 +39,7 @@ class ProxyContext:
     train_data: Callable[[], tuple] | None = None  # () -> (training images, held-out images): ImageSource-like
     table: dict | None = None  # the benchmark's own row for this (arch, task), e.g. {"test_acc_12": ...}
     # the dtype networks and inputs are computed in; float64 only for the precision measurement
-    # (bench.precision): the network is built in float32 and cast, so it holds the same initial weights
+    # (proxybench.precision): the network is built in float32 and cast, so it holds the same initial weights
     dtype: torch.dtype = torch.float32
 
     def network(self, bn: bool = True) -> nn.Module:

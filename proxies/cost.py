@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from proxies.registry import register_proxy
+from proxybench.proxies.registry import register_proxy
 
 
 @register_proxy("params", higher_is_better=True, family="baseline", needs_data=False, needs_labels=False,

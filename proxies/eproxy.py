@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from proxies.registry import register_proxy
+from proxybench.proxies.registry import register_proxy
 
 PAPER = "Li et al., Extensible and Efficient Proxy for Neural Architecture Search (Eproxy), ICCV 2023"
 TARGET_BASES = ("net", "wave_l", "wave_m", "wave_h", "dot")
@@ -264,7 +264,7 @@ def _init(module: nn.Module, scheme: str, generator: torch.Generator | None = No
 
 def stage_features(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The backbone's feature maps, deepest first (see the module docstring)."""
-    from datasets.nb201 import NB201Network, ResidualReduction
+    from proxybench.datasets.nb201 import NB201Network, ResidualReduction
 
     if isinstance(net, NB201Network):
         h = net.stem(x)
@@ -396,7 +396,7 @@ def backbone_macs(net: nn.Module, input_shape, device=None) -> float:
 
 @lru_cache(maxsize=8)
 def _nb201_max_macs(task: str, input_shape: tuple) -> float:
-    from datasets.nb201 import build_network
+    from proxybench.datasets.nb201 import build_network
 
     widest = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
     with torch.random.fork_rng(devices=[]):
@@ -406,7 +406,7 @@ def _nb201_max_macs(task: str, input_shape: tuple) -> float:
 
 def macs_ratio(ctx) -> float:
     """MACs of the cell's backbone over the largest of its space (NB201: the all-conv3x3 cell), in [0, 1]."""
-    from datasets.nb201 import NB201Network
+    from proxybench.datasets.nb201 import NB201Network
 
     net = ctx.shared_network()
     if not isinstance(net, NB201Network):

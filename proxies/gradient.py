@@ -24,8 +24,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-from proxies import hvp
-from proxies.registry import register_proxy
+from proxybench.proxies import hvp
+from proxybench.proxies.registry import register_proxy
 
 _LAYERS = (nn.Conv2d, nn.Linear)
 # the registry's share group of the proxies of this module (``shares=`` in each record below)
@@ -55,7 +55,7 @@ def _pass_targets(ctx, need: set[str]) -> torch.Tensor:
     label_users = [n for n in ctx.requested if NEEDS.get(n, set()) & _LABEL_NEEDS]
     if ctx.allow_labels or not label_users:
         return ctx.targets  # guarded: raises for an undeclared read
-    from proxies.registry import get_proxy
+    from proxybench.proxies.registry import get_proxy
 
     if all(get_proxy(n).needs_labels for n in label_users):
         return ctx.batch[1].to(ctx.device)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from proxies.registry import register_proxy
+from proxybench.proxies.registry import register_proxy
 
 THREADS = 1  # as the suite's worker processes run; on a shared machine one thread is also the least noisy
 LUT_WARMUP = {1: 3, 64: 1}  # per batch size: untimed calls before the timed ones

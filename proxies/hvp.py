@@ -61,7 +61,7 @@ class _ForwardOnly(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *_):
-        raise RuntimeError("proxies.hvp computes forward-over-reverse only; no double backward")
+        raise RuntimeError("proxybench.proxies.hvp computes forward-over-reverse only; no double backward")
 
 
 class _Conv(torch.autograd.Function):

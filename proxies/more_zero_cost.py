@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.nb201 import NB201Network
-from proxies.registry import register_proxy
+from proxybench.datasets.nb201 import NB201Network
+from proxybench.proxies.registry import register_proxy
 
 _LAYERS = (nn.Conv2d, nn.Linear)
 _ZEN = "Lin et al., Zen-NAS: A Zero-Shot NAS for High-Performance Image Recognition, ICCV 2021"

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from proxies.registry import register_proxy
+from proxybench.proxies.registry import register_proxy
 
 _ECONAS = "Zhou et al., EcoNAS: Finding Proxies for Economical Neural Architecture Search, CVPR 2020"
 _DANAS = "Dai et al., DA-NAS: Data Adapted Pruning for Efficient Neural Architecture Search, 2020"
@@ -120,7 +120,7 @@ class TrainResult:
 
 
 def _normalization(task: str):
-    from datasets.images import NORMALIZATION
+    from proxybench.datasets.images import NORMALIZATION
 
     mean, std = NORMALIZATION.get(task, ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
     return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from datasets.errors import did_you_mean
+from proxybench.datasets.errors import did_you_mean
 
 FAMILIES = ("baseline", "zero-cost", "reduced-training", "self-supervised", "hardware")
 # the families of the default study and of the golden regression study: no training, no timing
@@ -36,7 +36,7 @@ TIERS = {
 TIER_OF_COST = {"free": "cheap", "forward": "one-pass", "forward+backward": "one-pass",
                 "second-order": "second-order", "training": "trained"}
 # per-cell work that proxies of one group share when they run on the same cell: the cache charges it to
-# whichever ran first, so a consumer of per-score seconds must treat the group together (bench.studies.search)
+# whichever ran first, so a consumer of per-score seconds must treat the group together (proxybench.studies.search)
 SHARES = {
     "gradient pass": "one forward pass of the minibatch and the backward passes the requested proxies need "
                      "(proxies.gradient.shared_pass)",
@@ -62,7 +62,7 @@ class ProxyInfo:
     ``cost``: a class of :data:`COSTS` (what it computes per cell); ``cost_note``: the details in words.
     ``tier``: its cost tier (:data:`TIERS`; by default the tier of its cost class).
     ``shares``: the group of :data:`SHARES` whose per-cell work it shares, or "" (none).
-    ``nan_policy``: how a non-finite score ranks (:data:`NAN_POLICIES`; applied by ``bench.metrics.declared``).
+    ``nan_policy``: how a non-finite score ranks (:data:`NAN_POLICIES`; applied by ``proxybench.metrics.declared``).
     """
 
     name: str
@@ -144,10 +144,10 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
 
 
 def _ensure_loaded() -> None:
-    import proxies  # noqa: F401  (importing the package registers the built-in proxies)
+    from proxybench import proxies  # noqa: F401  (importing the package registers the built-in proxies)
 
 
-# Scores computed elsewhere (a score file of another tool, imported by ``bench.scorefiles``) are cached under
+# Scores computed elsewhere (a score file of another tool, imported by ``proxybench.scorefiles``) are cached under
 # ``<source>:<proxy>``, e.g. ``naslib:synflow``: the proxy of this suite that the file's scores are of. Such a name
 # resolves to a record derived from that proxy's (direction, family, NaN policy) with ``external`` set and version 0;
 # nothing computes it (the runner skips it, its function refuses) and ``list_proxies`` does not list it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from proxies.registry import register_proxy
+from proxybench.proxies.registry import register_proxy
 
 _PRUNABLE = (nn.Conv2d, nn.Linear)
 

@@ -1,12 +1,12 @@
 """Discrete Proxy Search (Li et al., ICCV 2023): regularised evolution over Eproxy's training settings.
 
-A candidate is an :class:`~proxies.eproxy.EproxySetting`; its fitness is the Spearman rho of its declared
+A candidate is an :class:`~proxybench.proxies.eproxy.EproxySetting`; its fitness is the Spearman rho of its declared
 ranking (lower loss = better) with the benchmark accuracy on a small seeded **fitness set** of benchmarked
 cells. Regularised evolution (Real et al. 2019; population 40, tournament 10, mutation rate 0.2 as the
 paper): the first ``population`` candidates are random, then each new candidate mutates the fittest of a
 random tournament drawn from the ``population`` most recent ones.
 
-Every (setting, cell) loss goes into a :class:`~bench.cache.ScoreCache` under the proxy name
+Every (setting, cell) loss goes into a :class:`~proxybench.cache.ScoreCache` under the proxy name
 ``eproxy[<hash of the setting with alpha = 0>]`` (the FLOPs prior alpha is applied afterwards, so settings that
 differ only in alpha share their training), with the settings themselves in ``<index>/settings.json``. The
 search is a deterministic function of its seed and the cached scores: a killed search rerun replays the same
@@ -36,15 +36,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import metrics, provenance, store
-from bench.cache import ScoreCache, where
-from bench.cache import row as score_row
-from bench.progress import progress as progress_bar
-from bench.runner import draw_order, make_context, worker_pool
-from bench.sections import SectionConfig, section
-from datasets import get_space
-from proxies import ProxyContext
-from proxies import eproxy as ep
+from proxybench import metrics, provenance, store
+from proxybench.cache import ScoreCache, where
+from proxybench.cache import row as score_row
+from proxybench.datasets import get_space
+from proxybench.progress import progress as progress_bar
+from proxybench.proxies import ProxyContext
+from proxybench.proxies import eproxy as ep
+from proxybench.runner import draw_order, make_context, worker_pool
+from proxybench.sections import SectionConfig, section
 
 # The discrete space searched (the reference's NB201 DPS configuration, channel counts capped at 128 for CPU).
 CHOICES: dict[str, tuple] = {
@@ -128,7 +128,7 @@ def mutate(setting: ep.EproxySetting, rng: np.random.Generator, rate: float = 0.
 
 def default_sample(space: str, task: str, n: int = 1000, data_dir=None) -> list[str]:
     """The default study's seeded sample (sample seed 0; smaller ones are its prefixes: nested)."""
-    from bench.runner import Study
+    from proxybench.runner import Study
 
     return Study(space=space, tasks=(task,), proxies=("params",), sample=n, data_dir=data_dir).arch_list()
 
@@ -191,7 +191,7 @@ class Evaluator:
 
     ``batch`` / ``data_source`` default to the runner's seeded minibatch of ``config.batch_size`` images of
     the task (the same images the registered ``eproxy`` sees in a study with that batch size). ``scorer``
-    replaces :func:`proxies.eproxy.eproxy_loss` (tests); it forces in-process scoring.
+    replaces :func:`proxybench.proxies.eproxy.eproxy_loss` (tests); it forces in-process scoring.
     """
 
     def __init__(self, config: DPSConfig, cache: ScoreCache, *, workers: int = 1, batch=None,
@@ -199,7 +199,7 @@ class Evaluator:
         self.config, self.cache, self.scorer, self.progress = config, cache, scorer, progress
         self.workers = 1 if scorer is not None else max(1, workers)
         if batch is None:
-            from bench.runner import data_source_id, task_batch
+            from proxybench.runner import data_source_id, task_batch
 
             batch = task_batch(config.task, config.data_dir, config.batch_size, config.seed, config.augment)
             data_source, self.substitute = data_source_id(config.task, config.data_dir, config.augment)
@@ -447,7 +447,7 @@ SUITE_N = 1000  # the default study's cifar10 sample, from which the evaluation 
 def _correlation_row(name: str, kind: str, score, truth, proxy, n_resamples: int,
                      seconds: float = float("nan")) -> dict:
     """τ/ρ of ``score`` ranked as the registered ``proxy`` (a name or its record) declares."""
-    from proxies import get_proxy
+    from proxybench.proxies import get_proxy
 
     info = get_proxy(proxy) if isinstance(proxy, str) else proxy
     s = metrics.proxy_summary(info, np.asarray(score, float), np.asarray(truth, float), n_resamples=n_resamples)
@@ -496,7 +496,7 @@ def run_default(config: DPSConfig, cache_dir: Path, out: Path, eval_n: int = DEF
 
 def _run_default(config, cache_dir, out, ev, eval_archs, fit_archs, truth, index_dir, progress, n_resamples,
                  search_only) -> str:
-    from bench.runner import Study, run_study, study_scores
+    from proxybench.runner import Study, run_study, study_scores
 
     sp = get_space(config.space)
     workers = ev.workers
@@ -535,7 +535,7 @@ def _run_default(config, cache_dir, out, ev, eval_archs, fit_archs, truth, index
         rows.append(_correlation_row("DPS best, alpha = 0", "searched", best_loss, acc, SEARCHED, n_resamples,
                                      seconds=secs))
     df = pd.concat([study_scores(eproxy_study, main), study_scores(zc_study, main)], ignore_index=True)
-    from proxies import get_proxy
+    from proxybench.proxies import get_proxy
 
     for name, g in df.groupby("proxy", sort=False):
         info = get_proxy(name)
@@ -559,7 +559,7 @@ def _trajectory_figure(result: SearchResult, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.render import save_figure
+    from proxybench.render import save_figure
 
     h = pd.DataFrame(result.history)
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -605,8 +605,8 @@ def render_search(rep: DPSReport) -> list[str]:
     c, result = rep.result.config, rep.result
     lines = [
         "# Eproxy and Discrete Proxy Search (DPS)", "",
-        "_Generated by `make bench` (section `bench.studies.dps`) / `proxybench dps`; every number is computed from "
-        "the score caches (`<cache>/dps` for searched settings, the main cache for registered proxies)._", "",
+        "_Generated by `make bench` (section `proxybench.studies.dps`) / `proxybench dps`; every number is computed "
+        "from the score caches (`<cache>/dps` for searched settings, the main cache for registered proxies)._", "",
         f"Method: Li et al., ICCV 2023 (see `proxies/eproxy.py` for every implementation decision). Space "
         f"`{c.space}`, task `{c.task}`; ground truth `{get_space(c.space).default_truth}`.", "",
         "## Search", "",
@@ -649,7 +649,7 @@ def render_best(rep: DPSReport) -> list[str]:
 
 
 def _heldout_row(r) -> str:
-    from bench.render import fmt_ci
+    from proxybench.render import fmt_ci
 
     sec = f"{r['sec_per_cell']:.2f}" if np.isfinite(r["sec_per_cell"]) else "—"
     return (f"| {r['proxy']} | {r['kind']} | {r['dir']} | {r['n']} | {r['n_nonfinite']} | "
@@ -686,7 +686,7 @@ def render_cost(rep: DPSReport) -> list[str]:
 
 def paragraph(rep: DPSReport) -> str:
     """The section's summary for reports/README.md."""
-    from bench.render import fmt_ci
+    from proxybench.render import fmt_ci
 
     top = rep.table.set_index("proxy")
     best_row = top.iloc[[i for i, p in enumerate(top.index) if p.startswith("DPS best")][0]]

@@ -3,7 +3,7 @@ here, next to the published all-space values (Abdelfattah et al. ICLR 2021), and
 
 NB101 networks (stem 128 channels, 9 cells) cost 10-40x an NB201 network on a CPU, so the default study is
 three nested samples of the 2,500-cell table, one per cost tier of the proxies' registry records
-(``proxies.registry.TIERS``): the cheap proxies on ``CHEAP_N`` cells, the proxies of one
+(``proxybench.proxies.registry.TIERS``): the cheap proxies on ``CHEAP_N`` cells, the proxies of one
 forward+backward pass on ``ALL_N`` of them and GraSP (a second-order pass, per cell about as costly as all the
 one-pass proxies together) on ``SECOND_ORDER_N``. ``proxybench nb101 --sample all --second-order-sample all``
 computes the whole table where a GPU or a cluster is available (see README: Running on a cluster or GPU).
@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import provenance
-from bench.cache import ScoreCache
-from bench.render import fmt_ci, save_figure
-from bench.report import summarise
-from bench.runner import Study, run_study, study_scores, with_truth
-from bench.sections import SectionConfig, section
-from proxies import of_tier, training_free
+from proxybench import provenance
+from proxybench.cache import ScoreCache
+from proxybench.proxies import of_tier, training_free
+from proxybench.render import fmt_ci, save_figure
+from proxybench.report import summarise
+from proxybench.runner import Study, run_study, study_scores, with_truth
+from proxybench.sections import SectionConfig, section
 
 # the sample of each cost tier (the ``tier`` of each proxy's registry record, proxies.registry.TIERS)
 CHEAP_N = 2500  # the whole mirror table; with the official tfrecord imported, a seeded 2,500 of the 423,624
@@ -53,7 +53,7 @@ def default_studies(data_dir=None, cheap_n: int | None = CHEAP_N, all_n: int | N
 
 
 def published_nb101() -> dict[str, float]:
-    from bench.references import PUBLISHED
+    from proxybench.references import PUBLISHED
 
     return {p.proxy: p.rho for p in PUBLISHED if p.space == "nb101"}
 
@@ -63,7 +63,7 @@ class NB101Report:
     """Every number of ``reports/nb101.md`` (``report_data``); the ``render_*`` functions compute nothing."""
 
     summary: pd.DataFrame  # ``summarise`` of the scores, best ρ first (empty: no scores yet)
-    source: str = "mirror-2500"  # the ground truth's source id (``datasets.nb101.truth_source_id``)
+    source: str = "mirror-2500"  # the ground truth's source id (``proxybench.datasets.nb101.truth_source_id``)
     published: dict = field(default_factory=dict)  # proxy -> published abs(ρ) over all 423k cells
     studies: list[tuple[tuple[str, ...], int]] = field(default_factory=list)  # (proxies, cells) per tier
     batch: int = BATCH
@@ -79,7 +79,7 @@ class NB101Report:
 
 def _imagenet_facts(data_dir) -> dict:
     """The ImageNet top-1 file ``nasbench1_imgnet.json``: its cells and how many the CIFAR-10 table holds."""
-    from datasets import nb101
+    from proxybench.datasets import nb101
 
     try:
         im = nb101.read_imagenet_json(data_dir)
@@ -91,7 +91,7 @@ def _imagenet_facts(data_dir) -> dict:
 def report_data(df: pd.DataFrame, data_dir=None, n_resamples: int = 1000,
                 studies: list[Study] | None = None) -> NB101Report:
     """The section's numbers from scored rows joined with truth."""
-    from datasets import nb101
+    from proxybench.datasets import nb101
 
     summary = summarise(df, truth="accuracy", n_resamples=n_resamples) if not df.empty else pd.DataFrame()
     pub = published_nb101()
@@ -110,7 +110,7 @@ def report_data(df: pd.DataFrame, data_dir=None, n_resamples: int = 1000,
 
 def render_intro(rep: NB101Report) -> list[str]:
     """The title, the ground truth, the networks, the study and the cost of the whole table."""
-    from datasets import nb101
+    from proxybench.datasets import nb101
 
     src_text = {"mirror-2500": f"the 2,500-cell mirror `{nb101.MIRROR_KEY}` (CIFAR-10 test accuracy as a fraction, "
                                "x100 here; undocumented upstream, most likely the 108-epoch mean over 3 repeats)",
@@ -172,7 +172,7 @@ def render_table(rep: NB101Report, figure: str | None = None) -> list[str]:
 
 
 def render_imagenet(rep: NB101Report) -> list[str]:
-    from datasets import nb101
+    from proxybench.datasets import nb101
 
     im = rep.imagenet
     if "error" in im:
@@ -180,7 +180,7 @@ def render_imagenet(rep: NB101Report) -> list[str]:
     return [f"`{nb101.IMAGENET_KEY}`: {im['n']} cells with an ImageNet top-1 accuracy (training setting "
             f"undocumented upstream); {im['overlap']} of them are among the CIFAR-10 table's cells here, too few "
             "for a correlation with the CIFAR-10 scores. Scoring them needs ImageNet images (224x224), which are "
-            "not on this machine; the file is read and validated (`datasets.nb101.read_imagenet_json`).", ""]
+            "not on this machine; the file is read and validated (`proxybench.datasets.nb101.read_imagenet_json`).", ""]
 
 
 def render_provenance(rep: NB101Report) -> list[str]:
@@ -242,7 +242,7 @@ def _tier_sizes(summary: pd.DataFrame) -> str:
 
 
 def get_space_init() -> str:
-    from datasets import get_space
+    from proxybench.datasets import get_space
 
     return get_space("nb101").init
 
@@ -298,7 +298,7 @@ def bench_section(cfg: SectionConfig) -> str:
 
 
 def _cmd(args) -> None:
-    from bench.options import ray_options
+    from proxybench.options import ray_options
 
     path, para = run(args.data_dir, args.cache, args.out, progress=not args.no_progress, n_resamples=args.bootstrap,
                      cheap_n=args.cheap_sample, all_n=args.sample, batch_size=args.batch_size, workers=args.workers,
@@ -309,7 +309,7 @@ def _cmd(args) -> None:
 
 
 def _cmd_import(args) -> None:
-    from datasets import files, nb101
+    from proxybench.datasets import files, nb101
 
     dst = Path(args.out) if args.out else files.resolve_data_dir(args.data_dir) / nb101.OFFICIAL_TRUTH
     df = nb101.convert_tfrecord(args.file, dst)
@@ -317,7 +317,7 @@ def _cmd_import(args) -> None:
 
 
 def add_cli(sub, parents) -> None:
-    from bench.options import sample_arg
+    from proxybench.options import sample_arg
 
     s = sub.add_parser("nb101", parents=[*parents.section, parents.executor],
                        help="the NB101 section: training-free proxies on NB101 samples")

@@ -1,4 +1,4 @@
-"""Report section `bench.studies.nds`: NDS (Network Design Spaces) loader status, parameter checks, proxy studies.
+"""Report section `proxybench.studies.nds`: NDS (Network Design Spaces) loader status, parameter checks, proxy studies.
 
 On a machine with the real release (``<data_dir>/nds/<family>.json``) it scores a seeded sample of every present
 family with a few proxies and reports ρ against the final test accuracy, next to the free early-stopping
@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import provenance, store
-from bench.render import md_table
-from bench.sections import SectionConfig, section
-from datasets import files, nds
-from datasets import nds_fixtures as fx
+from proxybench import provenance, store
+from proxybench.datasets import files, nds
+from proxybench.datasets import nds_fixtures as fx
+from proxybench.render import md_table
+from proxybench.sections import SectionConfig, section
 
-# bench.runner, bench.cache, bench.metrics and proxies are imported where used: the CLI imports this module to
-# build its parser, and must not load every proxy for that.
+# proxybench.runner, proxybench.cache, proxybench.metrics and proxies are imported where used: the CLI imports
+# this module to build its parser, and must not load every proxy for that.
 
 NAME = "nds"
 # the section's results under <out>/nds/ (the score caches beside them are ScoreCaches)
@@ -106,7 +106,7 @@ def _link_images(data_root: Path, sub_root: Path) -> None:
 
 
 def _rho_table(df: pd.DataFrame, early: tuple[str, ...] = ()) -> pd.DataFrame:
-    from bench.metrics import proxy_summary, spearman_rho
+    from proxybench.metrics import proxy_summary, spearman_rho
 
     rows = []
     for (space, proxy), g in df.groupby(["space", "proxy"], sort=True):
@@ -124,8 +124,8 @@ def _rho_table(df: pd.DataFrame, early: tuple[str, ...] = ()) -> pd.DataFrame:
 
 def run_families(families, proxies, data_dir, cache_dir, sample, progress: bool, seed: int = 42) -> pd.DataFrame:
     """Score ``sample`` models of each family (all when None) with ``proxies``; scores joined with truth."""
-    from bench.cache import ScoreCache
-    from bench.runner import Study, run_study, study_scores
+    from proxybench.cache import ScoreCache
+    from proxybench.runner import Study, run_study, study_scores
 
     cache = ScoreCache(cache_dir)
     frames = []
@@ -261,7 +261,7 @@ def render_substitute(rep: NDSReport) -> list[str]:
             f"cache): {', '.join(rep.substitute_spaces) or 'none'}.", "",
             *md_table(rep.substitute_rho, ["space", "proxy", "n", "errors", "rho"], {"rho": _rho_fmt}), "",
             "## Provenance", "",
-            f"Written by `bench.studies.nds` (`make bench`), commit {rep.commit}, torch {rep.torch}, "
+            f"Written by `proxybench.studies.nds` (`make bench`), commit {rep.commit}, torch {rep.torch}, "
             f"one torch thread, CPU. Scores: `{NAME}/scores` (real) and "
             f"`{NAME}/substitute_scores` (substitute), beside this file, kept apart from the main cache so that "
             "substitute scores never mix with real ones.", ""]

@@ -1,4 +1,4 @@
-"""Report section ``bench.studies.reduced``: reduced-training proxies (EcoNAS settings, DA-NAS-style class subsets,
+"""Report section ``proxybench.studies.reduced``: reduced-training proxies (EcoNAS settings, DA-NAS-style class subsets,
 NB201's 12-epoch table) beside the training-free ones, with their measured cost per cell.
 
 The study: the first N cells of the default training-free study's nested seeded sample (NB201 cifar10,
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import provenance, store
-from bench.sections import SectionConfig, section
+from proxybench import provenance, store
+from proxybench.sections import SectionConfig, section
 
 NAME = "reduced"
 DEFAULT_N = 24  # sized so the whole default grid computes in about 15 min on the shared 2-core CPU
@@ -38,7 +38,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 def grid(settings: tuple[str, ...] | None = None, k: int | None = None, base: str | None = None) -> tuple[str, ...]:
     """Proxy names of a grid: EcoNAS settings, then an easy-class and a random-class subset of ``base``."""
-    from proxies import reduced_training as rt
+    from proxybench.proxies import reduced_training as rt
 
     settings = tuple(settings or rt.ECONAS_GRID)
     k = rt.DANAS_K if k is None else k
@@ -51,7 +51,7 @@ def grid(settings: tuple[str, ...] | None = None, k: int | None = None, base: st
 
 def studies(n: int, names: tuple[str, ...], data_dir=None):
     """The reduced-training study and the training-free study on the same cells."""
-    from bench.runner import Study
+    from proxybench.runner import Study
 
     common = dict(space="nb201", tasks=(TASK,), sample=n, sample_seed=SAMPLE_SEED, seed=SEED, data_dir=data_dir)
     return (Study(proxies=(*names, *TABLE_PROXIES), **common), Study(proxies=("@training-free",), **common))
@@ -81,10 +81,10 @@ def compute(n: int = DEFAULT_N, names: tuple[str, ...] | None = None, *, data_di
     cells (in this process, one torch thread: the per-cell seconds are the cost reported)."""
     import torch
 
-    from bench.cache import ScoreCache
-    from bench.options import DEFAULT_CACHE
-    from bench.runner import run_study, training_data
-    from proxies import reduced_training as rt
+    from proxybench.cache import ScoreCache
+    from proxybench.options import DEFAULT_CACHE
+    from proxybench.proxies import reduced_training as rt
+    from proxybench.runner import run_study, training_data
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -112,13 +112,13 @@ def compute(n: int = DEFAULT_N, names: tuple[str, ...] | None = None, *, data_di
 
 def extras(names: tuple[str, ...]) -> tuple[str, ...]:
     """Registered settings beyond the default grid (``reduced_training.EXTRA``) that the study does not run."""
-    from proxies import reduced_training as rt
+    from proxybench.proxies import reduced_training as rt
 
     return tuple(n for n in rt.EXTRA if n not in names)
 
 
 def _published_alone(out: Path) -> dict:
-    from bench.report import load_perf
+    from proxybench.report import load_perf
 
     perf = load_perf(out)
     if perf is None:
@@ -129,11 +129,11 @@ def _published_alone(out: Path) -> dict:
 def results(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=None, out=None,
             n_resamples: int = 1000) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per proxy: signed τ/ρ with 95% intervals against 200-epoch accuracy, and seconds per cell."""
-    from bench.cache import ScoreCache
-    from bench.options import DEFAULT_CACHE
-    from bench.report import summarise
-    from bench.runner import study_scores
-    from proxies import list_proxies
+    from proxybench.cache import ScoreCache
+    from proxybench.options import DEFAULT_CACHE
+    from proxybench.proxies import list_proxies
+    from proxybench.report import summarise
+    from proxybench.runner import study_scores
 
     out = Path(out or provenance.REPO_ROOT / "reports")
     cache = ScoreCache(cache_dir or DEFAULT_CACHE)
@@ -164,9 +164,9 @@ def results(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=None, ou
 
 def _counts(names: tuple[str, ...], data_dir=None) -> dict:
     """Absolute image counts and iterations of each trained proxy on the images available here."""
-    from bench.runner import training_data
-    from proxies import get_proxy
-    from proxies import reduced_training as rt
+    from proxybench.proxies import get_proxy
+    from proxybench.proxies import reduced_training as rt
+    from proxybench.runner import training_data
 
     train, test = training_data(TASK, data_dir)
     out = {}
@@ -195,7 +195,7 @@ def _figure(summ: pd.DataFrame, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.render import save_figure
+    from proxybench.render import save_figure
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     colors = {"baseline": "tab:gray", "zero-cost": "tab:blue", "reduced-training": "tab:red",
@@ -253,7 +253,7 @@ class ReducedReport:
 
 
 def _size_rho(df: pd.DataFrame, proxies) -> list[tuple[str, float]] | None:
-    from bench import metrics
+    from proxybench import metrics
 
     if "params" not in df.columns:
         return None
@@ -277,7 +277,7 @@ def _best_econas(trained: pd.DataFrame, counts: dict, shown) -> dict | None:
 def report_data(df: pd.DataFrame, summ: pd.DataFrame, names: tuple[str, ...], shown: tuple[str, ...],
                 counts: dict, order: dict | None, n_resamples: int, env: dict) -> ReducedReport:
     """The report's numbers from the scored rows and their summary (``results``) and the image counts."""
-    from proxies import get_proxy
+    from proxybench.proxies import get_proxy
 
     trained = summ[summ["proxy"].isin(shown)].sort_values("rho", ascending=False)
     return ReducedReport(
@@ -353,7 +353,7 @@ QUALITY_COLUMNS = ("proxy", "family", "dir", "n", "Kendall τ [95% CI]", "Spearm
 
 
 def _quality_cells(r, label: str) -> dict:
-    from bench.render import fmt_ci
+    from proxybench.render import fmt_ci
 
     table = r["proxy"] in TABLE_PROXIES
     return {"proxy": label, "family": r["family"], "dir": r["direction"], "n": r["n"],
@@ -364,7 +364,7 @@ def _quality_cells(r, label: str) -> dict:
 
 def render_quality(rep: ReducedReport) -> list[str]:
     """The reduced-training table: every proxy's τ/ρ against the accuracy and its cost per cell."""
-    from bench.render import md_table
+    from proxybench.render import md_table
 
     rows = [_quality_cells(r, r["proxy"] + rep.extra_note.get(r["proxy"], "")) for _, r in rep.trained.iterrows()]
     rows += [_quality_cells(r, f"{r['proxy']} (reduced-training (table))") for _, r in rep.tables.iterrows()]
@@ -380,7 +380,7 @@ def render_quality(rep: ReducedReport) -> list[str]:
 
 def render_findings(rep: ReducedReport) -> list[str]:
     """What the numbers say, and the best EcoNAS setting against the published figure."""
-    from bench.render import fmt_ci
+    from proxybench.render import fmt_ci
 
     lo, hi = rep.rho_range
     L = ["## What the numbers say", "",
@@ -417,7 +417,7 @@ def render_provenance(rep: ReducedReport) -> list[str]:
 
 def paragraph(rep: ReducedReport) -> str:
     """The section's summary for reports/README.md."""
-    from bench.render import fmt_ci
+    from proxybench.render import fmt_ci
 
     head = [f"`{r['proxy']}`{rep.extra_note.get(r['proxy'], '')} ρ {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} at "
             f"{r['cost_s']:.3g} s/cell" for _, r in rep.trained.iterrows()]
@@ -480,7 +480,7 @@ def bench_section(cfg: SectionConfig) -> str:
 
 
 def _settings(v: str) -> tuple[str, ...]:
-    from proxies.reduced_training import parse_setting
+    from proxybench.proxies.reduced_training import parse_setting
 
     try:
         return tuple(str(parse_setting(s)) for s in v.split(",") if s.strip())

@@ -32,8 +32,8 @@ def write_results(args, name: str, title: str, kind, measure, markdown, markers)
     ``<out>/<name>.json``) is stored, rendered to ``<out>/<name>.md`` and into the README's marked block."""
     from pathlib import Path
 
-    from bench import store
-    from bench.report import update_readme
+    from proxybench import store
+    from proxybench.report import update_readme
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def write_results(args, name: str, title: str, kind, measure, markdown, markers)
 
 
 def tool_main(argv, doc: str, add_arguments, cmd) -> int:
-    """``python -m bench.tools.<name>``: the same as ``proxybench <name>``."""
+    """``python -m proxybench.tools.<name>``: the same as ``proxybench <name>``."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

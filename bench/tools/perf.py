@@ -25,14 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench import provenance
-from bench.report import PERF_STORE
-from bench.runner import make_context
-from bench.tools import reference_impl as ref
-from bench.tools import tool_main, write_results
-from datasets import nb201
-from datasets.images import image_source, sample_batch
-from proxies import get_proxy, list_proxies, training_free
+from proxybench import provenance
+from proxybench.datasets import nb201
+from proxybench.datasets.images import image_source, sample_batch
+from proxybench.proxies import get_proxy, list_proxies, training_free
+from proxybench.report import PERF_STORE
+from proxybench.runner import make_context
+from proxybench.tools import reference_impl as ref
+from proxybench.tools import tool_main, write_results
 
 SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
 BEGIN_END = ("<!-- perf:begin -->", "<!-- perf:end -->")
@@ -75,7 +75,7 @@ def _shared_six(arch, batch):
 def _shared_six_generic(arch, batch):
     """The six with PyTorch's generic forward-mode formulas (none of ``proxies/hvp.py``'s hand-written tangents,
     the weights' scaling by output hooks): what they save."""
-    from proxies import hvp
+    from proxybench.proxies import hvp
 
     with hvp.generic_formulas():
         return _shared_six(arch, batch)
@@ -89,7 +89,7 @@ def _stages(arch, batch, upto: int):
     """The shared pass's autograd work up to stage ``upto`` (index into STAGES), without the proxies' arithmetic."""
     from torch import nn
 
-    from proxies import hvp
+    from proxybench.proxies import hvp
 
     torch.manual_seed(42)
     net = nb201.build_network(arch, "cifar10")
@@ -173,7 +173,7 @@ def _one(arch, batch, name):
 def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
     """Per-cell seconds on NB101 networks (stem 128): one forward+backward, the six classic proxies with
     shared passes, and every training-free proxy of the default study together (one run each)."""
-    from datasets import nb101
+    from proxybench.datasets import nb101
 
     every = nb101.all_archs(data_dir)
     rng = np.random.default_rng(seed)
@@ -393,7 +393,7 @@ def reference_code_timing(code_dir: str, cells: int = 8, seed: int = 0, data_dir
 
         ref = whole([sys.executable, "-c", REFERENCE_SCRIPT, code_dir, str(batch_file), str(archs_file),
                      ",".join(SIX)])
-        ours = whole([sys.executable, "-m", "bench.cli", "run", "--space", "nb201", "--task", "cifar10",
+        ours = whole([sys.executable, "-m", "proxybench.cli", "run", "--space", "nb201", "--task", "cifar10",
                       "--archs-file", str(archs_file), "--proxies", ",".join(SIX), "--cache", str(Path(tmp) / "c"),
                       "--no-progress"])
     return {"cells": cells, "reference_seconds": ref, "proxybench_seconds": ours, "speedup": ref / ours,
@@ -469,7 +469,7 @@ def cmd(args) -> None:
     write_results(args, "perf", "Proxy speed and memory", PERF_STORE, measure, markdown, BEGIN_END)
 
 
-def main(argv=None) -> int:  # `python -m bench.tools.perf` = `proxybench perf`
+def main(argv=None) -> int:  # `python -m proxybench.tools.perf` = `proxybench perf`
     return tool_main(argv, __doc__, add_arguments, cmd)
 
 

@@ -1,6 +1,6 @@
 """Scaling benchmark of the executors: one study with 1 and 2 local worker processes and with Ray on 2 CPUs.
 
-    python -m bench.tools.scaling [--sample 40] [--proxies @training-free] [--chunk-size 2] [--out reports]
+    python -m proxybench.tools.scaling [--sample 40] [--proxies @training-free] [--chunk-size 2] [--out reports]
 
 Each configuration scores the same study (NB201, seeded sample, seed 42) from an empty temporary cache,
 so all of them compute every score; the wall time covers the whole ``run_study`` call, worker start-up
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import provenance, store
-from bench.cache import ScoreCache
-from bench.runner import Study, run_study
-from bench.tools import tool_main, write_results
+from proxybench import provenance, store
+from proxybench.cache import ScoreCache
+from proxybench.runner import Study, run_study
+from proxybench.tools import tool_main, write_results
 
 BEGIN_END = ("<!-- scaling:begin -->", "<!-- scaling:end -->")
 CONFIGS = (("processes", 1), ("processes", 2), ("ray", 2))
@@ -54,7 +54,7 @@ def run(study: Study, chunk_size: int = 2, repeats: int = 1, configs=CONFIGS, pr
             if kind == "ray" and not connected:
                 import ray
 
-                from bench.executors import RayExecutor
+                from proxybench.executors import RayExecutor
 
                 started_here = not ray.is_initialized()  # else: a running instance, not ours to time or stop
                 t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def run(study: Study, chunk_size: int = 2, repeats: int = 1, configs=CONFIGS, pr
 def markdown(r: dict) -> str:
     st, env, res = r["study"], r["environment"], r["results"]
     n, base = res[0]["cells"], res[0]["wall_seconds"]
-    L = [f"Measured by `make scaling` (`python -m bench.tools.scaling`) on {n} seeded NB201 cells "
+    L = [f"Measured by `make scaling` (`python -m proxybench.tools.scaling`) on {n} seeded NB201 cells "
          f"({', '.join(st['tasks'])}, "
          f"sample seed {st['sample_seed']}, seed {st['seed']}), {len(st['proxies'])} proxies "
          f"({', '.join(st['proxies'])}), chunks of {st['chunk_size']} cells, best of {st['repeats']} run(s) each, "
@@ -165,7 +165,7 @@ def cmd(args) -> None:
     write_results(args, "scaling", "Scaling of the executors", SCALING_STORE, measure, markdown, BEGIN_END)
 
 
-def main(argv=None) -> int:  # `python -m bench.tools.scaling` = `proxybench scaling`
+def main(argv=None) -> int:  # `python -m proxybench.tools.scaling` = `proxybench scaling`
     return tool_main(argv, __doc__, add_arguments, cmd)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets import files
+from proxybench.datasets import files
 
 DATA_DIR = Path(files.REPO_ROOT).parent / "shared" / "data"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def real_data() -> Path:
 
 @pytest.fixture
 def cli_env(derived_cache_dir) -> dict:
-    """Environment of a `python -m bench.cli` subprocess: the default data directory (no $PROXYBENCH_DATA),
+    """Environment of a `python -m proxybench.cli` subprocess: the default data directory (no $PROXYBENCH_DATA),
     derived files in the session's temporary cache, the checkout importable, one torch thread."""
     env = {k: v for k, v in os.environ.items() if k != files.ENV_DATA_DIR}
     env[files.ENV_CACHE_DIR] = str(derived_cache_dir)

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import ZC_MEASURES, ProxySkippedWarning, ProxyUnavailable, find_measures, score
-from bench.tools import reference_impl as R
-from datasets import files, nb101, nb201, nds, nds_fixtures
-from proxies import UnknownProxyError, get_proxy, training_free
+from proxybench.api import ZC_MEASURES, ProxySkippedWarning, ProxyUnavailable, find_measures, score
+from proxybench.datasets import files, nb101, nb201, nds, nds_fixtures
+from proxybench.proxies import UnknownProxyError, get_proxy, training_free
+from proxybench.tools import reference_impl as R
 
 DATA_DIR = Path(files.REPO_ROOT).parent / "shared" / "data"  # as tests/bench/conftest.py
 
@@ -157,7 +157,7 @@ def test_nb201_scores_equal_what_proxybench_run_computes():
     """A network built as the benchmark builds a cell (seeded init, then the builder) scores exactly as the
     runner scores that cell on the same minibatch: score_job on the real images when they are here, the runner's
     make_context on a synthetic batch otherwise."""
-    from bench.runner import Job, make_context, score_job, task_batch
+    from proxybench.runner import Job, make_context, score_job, task_batch
 
     names = tuple(training_free())
     seed = 42
@@ -285,8 +285,9 @@ def test_seed_none_draws_from_torchs_generator():
 
 
 def test_bench_exports_the_api_lazily():
-    code = "import sys, bench; assert 'bench.api' not in sys.modules; from bench import score, find_measures; " \
-           "import bench.api; assert score is bench.api.score and find_measures is bench.api.find_measures"
+    code = ("import sys, proxybench; assert 'proxybench.api' not in sys.modules; "
+            "from proxybench import score, find_measures; import proxybench.api as api; "
+            "assert score is api.score and find_measures is api.find_measures")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -411,8 +412,8 @@ def test_find_measures_sums_given_arrays_and_refuses_another_loss():
 
 SCRIPT = """
 import sys
-from bench.cache import ScoreCache
-from bench.runner import Study, run_study
+from proxybench.cache import ScoreCache
+from proxybench.runner import Study, run_study
 
 {indent}study = Study(space="nb201", tasks=("cifar10",), proxies=("params",), sample=None, archs=(
 {indent}    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",

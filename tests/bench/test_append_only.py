@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cache import ScoreCache
-from bench.cli import OUT_DEFAULT, build_parser, resolve_outputs
-from bench.runner import Study, run_study
+from proxybench.cache import ScoreCache
+from proxybench.cli import OUT_DEFAULT, build_parser, resolve_outputs
+from proxybench.runner import Study, run_study
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def _tree_state() -> tuple[str, str]:
 
 
 def _cli(env, *args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], cwd=REPO_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "proxybench.cli", *map(str, args)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -107,7 +107,7 @@ def test_import_nb201_of_a_file_that_is_not_the_benchmark(tmp_path, cli_env):
 
 
 def test_a_rerendered_report_that_differs_only_in_its_stamps_is_not_rewritten(tmp_path):
-    from bench.provenance import write_if_changed
+    from proxybench.provenance import write_if_changed
 
     p = tmp_path / "r.md"
     assert write_if_changed(p, "rho +0.812 at commit 86a942af196f, 2026-11-23T09:15:31+00:00\n")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.cache import COLUMNS, KEY_COLUMNS, SCHEMA, SCHEMA_VERSION, UNRECORDED_CPU, CacheError, ScoreCache
+from proxybench.cache import COLUMNS, KEY_COLUMNS, SCHEMA, SCHEMA_VERSION, UNRECORDED_CPU, CacheError, ScoreCache
 
 PUBLIC_COLUMNS = ["space", "task", "arch", "proxy", "proxy_version", "seed", "score", "seconds"]
 ARCHS = [
@@ -197,7 +197,7 @@ def test_prune_stale_drops_only_rows_of_another_version(tmp_path):
 
 
 def test_the_row_constructor_fills_every_column_of_the_schema(tmp_path):
-    from bench import cache as C
+    from proxybench import cache as C
 
     kw = dict(space="nb201", task="cifar10", arch=ARCHS[0], proxy="params", proxy_version=1, seed=42,
               init="torch-default", score=1.5, seconds=0.01)
@@ -213,7 +213,7 @@ def test_the_row_constructor_fills_every_column_of_the_schema(tmp_path):
 
 
 def test_where_filters_key_columns_and_settings_keeping_columns():
-    from bench.cache import where
+    from proxybench.cache import where
 
     df = pd.DataFrame([row(a, p, float(i)) for i, (a, p) in enumerate(
         [(ARCHS[0], "params"), (ARCHS[1], "params"), (ARCHS[0], "synflow")])] + [
@@ -228,7 +228,7 @@ def test_where_filters_key_columns_and_settings_keeping_columns():
 
 
 def test_measurement_rows_encode_their_run_in_the_data_source():
-    from bench.cache import measurement_runs, measurement_source
+    from proxybench.cache import measurement_runs, measurement_source
 
     assert measurement_source(1) == "zeros;run=1"
     runs = measurement_runs(pd.Series(["zeros;run=0", "zeros;run=12", "cifar10-train", "none"]))

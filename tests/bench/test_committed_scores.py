@@ -12,12 +12,12 @@ import math
 
 import pytest
 
-from bench import precision
-from bench.cache import ScoreCache
-from bench.cli import DEFAULT_CACHE
-from bench.runner import score_job
-from datasets import get_space
-from proxies import get_proxy, list_proxies
+from proxybench import precision
+from proxybench.cache import ScoreCache
+from proxybench.cli import DEFAULT_CACHE
+from proxybench.datasets import get_space
+from proxybench.proxies import get_proxy, list_proxies
+from proxybench.runner import score_job
 
 
 def _committed():

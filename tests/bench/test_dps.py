@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.cache import ScoreCache
-from bench.options import Parents
-from bench.studies import dps
-from datasets import nb201
-from proxies import eproxy as ep
+from proxybench.cache import ScoreCache
+from proxybench.datasets import nb201
+from proxybench.options import Parents
+from proxybench.proxies import eproxy as ep
+from proxybench.studies import dps
 
 ARCHS = [nb201.arch_str(ops) for ops in (
     ("nor_conv_3x3",) * 6, ("skip_connect",) * 6, ("nor_conv_1x1",) * 6, ("avg_pool_3x3",) * 6,
@@ -167,7 +167,7 @@ def test_eval_n_option_takes_a_number_default_or_all():
 
 
 def test_make_bench_section_still_evaluates_the_default_study_on_500_cells(tmp_path, monkeypatch):
-    from bench.sections import SectionConfig
+    from proxybench.sections import SectionConfig
 
     seen = {}
     monkeypatch.setattr(dps, "run_default", lambda config, cache, out, **kw: seen.update(config=config, **kw) or "")
@@ -180,8 +180,8 @@ def test_a_tiny_user_search_evaluates_only_the_quick_held_out_set(tmp_path, monk
     stand in for the data, the Eproxy training and the main-cache studies."""
     import itertools
 
-    from bench import runner
-    from datasets import get_space
+    from proxybench import runner
+    from proxybench.datasets import get_space
 
     pool = [nb201.arch_str(ops) for ops in itertools.islice(itertools.product(nb201.OPS, repeat=6), 0, 2000, 9)]
     suite, fit = pool[:150], pool[150:170]

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cache import ScoreCache
-from bench.runner import INIT
-from bench.sections import SectionConfig
-from bench.studies import fullspace
-from datasets import nb201
-from proxies import get_proxy
+from proxybench.cache import ScoreCache
+from proxybench.datasets import nb201
+from proxybench.proxies import get_proxy
+from proxybench.runner import INIT
+from proxybench.sections import SectionConfig
+from proxybench.studies import fullspace
 
 pytestmark = pytest.mark.usefixtures("real_data")
 

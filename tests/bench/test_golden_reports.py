@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import report
-from bench.studies import latency, reduced
+from proxybench import report
+from proxybench.studies import latency, reduced
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("PROXYBENCH_UPDATE_GOLDEN") == "1"

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from bench import sections as S
-from bench.provenance import REPO_ROOT
+from proxybench import sections as S
+from proxybench.provenance import REPO_ROOT
 
-PACKAGES = ("bench", "proxies", "datasets")
+FOLDERS = {"bench": "proxybench", "proxies": "proxybench.proxies", "datasets": "proxybench.datasets"}
 
 
 def _modules():
-    for pkg in PACKAGES:
-        for path in sorted((REPO_ROOT / pkg).rglob("*.py")):
-            rel = path.relative_to(REPO_ROOT).with_suffix("")
-            name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+    for folder, package in FOLDERS.items():
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(REPO_ROOT / folder).with_suffix("")
+            name = ".".join([package, *(rel.parts[:-1] if rel.name == "__init__" else rel.parts)])
             yield name, path, ast.parse(path.read_text(), filename=str(path))
 
 
@@ -42,31 +42,32 @@ def _imports(tree: ast.AST, module: str):
 def test_every_default_section_is_registered_in_order():
     names = [s.name for s in S.sections()]
     assert names == ["nb101", "nds", "latency", "fullspace", "dps", "search", "reduced"]
-    assert all(s.module.startswith("bench.studies.") for s in S.sections())
+    assert all(s.module.startswith("proxybench.studies.") for s in S.sections())
 
 
 def test_only_the_cli_imports_the_cli():
-    offenders = [(name, imp) for name, _, tree in _modules() if name != "bench.cli"
-                 for imp, sym in _imports(tree, name) if imp == "bench.cli" or (imp == "bench" and sym == "cli")]
+    offenders = [(name, imp) for name, _, tree in _modules() if name != "proxybench.cli"
+                 for imp, sym in _imports(tree, name)
+                 if imp == "proxybench.cli" or (imp == "proxybench" and sym == "cli")]
     assert offenders == []
 
 
 def test_no_private_name_crosses_a_module_line():
     offenders = [f"{name}: from {imp} import {sym}" for name, _, tree in _modules()
                  for imp, sym in _imports(tree, name)
-                 if sym and sym.startswith("_") and not sym.startswith("__") and imp.split(".")[0] in PACKAGES]
+                 if sym and sym.startswith("_") and not sym.startswith("__") and imp.split(".")[0] == "proxybench"]
     assert offenders == []
 
 
 def test_a_new_study_is_one_file(tmp_path, monkeypatch):
     """A module dropped into bench/studies/ registers its section and its subcommand, with no other edit."""
-    from bench import studies
-    from bench.cli import build_parser
+    from proxybench import studies
+    from proxybench.cli import build_parser
 
     pkg = tmp_path / "extra"
     pkg.mkdir()
     (pkg / "toy_study.py").write_text(textwrap.dedent('''
-        from bench.sections import SectionConfig, section
+        from proxybench.sections import SectionConfig, section
 
         @section("toy", order=99)
         def bench_section(cfg: SectionConfig) -> str:
@@ -79,7 +80,7 @@ def test_a_new_study_is_one_file(tmp_path, monkeypatch):
     '''))
     monkeypatch.setattr(studies, "__path__", [*studies.__path__, str(pkg)])
     monkeypatch.setattr(S, "_SECTIONS", dict(S._SECTIONS))
-    monkeypatch.delitem(sys.modules, "bench.studies.toy_study", raising=False)
+    monkeypatch.delitem(sys.modules, "proxybench.studies.toy_study", raising=False)
     secs = S.sections()
     assert secs[-1].name == "toy" and len(secs) == 8
     args = build_parser().parse_args(["toy", "--out", str(tmp_path), "--bootstrap", "7"])
@@ -102,7 +103,7 @@ def test_a_section_name_is_registered_once(monkeypatch):
 def test_options_are_declared_once_per_subcommand():
     """Every subcommand parses with its parents composed (argparse raises on an option declared twice) and the
     studies' subcommands share the same --cache/--out/--bootstrap/--no-progress."""
-    from bench.cli import build_parser
+    from proxybench.cli import build_parser
 
     p = build_parser()
     for cmd in ("nb101", "latency", "fullspace", "dps", "search", "reduced"):
@@ -112,7 +113,7 @@ def test_options_are_declared_once_per_subcommand():
 
 def test_bench_does_not_rewrite_its_options():
     """`bench` builds its studies from the options without changing them (the old code set args.sample)."""
-    from bench.cli import build_parser, is_default_bench, suite_studies
+    from proxybench.cli import build_parser, is_default_bench, suite_studies
 
     args = build_parser().parse_args(["bench"])
     studies = suite_studies(args)
@@ -129,6 +130,7 @@ def test_bench_does_not_rewrite_its_options():
 def test_architecture_readme_names_every_module():
     """bench/README.md says where each kind of change goes: it names every module of bench/."""
     text = (Path(REPO_ROOT) / "bench" / "README.md").read_text()
-    missing = [name for name, path, _ in _modules() if name.startswith("bench") and path.name != "__init__.py"
+    missing = [name for name, path, _ in _modules() if path.is_relative_to(REPO_ROOT / "bench")
+               and path.name != "__init__.py"
                and f"{path.stem}.py" not in text]
     assert missing == []

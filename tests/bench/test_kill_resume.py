@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from killing import run_until_parts_then_sigkill  # tests/bench/killing.py
 
-from bench.cache import ScoreCache
-from bench.cli import SUITE, build_parser
-from bench.report import write_report
-from bench.runner import Study, run_study, study_scores
-from datasets import nb201
+from proxybench.cache import ScoreCache
+from proxybench.cli import SUITE, build_parser
+from proxybench.datasets import nb201
+from proxybench.report import write_report
+from proxybench.runner import Study, run_study, study_scores
 
 pytestmark = pytest.mark.usefixtures("real_data")
 
@@ -26,7 +26,7 @@ SUMMARY_RE = re.compile(r"scores: (\d+) computed, (\d+) already cached, (\d+) no
 
 def cli(*args: str) -> list[str]:
     """`proxybench ARGS` through the module entry point of this checkout."""
-    return [sys.executable, "-m", "bench.cli", *map(str, args)]
+    return [sys.executable, "-m", "proxybench.cli", *map(str, args)]
 
 
 def run_cli(env: dict, *args, timeout: float = 120) -> subprocess.CompletedProcess:

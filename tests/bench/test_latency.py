@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from bench.cache import ScoreCache
-from bench.studies import latency
+from proxybench.cache import ScoreCache
+from proxybench.studies import latency
 
 
 class _Counting(nn.Module):

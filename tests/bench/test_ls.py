@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench.cli import main
-from proxies import get_proxy, list_proxies
+from proxybench.cli import main
+from proxybench.proxies import get_proxy, list_proxies
 
 
 def test_ls_proxies_aligns_every_column_to_its_longest_entry(capsys):

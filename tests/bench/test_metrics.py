@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.metrics import (
+from proxybench.metrics import (
     bootstrap_ci,
     correlation_summary,
     kendall_tau,
@@ -109,8 +109,8 @@ def test_rank_last_policy_ranks_nonfinite_scores_below_all_others():
 
 
 def test_declared_applies_the_direction_and_nan_policy_of_the_registry_record():
-    from bench.metrics import declared, proxy_summary
-    from proxies import get_proxy
+    from proxybench.metrics import declared, proxy_summary
+    from proxybench.proxies import get_proxy
 
     s, t = _random_pairs(5, 30, ties=False)
     bad = s.copy()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.studies import nb101 as nb101_report
-from datasets import files, nb101
+from proxybench.datasets import files, nb101
+from proxybench.studies import nb101 as nb101_report
 
 MATRIX = [[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]]
 CELLS = [[[MATRIX, ["input", "conv3x3-bn-relu", "conv1x1-bn-relu", "output"]], 0.91],
@@ -30,7 +30,7 @@ def test_default_studies_are_nested_and_cover_every_training_free_proxy(tiny_nb1
     cheap, rest, second = nb101_report.default_studies(cheap_n=4, all_n=3, second_order_n=2)
     assert set(cheap.proxies).isdisjoint(rest.proxies) and set(rest.proxies).isdisjoint(second.proxies)
     assert set(second.proxies) == {"grasp"}
-    from proxies import training_free
+    from proxybench.proxies import training_free
 
     assert set(cheap.proxies) | set(rest.proxies) | set(second.proxies) == set(training_free())
     # each smaller sample is nested in the larger
@@ -57,7 +57,7 @@ def test_section_end_to_end_on_a_tiny_table(tiny_nb101, tmp_path, monkeypatch):
     assert "0.37" in text  # synflow's published all-space value sits in its row
     assert "NAS-Bench-101" in para and (out / "figures" / "nb101_rho.png").is_file()
     # a rerun computes nothing
-    import bench.runner as runner
+    import proxybench.runner as runner
 
     calls = []
     monkeypatch.setattr(runner, "score_job", lambda job: calls.append(job) or [])
@@ -67,7 +67,7 @@ def test_section_end_to_end_on_a_tiny_table(tiny_nb101, tmp_path, monkeypatch):
 
 
 def test_nb101_command_takes_the_tier_samples_executor_and_device(tiny_nb101, tmp_path, monkeypatch, capsys):
-    from bench.cli import main
+    from proxybench.cli import main
 
     # synflow a stand-in for the second-order tier: the tier mechanics, cheaply
     monkeypatch.setattr(nb101_report, "tier_proxies", lambda tier: {"cheap": ("params",),
@@ -79,7 +79,7 @@ def test_nb101_command_takes_the_tier_samples_executor_and_device(tiny_nb101, tm
     text = (out / "nb101.md").read_text()
     assert "| params | ↑ | 4 |" in text and "| synflow | ↑ | 2 |" in text
     assert "n=4: params; n=2: synflow" in capsys.readouterr().out
-    from bench.cache import ScoreCache
+    from proxybench.cache import ScoreCache
 
     assert set(ScoreCache(cache).load()["device"]) == {"cpu"}
 

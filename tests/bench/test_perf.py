@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.tools import perf
+from proxybench.tools import perf
 
 
 def test_perf_measures_every_part_and_renders(real_data, tmp_path):

@@ -1,4 +1,4 @@
-"""Plugins (bench.plugins): a user's space and proxy from a file (--plugin) or an installed package (entry points),
+"""Plugins (proxybench.plugins): a user's space and proxy from a file (--plugin) or an installed package (entry points),
 seen by worker processes too; the README's example (tests/plugins/toy_space.py) end to end: run, report, compare."""
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import datasets
-from bench import plugins
-from bench.cache import ScoreCache
-from bench.cli import main
-from datasets import Space, files, get_space, register_space
-from datasets.errors import ArchError
-from proxies import registry
+from proxybench import datasets, plugins
+from proxybench.cache import ScoreCache
+from proxybench.cli import main
+from proxybench.datasets import Space, files, get_space, register_space
+from proxybench.datasets.errors import ArchError
+from proxybench.proxies import registry
 
 TOY = Path(__file__).resolve().parents[1] / "plugins" / "toy_space.py"
 DATA_FREE = "params,flops,synflow,toy_depth"
@@ -101,7 +100,7 @@ def test_plugin_files_load_once_and_failures_name_the_file(tmp_path, capsys):
 def test_entry_point_plugins_load_at_cli_start(tmp_path, monkeypatch, capsys):
     (tmp_path / "pb_ep_plugin.py").write_text(textwrap.dedent('''
         from torch import nn
-        from datasets import Space, register_space
+        from proxybench.datasets import Space, register_space
 
         def build(arch, task, bn=True):
             return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))

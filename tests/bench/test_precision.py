@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench import precision
+from proxybench import precision
 
 
 def _rows(scores: dict, proxy="p", version=1, status="ok"):
@@ -59,7 +59,7 @@ def test_the_tolerance_is_twice_the_spread_plus_a_few_float32_ulps():
 def test_the_committed_precision_covers_every_golden_proxy_at_its_current_version():
     """reports/precision.json is what CI judges by: every training-free proxy measured at its registered
     version on all 64 golden cells, with every variant, and its table renders."""
-    from proxies import get_proxy, training_free
+    from proxybench.proxies import get_proxy, training_free
 
     doc = precision.load()
     assert doc, "reports/precision.json is missing: run `make precision`"

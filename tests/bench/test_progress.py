@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from bench import progress as P
+from proxybench import progress as P
 
 
 class Clock:

@@ -16,9 +16,9 @@ import pytest
 import ray  # a dev dependency (make setup): CI runs these tests on a real local instance
 from killing import run_until_parts_then_sigkill  # tests/bench/killing.py
 
-from bench.cache import ScoreCache
-from bench.cli import build_parser
-from bench.runner import Job, Study, resolve_device, run_study, score_job
+from proxybench.cache import ScoreCache
+from proxybench.cli import build_parser
+from proxybench.runner import Job, Study, resolve_device, run_study, score_job
 
 pytestmark = pytest.mark.usefixtures("real_data")
 
@@ -29,7 +29,7 @@ MARK = "PROXYBENCH_TEST_RAY_SESSION"  # in the environment of this module's Ray 
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray instance with 2 CPUs for the module, started the way `--executor ray` starts one."""
-    from bench.executors import RayExecutor
+    from proxybench.executors import RayExecutor
 
     if ray.is_initialized():
         ray.shutdown()
@@ -116,7 +116,7 @@ def test_a_worker_killed_mid_study_loses_nothing(ray_session, tmp_path):
 def test_a_killed_ray_driver_resumes(ray_session, tmp_path, cli_env):
     _, address = ray_session
     cache_dir = tmp_path / "scores"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--task", "cifar10", "--proxies", "params,synflow",
+    cmd = [sys.executable, "-m", "proxybench.cli", "run", "--task", "cifar10", "--proxies", "params,synflow",
            "--sample", "10", "--sample-seed", "3", "--chunk-size", "1", "--executor", "ray", "--address", address,
            "--cache", str(cache_dir), "--no-progress"]
     run_until_parts_then_sigkill(cmd, cli_env, cache_dir, tmp_path / "killed.stderr", timeout=90)
@@ -136,7 +136,7 @@ def test_a_killed_ray_driver_resumes(ray_session, tmp_path, cli_env):
 
 
 def test_gpu_requests_are_checked_against_the_cluster(ray_session):
-    from bench.executors import RayExecutor
+    from proxybench.executors import RayExecutor
 
     job = Job("nb201", "cifar10", 42, 64, True, None, "cuda", (("x", ("params",)),), "test")
     if ray.cluster_resources().get("GPU", 0) == 0:
@@ -168,7 +168,7 @@ def test_device_option():
 
 
 def test_scaling_benchmark_runs_and_renders(ray_session):
-    from bench.tools import scaling
+    from proxybench.tools import scaling
 
     study = Study(proxies=("params",), sample=3, sample_seed=2)
     r = scaling.run(study, chunk_size=1, configs=(("inprocess", 1), ("ray", 2)), progress=False)

@@ -8,11 +8,11 @@ import argparse
 import pandas as pd
 import pytest
 
-from bench.cache import ScoreCache
-from bench.runner import Study, run_study, setting_keys, study_scores, training_source_id
-from bench.studies import reduced
-from proxies import get_proxy
-from proxies import reduced_training as rt
+from proxybench.cache import ScoreCache
+from proxybench.proxies import get_proxy
+from proxybench.proxies import reduced_training as rt
+from proxybench.runner import Study, run_study, setting_keys, study_scores, training_source_id
+from proxybench.studies import reduced
 
 
 def test_default_grid_has_three_econas_settings_two_class_subsets_and_the_table():
@@ -43,7 +43,7 @@ def test_cells_are_the_first_of_the_training_free_sample(real_data):
 
 
 def test_runner_gives_the_table_row_and_keys_training_proxies_by_their_images(real_data, tmp_path):
-    from datasets import nb201
+    from proxybench.datasets import nb201
 
     study = Study(space="nb201", tasks=("cifar10",), proxies=("nb201_12epoch", "econas_c4r4s0e1"), sample=3,
                   data_dir=str(real_data))
@@ -65,8 +65,8 @@ def test_runner_gives_the_table_row_and_keys_training_proxies_by_their_images(re
 def test_a_table_proxy_never_sees_the_final_training_columns(real_data, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from datasets import get_space
-    from proxies import registry
+    from proxybench.datasets import get_space
+    from proxybench.proxies import registry
 
     seen = []
     info = get_proxy("nb201_12epoch")
@@ -81,7 +81,7 @@ def test_a_table_proxy_never_sees_the_final_training_columns(real_data, tmp_path
 
 
 def test_counts_state_absolute_image_numbers(real_data, monkeypatch):
-    from bench.runner import training_data
+    from proxybench.runner import training_data
 
     train, test = training_data("cifar10", str(real_data))
     # a given ordering: no reference network is trained here
@@ -98,8 +98,8 @@ def test_counts_state_absolute_image_numbers(real_data, monkeypatch):
 def test_the_committed_class_ordering_is_pinned_and_needs_no_bench_to_reach_a_process(real_data, monkeypatch):
     import json
 
-    from bench import provenance
-    from bench.runner import training_data
+    from proxybench import provenance
+    from proxybench.runner import training_data
 
     train, test = training_data("cifar10", str(real_data))
     key = rt.class_order_key(train, test, reduced.SEED)
@@ -122,7 +122,7 @@ def test_summary_columns(monkeypatch, tmp_path):
                          "substitute": False, "data_source": "x", "batch_size": 0, "accuracy": float(i),
                          "device": "cpu"})
     df = pd.DataFrame(rows)
-    monkeypatch.setattr("bench.runner.study_scores", lambda study, cache: df if "params" in study.proxies else
+    monkeypatch.setattr("proxybench.runner.study_scores", lambda study, cache: df if "params" in study.proxies else
                         df.iloc[:0])
     _, summ = reduced.results(8, ("econas_c4r4s0e1",), cache_dir=tmp_path, out=tmp_path, n_resamples=50)
     r = summ.set_index("proxy")

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import compare as cmp
-from bench import precision, regress
-from proxies import get_proxy, registry
+from proxybench import compare as cmp
+from proxybench import precision, regress
+from proxybench.proxies import get_proxy, registry
 
 
 def _entry(scores, version=1, rho=0.5, tau=0.4, errors=()):
@@ -143,7 +143,7 @@ def test_a_sign_flipped_proxy_fails_the_regression_end_to_end(small_golden, monk
 
 
 def test_regress_without_a_baseline_says_how_to_make_one(tmp_path, cli_env):
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "regress", "--baseline", str(tmp_path / "none.json"),
+    p = subprocess.run([sys.executable, "-m", "proxybench.cli", "regress", "--baseline", str(tmp_path / "none.json"),
                         "--no-progress"], capture_output=True, text=True, env=cli_env, timeout=900)
     assert p.returncode == 2 and "make baseline" in p.stderr and "Traceback" not in p.stderr
 
@@ -175,7 +175,7 @@ def test_holm_adjustment_by_hand():
 
 
 def test_vote_and_rank_average_ensembles_on_a_synthetic_study():
-    from bench.report import ensembles
+    from proxybench.report import ensembles
 
     rng = np.random.default_rng(2)
     n = 80

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from bench import render, report  # noqa: E402
+from proxybench import render, report  # noqa: E402
 
 
 def test_fmt_ci_and_md_table_format_as_the_reports_always_did():

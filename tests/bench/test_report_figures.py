@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench import report
+from proxybench import report
 
 
 def test_rho_bars_of_two_spaces_with_the_same_task(tmp_path):

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from bench.cache import KEY_COLUMNS, ScoreCache
-from bench.runner import InProcessExecutor, ProcessExecutor, Study, make_executor, run_study, study_scores
-from datasets import nb201
-from datasets.errors import ArchError
-from proxies import UnknownProxyError, get_proxy, register_proxy
-from proxies.registry import _REGISTRY
+from proxybench.cache import KEY_COLUMNS, ScoreCache
+from proxybench.datasets import nb201
+from proxybench.datasets.errors import ArchError
+from proxybench.proxies import UnknownProxyError, get_proxy, register_proxy
+from proxybench.proxies.registry import _REGISTRY
+from proxybench.runner import InProcessExecutor, ProcessExecutor, Study, make_executor, run_study, study_scores
 
 pytestmark = pytest.mark.usefixtures("real_data")
 
@@ -102,7 +102,7 @@ def test_make_executor():
 
 
 def test_a_small_study_spreads_over_every_worker():
-    from bench.runner import Job, estimated_seconds, spread
+    from proxybench.runner import Job, estimated_seconds, spread
 
     items = tuple((f"a{i}", ("params", "grasp")) for i in range(8))
     one = [Job("nb201", "cifar10", 42, 64, True, None, "cpu", items, "c")]
@@ -131,7 +131,7 @@ def test_arch_list_is_deterministic_for_a_sample_seed():
 
 def test_the_seeded_permutation_is_the_historic_one_and_samples_are_its_sorted_prefixes():
     """Every committed study depends on this order: the default studies, DPS's held-out cells, the search groups."""
-    from bench.runner import draw_order, permutation, seeded_sample
+    from proxybench.runner import draw_order, permutation, seeded_sample
 
     every = nb201.all_archs()
     perm = permutation("nb201", 0)
@@ -143,7 +143,7 @@ def test_the_seeded_permutation_is_the_historic_one_and_samples_are_its_sorted_p
 
 
 def test_select_is_the_study_filter_of_study_scores(first_run):
-    from bench.runner import select
+    from proxybench.runner import select
 
     study, cache, _ = first_run
     df = cache.load()
@@ -157,7 +157,7 @@ def test_select_is_the_study_filter_of_study_scores(first_run):
 
 
 def test_make_context_uses_the_spaces_builder_and_shapes():
-    from bench.runner import make_context
+    from proxybench.runner import make_context
 
     arch = nb201.all_archs()[7]
     ctx = make_context("nb201", "cifar100", arch, 42, requested=["params"], allow_labels=False)

@@ -1,4 +1,4 @@
-"""Score files of other tools (bench.scorefiles): NASLib's key encoding, reading files in the official format into
+"""Score files of other tools (proxybench.scorefiles): NASLib's key encoding, reading files in the official format into
 external rows, writing the suite's cache in it, and the report's agreement table."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import scorefiles as S
-from bench.cache import ScoreCache
-from bench.cache import row as cache_row
-from bench.cli import main
-from datasets import nb101, nb201
+from proxybench import scorefiles as S
+from proxybench.cache import ScoreCache
+from proxybench.cache import row as cache_row
+from proxybench.cli import main
+from proxybench.datasets import nb101, nb201
 
 # the README's example cell (REFERENCES.md: NASLib numbers skip_connect 0, none 1, conv3x3 2, conv1x1 3, pool 4)
 EXAMPLE_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|skip_connect~2|"
@@ -77,8 +77,8 @@ def test_malformed_keys_are_clear_errors(space, key, match):
 
 
 def test_external_names_resolve_but_are_never_computed(tmp_path):
-    from bench.runner import Study, plan
-    from proxies import TRAINING_FREE, UnknownProxyError, get_proxy, list_proxies, resolve_proxies
+    from proxybench.proxies import TRAINING_FREE, UnknownProxyError, get_proxy, list_proxies, resolve_proxies
+    from proxybench.runner import Study, plan
 
     info, base = get_proxy("naslib:synflow"), get_proxy("synflow")
     assert (info.external, info.version, info.higher_is_better, info.nan_policy) == ("naslib", 0,
@@ -140,7 +140,7 @@ def test_proxy_names_are_mapped_and_unknown_ones_listed(tmp_path):
 
 def _suite_rows(space: str, archs, proxies=("params", "synflow"), task: str = "cifar10") -> list[dict]:
     """Rows as the suite writes them for data-free proxies (scores made up: nothing is computed)."""
-    from datasets import get_space
+    from proxybench.datasets import get_space
 
     sp = get_space(space)
     rng = np.random.default_rng(0)
@@ -151,7 +151,7 @@ def _suite_rows(space: str, archs, proxies=("params", "synflow"), task: str = "c
 
 @pytest.fixture
 def nb201_cells(real_data):
-    from bench.runner import draw_order
+    from proxybench.runner import draw_order
 
     return draw_order("nb201", 30, 0, real_data)  # a prefix of the seeded permutation: what search simulates
 
@@ -225,8 +225,8 @@ def test_export_import_round_trip_and_agreement(tmp_path, nb201_cells, real_data
     assert "| naslib:synflow | ↑ | 30 |" in (rep / "compare_synflow.md").read_text()
     assert len(ScoreCache(suite).parts()) == before
 
-    # and a search group can simulate with them (bench.studies.search reads them through runner.select)
-    from bench.studies import search
+    # and a search group can simulate with them (proxybench.studies.search reads them through runner.select)
+    from proxybench.studies import search
 
     table = search.load_table(search.Group("ext", "cifar10", ("synflow", "naslib:synflow")), real_data, cached=df)
     assert table.n == 30 and np.array_equal(table.scores["synflow"], table.scores["naslib:synflow"])

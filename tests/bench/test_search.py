@@ -1,4 +1,4 @@
-"""Search simulations (bench.studies.search): determinism under a seed, cost accounting, caching, on tiny
+"""Search simulations (proxybench.studies.search): determinism under a seed, cost accounting, caching, on tiny
 synthetic tables."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.studies import search as S
+from proxybench.studies import search as S
 
 
 def _table(edges: int = 4, ops: int = 4, seconds=None, proxy_noise: float = 1.0, seed: int = 1) -> S.SimTable:
@@ -190,7 +190,7 @@ def test_a_broken_cached_part_is_recomputed_with_a_warning_naming_it(tmp_path):
 
 
 def test_nb201_table_from_the_cache(real_data):
-    from bench.provenance import REPO_ROOT
+    from proxybench.provenance import REPO_ROOT
 
     g = S.Group("t", "cifar10", ("params", "synflow"))
     t = S.load_table(g, real_data, REPO_ROOT / "reports" / "scores")
@@ -202,7 +202,7 @@ def test_nb201_table_from_the_cache(real_data):
 
 
 def test_report_end_to_end_on_a_small_study(real_data, tmp_path):
-    from bench.provenance import REPO_ROOT
+    from proxybench.provenance import REPO_ROOT
 
     cfg = S.SearchConfig(reps=3, budget=15, block=3)
     assert cfg.tag  # not the default study: its files never overwrite reports/search*

@@ -1,4 +1,5 @@
-"""bench.store: atomic writes, the schema marker of every result store, old unmarked files, clear version errors."""
+"""proxybench.store: atomic writes, the schema marker of every result store, old unmarked files, clear version
+errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from bench import store
+from proxybench import store
 
 KIND = store.Kind("toy-result", 1, "proxybench toy")
 V2 = store.Kind("toy-result", 2, "proxybench toy")

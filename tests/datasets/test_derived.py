@@ -8,7 +8,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from datasets import files
+from proxybench.datasets import files
 
 
 def test_a_broken_derived_file_is_warned_once_and_reads_as_absent(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import files, hw_nas_bench, nb201
-from datasets.errors import ArchError, DataFileError
+from proxybench.datasets import files, hw_nas_bench, nb201
+from proxybench.datasets.errors import ArchError, DataFileError
 
 DATA = Path(files.REPO_ROOT).parent / "shared" / "data"
 HEADER = ("net,edgegpu_latency,edgegpu_energy,raspi4_latency,edgetpu_latency,pixel3_latency,eyeriss_latency,"

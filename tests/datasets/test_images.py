@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import files, images, safe_pickle
-from datasets.errors import DataFileError, UnsafePickleError
+from proxybench.datasets import files, images, safe_pickle
+from proxybench.datasets.errors import DataFileError, UnsafePickleError
 
 CIFAR10_TRAIN_SIZES = (6, 5, 5, 5, 5)
 CIFAR10_TEST_SIZE = 7

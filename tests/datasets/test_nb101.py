@@ -20,8 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from datasets import files, get_space, nb101
-from datasets.errors import ArchError, DataFileError
+from proxybench.datasets import files, get_space, nb101
+from proxybench.datasets.errors import ArchError, DataFileError
 
 DATA = files.REPO_ROOT.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / nb101.MIRROR_KEY).is_file(), reason="benchmark data absent")
@@ -412,7 +412,7 @@ def test_batchnorm_momentum_and_init_choices():
 
 
 def test_import_nb101_command_converts_once_and_the_space_reads_the_result(tiny_data, tmp_path, capsys):
-    from bench.cli import main
+    from proxybench.cli import main
 
     src = tmp_path / "download" / "nasbench_only108.tfrecord"
     src.parent.mkdir()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import files, nb201
-from datasets.errors import ArchError, DataFileError
+from proxybench.datasets import files, nb201
+from proxybench.datasets.errors import ArchError, DataFileError
 
 DATA = Path(files.REPO_ROOT).parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "nb201" / "nats_bench.csv").is_file(), reason="benchmark data absent")

@@ -17,8 +17,8 @@ import pytest
 import torch
 from nas_201_api import ArchResults, ResultsCount
 
-from datasets.errors import DataFileError, UnsafePickleError
-from datasets.nb201_official import (
+from proxybench.datasets.errors import DataFileError, UnsafePickleError
+from proxybench.datasets.nb201_official import (
     OFFICIAL_FILENAME,
     load_official_benchmark,
     truth_from_official,

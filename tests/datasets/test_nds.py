@@ -15,11 +15,11 @@ import pickle
 import pytest
 import torch
 
-from bench.cache import ScoreCache
-from bench.runner import Study, run_study, study_scores
-from datasets import files, get_space, nds
-from datasets import nds_fixtures as fx
-from datasets.errors import ArchError, DataFileError
+from proxybench.cache import ScoreCache
+from proxybench.datasets import files, get_space, nds
+from proxybench.datasets import nds_fixtures as fx
+from proxybench.datasets.errors import ArchError, DataFileError
+from proxybench.runner import Study, run_study, study_scores
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +199,7 @@ def test_runner_scores_an_nds_family(fixture_root, tmp_path):
 
 
 def test_cli_family_option(fixture_root, tmp_path, monkeypatch, capsys):
-    from bench.cli import main
+    from proxybench.cli import main
 
     monkeypatch.setenv(files.ENV_DATA_DIR, str(fixture_root))  # main() sets it from --data-dir; restored after
     rc = main(["run", "--space", "nds", "--family", "ResNet", "--data-dir", str(fixture_root), "--proxies", "params",

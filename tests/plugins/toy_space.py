@@ -10,8 +10,8 @@ the example; yours are what your cells reached when trained.
 
 from torch import nn
 
-from datasets import Space, register_space
-from proxies.registry import register_proxy
+from proxybench.datasets import Space, register_space
+from proxybench.proxies.registry import register_proxy
 
 # the table: one row per cell, its key and its trained accuracy (%)
 ARCHS = [f"w{w}-d{d}-k{k}" for w in (2, 4, 8, 16, 32) for d in (1, 2, 3) for k in (1, 3)]

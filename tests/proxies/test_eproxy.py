@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import nb201
-from proxies import ProxyContext, get_proxy
-from proxies import eproxy as ep
+from proxybench.datasets import nb201
+from proxybench.proxies import ProxyContext, get_proxy
+from proxybench.proxies import eproxy as ep
 
 CHEAP = "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|skip_connect~1|nor_conv_1x1~2|"
 WIDEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"

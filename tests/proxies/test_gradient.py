@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.tools import reference_impl as ref
-from datasets import nb201
-from proxies import ProxyContext, get_proxy
-from proxies.gradient import NEEDS, _epe_from
+from proxybench.datasets import nb201
+from proxybench.proxies import ProxyContext, get_proxy
+from proxybench.proxies.gradient import NEEDS, _epe_from
+from proxybench.tools import reference_impl as ref
 
 SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
 CELLS = [
@@ -128,7 +128,7 @@ def test_degenerate_cell_is_declared_not_hidden():
 
 
 def test_a_label_free_proxy_first_in_a_cell_with_label_users_works_through_the_runner():
-    from bench.runner import Job, score_job
+    from proxybench.runner import Job, score_job
 
     job = Job("nb201", "cifar10", 42, 16, True, None, "cpu", ((CELLS[1], ("jacob_cov", "snip")),), "test", threads=1)
     rows = {r["proxy"]: r for r in score_job(job)}

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from datasets import nb201
-from proxies import ProxyContext, get_proxy, hardware, list_proxies
+from proxybench.datasets import nb201
+from proxybench.proxies import ProxyContext, get_proxy, hardware, list_proxies
 
 
 class _Clock:

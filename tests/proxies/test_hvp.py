@@ -9,8 +9,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-from datasets import nb201
-from proxies import hvp
+from proxybench.datasets import nb201
+from proxybench.proxies import hvp
 
 LAYERS = (nn.Conv2d, nn.Linear)
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-import proxies.more_zero_cost as mzc  # noqa: F401  (registers the proxies)
-from datasets import nb201
-from proxies import ProxyContext, get_proxy
+import proxybench.proxies.more_zero_cost as mzc  # noqa: F401  (registers the proxies)
+from proxybench.datasets import nb201
+from proxybench.proxies import ProxyContext, get_proxy
 
 NAMES = ("zen", "zico", "meco", "meco_opt", "l2_norm")
 BIG = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"

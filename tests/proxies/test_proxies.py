@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from datasets import nb201
-from datasets.images import NORMALIZATION  # noqa: F401  (images module must import without data)
-from proxies import LabelAccessError, ProxyContext, get_proxy, list_proxies
+from proxybench.datasets import nb201
+from proxybench.datasets.images import NORMALIZATION  # noqa: F401  (images module must import without data)
+from proxybench.proxies import LabelAccessError, ProxyContext, get_proxy, list_proxies
 
 CELLS = [
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
@@ -23,7 +23,7 @@ CELLS = [
 
 def _tiny_training_set(task, n_train=40, n_test=20):
     """A tiny synthetic (training, held-out) pair for proxies that train: quick, and every class present."""
-    from datasets.images import ImageSource
+    from proxybench.datasets.images import ImageSource
 
     res, k = nb201.RESOLUTION[task], nb201.NUM_CLASSES[task]
     rng = np.random.default_rng(7)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from datasets import nb201
-from datasets.images import ImageSource
-from proxies import get_proxy, list_proxies
-from proxies import reduced_training as rt
+from proxybench.datasets import nb201
+from proxybench.datasets.images import ImageSource
+from proxybench.proxies import get_proxy, list_proxies
+from proxybench.proxies import reduced_training as rt
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -91,7 +91,7 @@ def test_random_class_subsets_are_not_labelled_easy():
 
 
 def test_table_proxy_reads_the_row_it_is_given():
-    from proxies import ProxyContext
+    from proxybench.proxies import ProxyContext
 
     ctx = ProxyContext("a", "cifar10", 0, None, (3, 32, 32), 10, table={"test_acc_12": 71.25, "val_acc_12": 70.0})
     assert get_proxy("nb201_12epoch").fn(ctx) == 71.25

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import proxies
-from proxies import (
+from proxybench import proxies
+from proxybench.proxies import (
     COSTS,
     FAMILIES,
     SHARES,
@@ -20,7 +20,7 @@ from proxies import (
     sharing,
     training_free,
 )
-from proxies.registry import NAN_POLICIES, TIER_OF_COST
+from proxybench.proxies.registry import NAN_POLICIES, TIER_OF_COST
 
 
 def test_listing_with_wildcards():
@@ -82,7 +82,8 @@ def test_every_proxy_has_complete_metadata(name):
     # the function itself (a variant's is under partial.func) is defined in a proxy module, not the registry:
     # worker processes register it by importing that module
     fn = getattr(p.fn, "func", p.fn)
-    assert callable(fn) and fn.__module__.startswith("proxies.") and fn.__module__ != "proxies.registry", fn
+    assert callable(fn) and fn.__module__.startswith("proxybench.proxies."), fn
+    assert fn.__module__ != "proxybench.proxies.registry", fn
 
 
 @pytest.mark.parametrize("name", training_free())
@@ -94,7 +95,7 @@ def test_training_free_proxies_sit_in_a_training_free_tier(name):
 
 
 def test_cost_tiers_of_the_committed_studies():
-    # the NB101 section's tiers (bench.studies.nb101) are these registry records: the committed study
+    # the NB101 section's tiers (proxybench.studies.nb101) are these registry records: the committed study
     free = training_free()
     assert set(of_tier("cheap", free)) == {"params", "flops", "synflow", "synflow_bn", "l2_norm", "meco_opt"}
     assert of_tier("second-order", free) == ["grasp"]
@@ -106,14 +107,14 @@ def test_cost_tiers_of_the_committed_studies():
 
 def test_versions_are_declared_where_each_proxy_is_registered():
     # cached scores are keyed by version: these numbers must not move without rescoring
-    from proxies.gradient import NEEDS
+    from proxybench.proxies.gradient import NEEDS
 
     assert {n: get_proxy(n).version for n in NEEDS} == {
         "grad_norm": 1, "snip": 1, "plain": 1, "grasp": 3, "fisher": 1, "jacob_cov": 1, "epe_nas": 1, "nwot": 1}
 
 
 def test_share_groups_are_the_shared_pass_and_the_shared_network():
-    from proxies.gradient import NEEDS, PASS
+    from proxybench.proxies.gradient import NEEDS, PASS
 
     # every proxy of the gradient module's pass, and only those, shares the pass (the module's parts agree)
     assert share_group("snip") == frozenset(NEEDS) and {get_proxy(n).shares for n in NEEDS} == {PASS}
