@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-if __name__ == "datasets":  # found as a top-level "datasets" (Python started in the checkout's root): not ours
-    import importlib.machinery as _machinery
-    import importlib.util as _util
-    import sys as _sys
-    from pathlib import Path as _Path
-
-    _root = _Path(__file__).resolve().parent.parent
-    _elsewhere = [p for p in _sys.path if _Path(p or ".").resolve() != _root]
-    _spec = _machinery.PathFinder.find_spec("datasets", _elsewhere)
-    if _spec is None:
-        raise ImportError("this checkout's datasets/ folder is proxybench's: import it as proxybench.datasets "
-                          "(no other package named 'datasets' is installed)")
-    _other = _util.module_from_spec(_spec)  # e.g. Hugging Face's datasets: this folder never shadows it
-    _sys.modules["datasets"] = _other
-    _spec.loader.exec_module(_other)
+if __name__ == "datasets":  # found as a top-level "datasets" (Python started in the checkout's root): never ours
+    raise ImportError("this is proxybench's datasets/ folder, found because Python runs in the checkout's root: "
+                      "import it as proxybench.datasets; another package named 'datasets' (e.g. Hugging Face's) "
+                      "imports normally from any other directory")
 
 from functools import partial
 

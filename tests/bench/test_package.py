@@ -27,18 +27,17 @@ def test_the_public_names_and_no_top_level_packages(tmp_path):
         assert r.returncode == 0, f"{name} resolves to this project from elsewhere: {r.stdout}{r.stderr}"
 
 
-def test_datasets_folder_steps_aside_in_the_checkout_root(tmp_path):
-    """From the checkout's root (cwd on sys.path), `import datasets` is another installed package of that name, or
-    a clear error; never this folder under the wrong name."""
+def test_datasets_folder_is_never_imported_as_datasets(tmp_path):
+    """From the checkout's root (cwd on sys.path) `import datasets` finds this folder first: it refuses, with what
+    to import instead, rather than load under the wrong name; from anywhere else another package of that name
+    imports normally."""
     other = tmp_path / "site" / "datasets"
     other.mkdir(parents=True)
     (other / "__init__.py").write_text("WHO = 'the other datasets'\n")
     r = _run(f"import sys; sys.path.append({str(tmp_path / 'site')!r}); import datasets; print(datasets.WHO)",
-             REPO_ROOT)
+             tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "the other datasets", r.stderr
-    installed = _run("import importlib.util, sys; sys.exit(importlib.util.find_spec('datasets') is None)", tmp_path)
     r = _run("import datasets", REPO_ROOT)
-    if installed.returncode == 0:  # this environment has another datasets: it is the one imported
-        assert r.returncode == 0, r.stderr
-    else:
-        assert r.returncode != 0 and "import it as proxybench.datasets" in r.stderr
+    assert r.returncode != 0 and "import it as proxybench.datasets" in r.stderr
+    r = _run("import proxybench.datasets as d; print(type(d.get_space('nb201')).__name__)", REPO_ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "NB201Space", r.stderr
