@@ -282,9 +282,8 @@ def _score(model, inputs, targets, proxies, seed, device) -> tuple[dict[str, flo
         first: Exception | None = None
         for name in names:
             info = get_proxy(name)
-            ctx.allow_data, ctx.allow_labels = info.needs_data, info.needs_labels
             try:
-                scores[name] = float(info.fn(ctx))
+                scores[name] = info.compute(ctx)
             except Exception as e:  # every failure is reported below, none is skipped
                 failures[name] = f"{type(e).__name__}: {_first_line(e)}"
                 first = first or e

@@ -113,9 +113,10 @@ def _report(args, study=None) -> None:
 
 def cmd_ls(args) -> None:
     if args.what == "proxies":
-        from proxybench.proxies import get_proxy, list_proxies
+        from proxybench.proxies import get_proxy, list_aggregates, list_proxies
 
-        names = list_proxies(args.pattern or "*")
+        # the per-cell proxies, then the set-level aggregates (their record's cost is their costliest member's)
+        names = list_proxies(args.pattern or "*") + list_aggregates(args.pattern or "*")
         header = ("name", "dir", "family", "cost", "tier", "needs", "version", "paper")
         rows = [(n, p.direction, p.family, p.cost, p.tier, p.needs, str(p.version), p.paper)
                 for n, p in ((n, get_proxy(n)) for n in names)]

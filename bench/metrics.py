@@ -150,6 +150,32 @@ def rank_average(scores) -> np.ndarray:
     return np.mean(ranks, axis=0)
 
 
+def aggregate(scores, how: str) -> np.ndarray:
+    """A set-level aggregate (``proxies.registry.AGGREGATIONS``) of oriented member scores over the cells given.
+
+    ``scores``: one array per member, oriented (higher ranks better; :func:`declared`): NaN = left out, -inf =
+    ranked last. Each member is ranked ascending over the cells where no member is NaN (ties averaged, as
+    ``scipy.stats.rankdata``); ``log_rank`` sums log(rank / N) (AZ-NAS, VKDNW_agg), ``rank_sum`` sums the ranks
+    (TE-NAS), ``rank_mean`` averages them. A cell with a NaN member gets NaN. The value of a cell depends on the
+    set: the same cell in another set gets another value."""
+    s = np.vstack([np.asarray(x, dtype=np.float64) for x in scores])
+    keep = ~np.isnan(s).any(axis=0)
+    out = np.full(s.shape[1], np.nan)
+    n = int(keep.sum())
+    if n == 0:
+        return out
+    ranks = np.vstack([stats.rankdata(row[keep]) for row in s])
+    if how == "log_rank":
+        out[keep] = np.log(ranks / n).sum(axis=0)
+    elif how == "rank_sum":
+        out[keep] = ranks.sum(axis=0)
+    elif how == "rank_mean":
+        out[keep] = ranks.mean(axis=0)
+    else:
+        raise ValueError(f"unknown aggregation {how!r}: one of log_rank, rank_sum, rank_mean")
+    return out
+
+
 def _top_k_count(n: int, frac: float) -> int:
     if not 0 < frac <= 1:
         raise ValueError(f"frac must be in (0, 1], got {frac}")

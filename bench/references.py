@@ -17,6 +17,9 @@ class Published:
     rho: float
     n: str
     source: str
+    accuracy: str = "test"  # the accuracy the paper correlates with: "test" or "validation" (200 epochs)
+    cell_set: str = "all"  # the cells it correlates on: "all" of the sample, or "no_unreachable" (NB201's 9,445
+    # cells whose every op is on an input-output path: datasets.nb201.no_unreachable_branches)
 
     def __post_init__(self):
         if not re.search(r"\d", self.n):
@@ -49,6 +52,33 @@ PUBLISHED: list[Published] = [
       for proxy, rho in {"synflow": 0.79, "params": 0.74, "jacob_cov": 0.72, "flops": 0.71, "snip": 0.68,
                          "grad_norm": 0.68, "grasp": 0.63, "fisher": 0.61}.items()],
 ]
+
+
+# The newer training-free proxies (REFERENCES.md, "Newer training-free proxies"); the set-level aggregates (az_nas,
+# te_nas, vkdnw_agg) are the suite's names for the papers' final scores
+_AZ = "Lee & Ham, AZ-NAS, CVPR 2024 (official notebook; ρ for cifar100/ImageNet16-120 as stated in the paper)"
+_VK = "Týbl & Neumann, VKDNW, CVPR 2025 (5 runs; most likely the cells without unreachable branches)"
+_TE = "TE-NAS (Chen et al. ICLR 2021) as re-run independently (REFERENCES.md)"
+NEWER: list[Published] = [
+    Published("nb201", "cifar10", "az_nas", 0.913, "all 15,625", _AZ),
+    Published("nb201", "cifar100", "az_nas", 0.90, "all 15,625", _AZ),
+    Published("nb201", "ImageNet16-120", "az_nas", 0.89, "all 15,625", _AZ),
+    *[Published("nb201", t, "az_nas", r, "all 15,625", "AZ-NAS as re-run by VKDNW (CVPR 2025)")
+      for t, r in (("cifar10", 0.912), ("cifar100", 0.899), ("ImageNet16-120", 0.876))],
+    *[Published("nb201", t, "te_nas", r, "all 15,625", _TE)
+      for t, r in (("cifar10", 0.68), ("cifar100", 0.66), ("ImageNet16-120", 0.64))],
+    *[Published("nb201", t, "te_nas", r, "~9,445 without unreachable branches", _TE, cell_set="no_unreachable")
+      for t, r in (("cifar10", 0.72), ("cifar100", 0.72), ("ImageNet16-120", 0.71))],
+    *[Published("nb201", t, "gradsign", r, "all 15,625", "Zhang & Jia, GradSign, ICLR 2022 (paper, batch 128)")
+      for t, r in (("cifar10", 0.765), ("cifar100", 0.793), ("ImageNet16-120", 0.783))],
+    Published("nb201", "cifar100", "swap_reg", 0.90, "all 15,625 (the space; the sample is not restated here)",
+              "Peng et al., SWAP, ICLR 2024 (regularised SWAP)", accuracy="validation"),
+    Published("nb201", "cifar100", "nwot", 0.80, "all 15,625 (the space; the sample is not restated here)",
+              "Peng et al., SWAP, ICLR 2024 (their NWOT baseline)", accuracy="validation"),
+    *[Published("nb201", t, "vkdnw_agg", r, "~9,445 without unreachable branches", _VK, cell_set="no_unreachable")
+      for t, r in (("cifar10", 0.919), ("cifar100", 0.919), ("ImageNet16-120", 0.906))],
+]
+PUBLISHED += NEWER
 
 
 def published_for(space: str, task: str, proxy: str) -> list[Published]:

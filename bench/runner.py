@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from proxybench import provenance
+from proxybench import metrics, provenance
 from proxybench.cache import KEY_COLUMNS, ScoreCache, where
 from proxybench.cache import row as score_row
 from proxybench.datasets import get_space
 from proxybench.datasets.errors import ArchError
 from proxybench.progress import progress as progress_bar
-from proxybench.proxies import ProxyContext, get_proxy, resolve_proxies
+from proxybench.proxies import ProxyContext, get_proxy, per_cell, resolve_proxies
 
 INIT = "torch-default"  # NB201's; each space declares its own (Space.init)
 EXTERNAL_SOURCE_PREFIX = "external:"  # the data_source of every score computed elsewhere (proxybench.scorefiles)
@@ -251,11 +251,10 @@ def score_job(job: Job) -> list[dict]:
                            table=table.loc[arch].to_dict() if table is not None and arch in table.index else None)
         for name in names:
             info = infos[name]
-            ctx.allow_data, ctx.allow_labels = info.needs_data, info.needs_labels
             t0 = time.perf_counter()
             error = ""
             try:
-                score = float(info.fn(ctx))
+                score = info.compute(ctx)
                 status = "ok" if math.isfinite(score) else "nonfinite"
             except Exception as e:  # one bad cell must not kill a study: recorded, counted, reported
                 score, status, error = float("nan"), "error", f"{type(e).__name__}: {e}"[:500]
@@ -438,7 +437,7 @@ def _cached_keys(cache: ScoreCache, study: Study, retry_errors: bool) -> set[tup
 def setting_keys(study: Study, task: str) -> dict[str, tuple[int, int, str]]:
     """Per proxy, the (version, batch_size, data_source) part of its cache key in this study and task."""
     keys = {}
-    for name in study.proxies:
+    for name in per_cell(study.proxies):  # an aggregate's members, never the aggregate itself
         info = get_proxy(name)
         if info.external:  # scores computed elsewhere: never computed here (``select`` finds them)
             continue
@@ -507,8 +506,49 @@ def run_study(study: Study, cache: ScoreCache, executor: str = "auto", workers: 
 
 
 def study_scores(study: Study, cache: ScoreCache) -> pd.DataFrame:
-    """The study's cached scores joined with the ground truth (one row per task, arch, proxy)."""
-    return with_truth(select(cache.load(), study), study.data_dir)
+    """The study's cached scores joined with the ground truth (one row per task, arch, proxy); the study's
+    set-level aggregates computed from their members over the study's cells (``with_aggregates``)."""
+    return with_truth(with_aggregates(select(cache.load(), study), study.proxies), study.data_dir)
+
+
+def with_aggregates(df: pd.DataFrame, names) -> pd.DataFrame:
+    """``df`` with a row per cell for each set-level aggregate among ``names`` (``proxies.register_aggregate``),
+    computed over each (space, task, seed)'s cells that every member scored without error; member rows that
+    ``names`` does not ask for are dropped. An aggregate row's ``seconds`` is the sum of its members', its
+    ``batch_size`` / ``data_source`` / ``substitute`` those of its members together; the other provenance is its first
+    member's. The value of a cell depends on the set it is ranked in: a subset gives other values."""
+    aggs = [get_proxy(n) for n in names if get_proxy(n).members]
+    if not aggs or df.empty:
+        return df
+    out = [df[df["proxy"].isin(set(names))]]
+    for info in aggs:
+        members = list(info.members)
+        mine = df[df["proxy"].isin(members) & (df["status"] != "error")]
+        for _, g in mine.groupby(["space", "task", "seed"], sort=False):
+            wide = g.pivot_table(index="arch", columns="proxy", values="score", aggfunc="first", dropna=False)
+            if not set(members) <= set(wide.columns):
+                continue
+            wide = wide[members]
+            have = g.groupby("arch")["proxy"].nunique()
+            archs = [a for a in wide.index if have.get(a, 0) == len(members)]
+            if not archs:
+                continue
+            wide = wide.loc[archs]
+            score = metrics.aggregate([metrics.declared(wide[m].to_numpy(), m) for m in members], info.aggregation)
+            first = g[g["proxy"] == members[0]].set_index("arch").loc[archs]
+            per = g.groupby("arch")
+            rows = first.reset_index().copy()
+            rows["proxy"], rows["proxy_version"] = info.name, info.version
+            rows["score"] = score
+            rows["status"] = np.where(np.isfinite(score), "ok", "nonfinite")
+            rows["error"] = ""
+            rows["seconds"] = per["seconds"].sum().loc[archs].to_numpy()
+            rows["batch_size"] = per["batch_size"].max().loc[archs].to_numpy()
+            rows["substitute"] = per["substitute"].any().loc[archs].to_numpy()
+            rows["data_source"] = per["data_source"].agg(
+                lambda v: ";".join(sorted({x for x in v if x != "none"})) or "none").loc[archs].to_numpy()
+            out.append(rows[df.columns])
+    return pd.concat(out, ignore_index=True)
 
 
 def study_settings(study: Study) -> set[tuple]:
@@ -530,7 +570,7 @@ def select(df: pd.DataFrame, study: Study, *, scope_only: bool = False, ok_only:
     whole = study.archs is None and study.sample is None  # every architecture: no need to list them
     arch = None if whole else set(study.arch_list())
     own = where(df, space=study.space, seed=study.seed, task=set(study.tasks), arch=arch, init=space.init,
-                builder_version=space.builder_version, proxy=None if scope_only else set(study.proxies),
+                builder_version=space.builder_version, proxy=None if scope_only else set(per_cell(study.proxies)),
                 settings=None if scope_only else study_settings(study), ok_only=ok_only)
     external = [p for p in study.proxies if get_proxy(p).external]
     if not (external or scope_only) or df.empty:

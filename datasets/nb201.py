@@ -52,6 +52,23 @@ def parse_arch(arch: str) -> tuple[str, ...]:
     return tuple(ops)
 
 
+def no_unreachable_branches(arch: str) -> bool:
+    """Whether every op of the cell (every edge but 'none') lies on a path from the cell's input to its output.
+
+    The other cells carry an op whose result never reaches the output, or that never sees the input: the same
+    network as a cell with that edge 'none'. 9,445 of the 15,625 cells pass (the all-'none' cell included), the
+    "~9.4k cells without unreachable branches" some papers correlate on (REFERENCES.md)."""
+    live = [(a, b) for (b, a), op in zip(EDGES, parse_arch(arch), strict=True) if op != "none"]  # (from, to)
+    fed, feeds = {0}, {3}
+    for a, b in sorted(live, key=lambda e: e[1]):  # edges into node b only leave nodes before b
+        if a in fed:
+            fed.add(b)
+    for a, b in sorted(live, key=lambda e: -e[0]):
+        if b in feeds:
+            feeds.add(a)
+    return all(a in fed and b in feeds for a, b in live)
+
+
 def arch_str(ops) -> str:
     """The official arch string of six edge ops (names or indices into OPS), in ``EDGES`` order."""
     ops = [OPS[o] if isinstance(o, (int, np.integer)) else o for o in ops]

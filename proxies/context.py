@@ -41,11 +41,20 @@ class ProxyContext:
     # the dtype networks and inputs are computed in; float64 only for the precision measurement
     # (proxybench.precision): the network is built in float32 and cast, so it holds the same initial weights
     dtype: torch.dtype = torch.float32
+    # the memory layout of float32 networks and images (registry.LAYOUTS), set from the proxy's record by
+    # ProxyInfo.compute; float64 (the precision measurement's reference) stays in the default layout
+    layout: str = "nchw"
+
+    @property
+    def _channels_last(self) -> bool:
+        return self.layout == "channels_last" and self.dtype == torch.float32
 
     def network(self, bn: bool = True) -> nn.Module:
         """A fresh network with the cell's seeded PyTorch-default initialisation (safe to modify)."""
         torch.manual_seed(self.seed)
         net = self.build(bn=bn).to(self.device)
+        if self._channels_last:
+            return net.to(memory_format=torch.channels_last)
         return net if self.dtype == torch.float32 else net.to(self.dtype)
 
     def shared_network(self) -> nn.Module:
@@ -60,7 +69,8 @@ class ProxyContext:
             raise LabelAccessError("this proxy is registered with needs_data=False but read the images")
         if self.batch is None:
             raise RuntimeError("no minibatch was prepared for this study")
-        return self.batch[0].to(self.device, self.dtype)
+        x = self.batch[0].to(self.device, self.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self._channels_last and x.dim() == 4 else x
 
     @property
     def targets(self) -> torch.Tensor:

@@ -37,6 +37,11 @@ TIER_OF_COST = {"free": "cheap", "forward": "one-pass", "forward+backward": "one
                 "second-order": "second-order", "training": "trained"}
 # per-cell work that proxies of one group share when they run on the same cell: the cache charges it to
 # whichever ran first, so a consumer of per-score seconds must treat the group together (proxybench.studies.search)
+# the memory layouts a proxy's float32 networks and images may have (ProxyContext.network / inputs)
+LAYOUTS = {
+    "nchw": "PyTorch's default contiguous layout",
+    "channels_last": "NHWC (torch.channels_last): on CPUs 1.2-3x faster for NB201's small convolutions (make perf)",
+}
 SHARES = {
     "gradient pass": "one forward pass of the minibatch and the backward passes the requested proxies need "
                      "(proxies.gradient.shared_pass)",
@@ -83,6 +88,33 @@ class ProxyInfo:
     shares: str = ""
     cost_note: str = ""
     external: str = ""  # the source (EXTERNAL_SOURCES) of scores computed elsewhere; "" for a proxy of this suite
+    # the setting a proxy's definition fixes (part of its definition, shown with its scores); "" = the suite's
+    # default: the space's seeded network init, the task's minibatch if it needs data, the network's train mode
+    init: str = ""  # e.g. "kaiming_normal(fan_in, relu), biases 0": the proxy re-initialises the network so
+    inputs: str = ""  # e.g. "random N(0,1), batch 64": what it feeds instead of (or besides) the task's images
+    bn_mode: str = ""  # e.g. "train (batch statistics)" / "eval (running statistics)"
+    # the memory layout of its float32 networks and images (LAYOUTS): part of its numbers, as float32 kernels of
+    # another layout sum in another order; a proxy changes layout only with a version bump (and a rescoring)
+    layout: str = "nchw"
+    # a set-level aggregate (register_aggregate): the member proxies whose per-cell scores it combines over the set
+    # of cells being ranked, and how (AGGREGATIONS); () for a per-cell proxy
+    members: tuple[str, ...] = ()
+    aggregation: str = ""
+
+    def compute(self, ctx) -> float:
+        """The proxy's raw score on ``ctx``, with the context set up as its record says (what it may read, the
+        layout); every caller that scores a proxy (runner, library API, perf) goes through here."""
+        ctx.allow_data, ctx.allow_labels = self.needs_data, self.needs_labels
+        ctx.layout = self.layout
+        return float(self.fn(ctx))
+
+    @property
+    def setting(self) -> str:
+        """The proxy's init, inputs and BatchNorm mode in words (the suite's defaults where it fixes none)."""
+        init = self.init or "the space's seeded init"
+        inputs = self.inputs or ("the task's minibatch" if self.needs_data else "no images")
+        bn = self.bn_mode or "train mode"
+        return f"init: {init}; inputs: {inputs}; BN: {bn}"
 
     @property
     def direction(self) -> str:
@@ -102,11 +134,14 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
                    paper: str, version: int = 1, cost: str = "forward", nan_policy: str = "exclude",
                    description: str = "", needs_training_data: bool = False, needs_table: bool = False,
                    deterministic: bool = True, tier: str | None = None, shares: str = "", cost_note: str = "",
-                   **bound):
+                   init: str = "", inputs: str = "", bn_mode: str = "", layout: str = "nchw", **bound):
     """Register ``fn(ctx, **bound) -> float`` under ``name``; ``bound`` makes variants of one function.
 
     ``cost`` is a class of :data:`COSTS` (default ``forward``); ``tier`` defaults to the cost class's
-    (:data:`TIER_OF_COST`); ``shares`` names a group of :data:`SHARES` or is empty."""
+    (:data:`TIER_OF_COST`); ``shares`` names a group of :data:`SHARES` or is empty. ``init`` / ``inputs`` /
+    ``bn_mode``: the initialisation, input kind and BatchNorm mode the definition fixes, in words ("" = the
+    suite's default: the space's init, the task's minibatch, train mode). ``layout``: a key of :data:`LAYOUTS`
+    (the memory layout of its float32 networks and images)."""
     if family not in FAMILIES:
         raise ValueError(f"proxy {name!r}: family must be one of {FAMILIES}, got {family!r}")
     if nan_policy not in NAN_POLICIES:
@@ -119,6 +154,8 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
         raise ValueError(f"proxy {name!r}: tier must be one of {', '.join(TIERS)}, got {tier!r}")
     if family in TRAINING_FREE and tier == "trained":
         raise ValueError(f"proxy {name!r}: a {family} proxy is training-free; its tier cannot be 'trained'")
+    if layout not in LAYOUTS:
+        raise ValueError(f"proxy {name!r}: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if shares and shares not in SHARES:
         raise ValueError(f"proxy {name!r}: shares must name a group of shared work, one of {', '.join(SHARES)}, "
                          f"or be empty; got {shares!r}")
@@ -137,7 +174,8 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
         doc = description or (fn.__doc__ or "").strip().splitlines()[0] if (description or fn.__doc__) else ""
         _REGISTRY[name] = ProxyInfo(name, call, higher_is_better, family, needs_data, needs_labels, paper,
                                     version, cost, nan_policy, doc, needs_training_data, needs_table,
-                                    deterministic=deterministic, tier=tier, shares=shares, cost_note=cost_note)
+                                    deterministic=deterministic, tier=tier, shares=shares, cost_note=cost_note,
+                                    init=init, inputs=inputs, bn_mode=bn_mode, layout=layout)
         return fn
 
     return deco
@@ -178,18 +216,71 @@ def external_proxy(name: str) -> ProxyInfo | None:
     return _EXTERNAL[name]
 
 
+# Set-level aggregates: a score that is a function of a SET of candidates (AZ-NAS's and VKDNW_agg's log-rank sums,
+# TE-NAS's rank sum), not of one network. Its members are per-cell proxies, cached like any; the aggregate is
+# computed from them over the cells being ranked (proxybench.metrics.aggregate, applied by the runner's
+# study_scores and by a search over the cells it has scored so far), so the same cell's value depends on the set.
+AGGREGATIONS = {
+    "log_rank": "the sum over members of log(rank / N), each member ranked ascending in its declared direction over "
+                "the N cells of the set (ties averaged): AZ-NAS's and VKDNW_agg's aggregation",
+    "rank_sum": "the sum over members of their ranks over the set (ties averaged): TE-NAS's combination",
+    "rank_mean": "the mean over members of their ranks over the set (ties averaged)",
+}
+_AGGREGATES: dict[str, ProxyInfo] = {}
+
+
+def _set_level(ctx, name: str = ""):
+    raise RuntimeError(f"{name} is a set-level aggregate: it ranks a set of cells, not one network; its members are "
+                       "computed per cell and combined over the set (proxybench.metrics.aggregate)")
+
+
+def register_aggregate(name: str, *, members: tuple[str, ...], aggregation: str, paper: str, description: str,
+                       version: int = 1, family: str = "zero-cost") -> ProxyInfo:
+    """Register a set-level aggregate of registered per-cell ``members`` (see AGGREGATIONS). Its record reads
+    ``higher_is_better=True``, needs data when a member does, labels never (an aggregate stays label-free: a
+    member that reads labels is refused), cost and tier of its costliest member."""
+    if name in _REGISTRY or name in _AGGREGATES:
+        raise ValueError(f"proxy {name!r} is already registered")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregate {name!r}: aggregation must be one of {', '.join(AGGREGATIONS)}")
+    if len(members) < 1 or len(set(members)) != len(members):
+        raise ValueError(f"aggregate {name!r}: members must be distinct registered proxies")
+    infos = [get_proxy(m) for m in members]
+    bad = [i.name for i in infos if i.needs_labels or i.members or i.external]
+    if bad:
+        raise ValueError(f"aggregate {name!r}: members must be label-free per-cell proxies of this suite: {bad}")
+    order = list(COSTS)
+    cost = max((i.cost for i in infos), key=order.index)
+    tiers = list(TIERS)
+    rec = ProxyInfo(name, partial(_set_level, name=name), True, family, any(i.needs_data for i in infos), False,
+                    paper, version=version, cost=cost, description=description,
+                    tier=max((i.tier for i in infos), key=tiers.index),
+                    cost_note=f"set-level: its members' cost ({', '.join(members)}), then a ranking of the set",
+                    members=tuple(members), aggregation=aggregation)
+    _AGGREGATES[name] = rec
+    return rec
+
+
+def list_aggregates(pattern: str = "*") -> list[str]:
+    """Names of the registered set-level aggregates matching a wildcard, sorted."""
+    _ensure_loaded()
+    return sorted(n for n in _AGGREGATES if fnmatch.fnmatchcase(n, pattern))
+
+
 def get_proxy(name: str) -> ProxyInfo:
-    """The record of a registered proxy (or of an external name, ``external_proxy``); UnknownProxyError with
-    'did you mean' otherwise."""
+    """The record of a registered proxy, of a set-level aggregate (``register_aggregate``) or of an external name
+    (``external_proxy``); UnknownProxyError with 'did you mean' otherwise."""
     _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
+        if name in _AGGREGATES:
+            return _AGGREGATES[name]
         ext = external_proxy(name)
         if ext is not None:
             return ext
         raise UnknownProxyError(
-            f"unknown proxy {name!r}{did_you_mean(name, _REGISTRY)}; "
+            f"unknown proxy {name!r}{did_you_mean(name, [*_REGISTRY, *_AGGREGATES])}; "
             f"`proxybench ls proxies` lists the {len(_REGISTRY)} registered ones") from None
 
 
@@ -198,6 +289,17 @@ def list_proxies(pattern: str = "*", family: str | None = None) -> list[str]:
     _ensure_loaded()
     return sorted(n for n, p in _REGISTRY.items()
                   if fnmatch.fnmatchcase(n, pattern) and (family is None or p.family == family))
+
+
+def per_cell(names) -> list[str]:
+    """The per-cell proxies that ``names`` needs computed: each name, an aggregate replaced by its members (in
+    order, no repeats); external names are kept (nothing computes them)."""
+    out: list[str] = []
+    for n in names:
+        for m in (get_proxy(n).members or (n,)):
+            if m not in out:
+                out.append(m)
+    return out
 
 
 def training_free() -> list[str]:
@@ -237,8 +339,9 @@ def resolve_proxies(spec: str | list[str]) -> list[str]:
     for item in items:
         if item.startswith("@"):
             fam = item[1:]
-            if fam == "training-free":
-                names = training_free()
+            if fam == "training-free":  # every training-free proxy and the aggregates built of them
+                names = [*training_free(), *(a for a in list_aggregates()
+                                              if _AGGREGATES[a].family in TRAINING_FREE)]
             elif fam in FAMILIES:
                 names = list_proxies(family=fam)
             else:
@@ -251,7 +354,8 @@ def resolve_proxies(spec: str | list[str]) -> list[str]:
         if sep and source in EXTERNAL_SOURCES and any(ch in base for ch in "*?["):  # naslib:* (training-free)
             names = [f"{source}:{n}" for n in list_proxies(base) if _REGISTRY[n].family in TRAINING_FREE]
         else:
-            names = list_proxies(item) if any(ch in item for ch in "*?[") else [get_proxy(item).name]
+            names = ([*list_proxies(item), *list_aggregates(item)] if any(ch in item for ch in "*?[")
+                     else [get_proxy(item).name])
         if not names:
             raise UnknownProxyError(f"no proxy matches {item!r}; `proxybench ls proxies` lists them")
         out.extend(n for n in names if n not in out)

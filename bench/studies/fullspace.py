@@ -23,7 +23,7 @@ from proxybench.datasets import nb201
 from proxybench.provenance import REPO_ROOT, write_if_changed
 from proxybench.render import fmt_ci, save_figure
 from proxybench.report import SUMMARY_STORE, summarise
-from proxybench.runner import INIT, Study, select, with_truth
+from proxybench.runner import INIT, Study, select, with_aggregates, with_truth
 from proxybench.sections import SectionConfig, section
 
 NAME = "fullspace"
@@ -51,7 +51,7 @@ def _cmd(args) -> None:
 def full_space(cache: ScoreCache, data_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the cached rows of every complete (task, proxy), coverage: cells scored per task and proxy)."""
     study = Study(space="nb201", tasks=nb201.TASKS, proxies=(PROXIES,), sample=None, seed=SEED, data_dir=data_dir)
-    df = select(cache.load(), study)
+    df = with_aggregates(select(cache.load(), study), study.proxies)  # an aggregate over all cells its members scored
     counts = df.groupby(["task", "proxy"])["arch"].nunique()
     cover = pd.DataFrame([{"task": t, "proxy": p, "cells": int(counts.get((t, p), 0))}
                           for t in study.tasks for p in study.proxies])

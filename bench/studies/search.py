@@ -149,6 +149,10 @@ class SimTable:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, np.ndarray] = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    # a set-level aggregate p (proxies.register_aggregate): (its aggregation, its members' oriented scores). A search
+    # ranks the cells it has scored so far with it (``_Run.score``); ``scores[p]`` is its value over the whole table,
+    # which no search could know, kept for reference only
+    members: dict[str, tuple[str, list[np.ndarray]]] = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.ids)
@@ -176,6 +180,10 @@ class SimTable:
         if setting.proxy:
             h.update(np.ascontiguousarray(self.scores[setting.proxy], dtype=np.float64).tobytes())
             h.update(np.ascontiguousarray(self.seconds[setting.proxy], dtype=np.float64).tobytes())
+            how, arrays = self.members.get(setting.proxy, ("", []))
+            h.update(how.encode())
+            for a in arrays:
+                h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
         return h.hexdigest()[:12]
 
 
@@ -188,6 +196,7 @@ class _Run:
         self.t, self.cfg, self.rng = t, cfg, rng
         self.score_of = t.scores[proxy] if proxy else None
         self.seconds_of = t.seconds[proxy] if proxy else None
+        self.members_of = t.members.get(proxy) if proxy else None  # an aggregate: ranked over the scored cells
         self.budget = cfg.budget_for(t.n)
         self.trained = np.zeros(t.n, bool)
         self.scored = np.zeros(t.n, bool)
@@ -217,7 +226,16 @@ class _Run:
         self.scored[new] = True
         self.proxy_n += len(new)
         self.proxy_s += float(self.seconds_of[new].sum())
-        return self.score_of[idx]
+        if self.members_of is None:
+            return self.score_of[idx]
+        # a set-level aggregate: what a search can compute, over every cell it has scored so far
+        from proxybench.metrics import aggregate
+
+        how, arrays = self.members_of
+        seen = np.flatnonzero(self.scored)
+        agg = aggregate([a[seen] for a in arrays], how)
+        out = agg[np.searchsorted(seen, idx)]
+        return np.where(np.isnan(out), -np.inf, out)
 
     def train12(self, idx: np.ndarray) -> np.ndarray:
         new = idx[~self.partial[idx]]
@@ -524,7 +542,7 @@ def load_table(group: Group, data_dir=None, cache: str | os.PathLike | None = No
     from proxybench.cache import ScoreCache
     from proxybench.datasets import nb201
     from proxybench.provenance import REPO_ROOT
-    from proxybench.proxies import get_proxy, sharing
+    from proxybench.proxies import get_proxy, per_cell, sharing
     from proxybench.runner import Study, permutation, select
 
     truth = nb201.load_truth(group.task, data_dir).set_index("arch")
@@ -537,7 +555,7 @@ def load_table(group: Group, data_dir=None, cache: str | os.PathLike | None = No
     every = nb201.all_archs(data_dir)
     perm = permutation("nb201", study.sample_seed, data_dir)
     have = None
-    for p in group.proxies:
+    for p in per_cell(group.proxies):  # an aggregate needs each of its members
         s = set(df.loc[df["proxy"] == p, "arch"])
         have = s if have is None else have & s
     covered = np.array([every[i] in have for i in perm])
@@ -548,23 +566,36 @@ def load_table(group: Group, data_dir=None, cache: str | os.PathLike | None = No
                          f"{group.task} --proxies {','.join(group.proxies)} --sample 1000` first")
     archs = [every[i] for i in np.sort(perm[:n])]
     t = truth.loc[archs]
-    scores, seconds, sources, subst = {}, {}, {}, {}
-    for p in group.proxies:
+    scores, seconds, sources, subst, members = {}, {}, {}, {}, {}
+    computed = per_cell(group.proxies)
+    for p in computed:
         info = get_proxy(p)
         rows = df[df["proxy"] == p].set_index("arch").loc[archs]
         # a search orders every cell: a non-finite score ranks last, whatever the proxy's NaN policy
         scores[p] = metrics.declared(rows["score"].to_numpy(dtype=float), info, every_cell=True)
         sec, sources[p] = proxy_seconds(pd.concat([df[df["arch"].isin(archs)], allpass[allpass["arch"].isin(
-            archs) & ~allpass["proxy"].isin(group.proxies)]]), p, perf)
+            archs) & ~allpass["proxy"].isin(computed)]]), p, perf)
         seconds[p] = sec.reindex(archs).to_numpy(dtype=float)
         subst[p] = bool(rows["substitute"].any())
+    for p in group.proxies:
+        info = get_proxy(p)
+        if info.members:  # ranked over the cells a search has scored (SimTable.members); its cost is its members'
+            members[p] = (info.aggregation, [scores[m] for m in info.members])
+            scores[p] = metrics.aggregate(members[p][1], info.aggregation)
+            seconds[p] = np.sum([seconds[m] for m in info.members], axis=0)
+            sources[p] = "the sum of its members' seconds: " + "; ".join(f"{m}: {sources[m]}" for m in info.members)
+            subst[p] = any(subst[m] for m in info.members)
+    for p in set(computed) - set(group.proxies):  # members that are not searched with on their own
+        for d in (scores, seconds, sources, subst):
+            d.pop(p)
     notes = {"n": n, "of": len(every), "seconds_source": sources, "substitute": subst,
              "median_seconds": {p: float(np.median(seconds[p])) for p in group.proxies},
              "nonfinite": {p: int(np.sum(~np.isfinite(scores[p]))) for p in group.proxies}}
     return SimTable(name=group.name, task=group.task, ids=t["index"].to_numpy(dtype=np.int64),
                     ops=np.array([[nb201.OPS.index(o) for o in nb201.parse_arch(a)] for a in archs], dtype=np.int8),
                     val=t["val_acc_200"].to_numpy(float), test=t["test_acc_200"].to_numpy(float),
-                    val12=t["val_acc_12"].to_numpy(float), scores=scores, seconds=seconds, notes=notes)
+                    val12=t["val_acc_12"].to_numpy(float), scores=scores, seconds=seconds, notes=notes,
+                    members=members)
 
 
 @dataclass

@@ -69,7 +69,7 @@ def _fwd_bwd_channels_last(arch, batch):
 
 def _shared_six(arch, batch):
     ctx = _ctx(arch, batch, SIX)
-    return {n: get_proxy(n).fn(ctx) for n in SIX}
+    return {n: get_proxy(n).compute(ctx) for n in SIX}
 
 
 def _shared_six_generic(arch, batch):
@@ -129,7 +129,7 @@ def _reference_six(arch, batch):
 def _family(arch, batch, names):
     """Every training-free proxy of a cell in one context, as a study scores them (shared passes)."""
     ctx = _ctx(arch, batch, tuple(names))
-    return {n: get_proxy(n).fn(ctx) for n in names}
+    return {n: get_proxy(n).compute(ctx) for n in names}
 
 
 def counted_flops(fn) -> float:
@@ -166,8 +166,7 @@ def machine_peak(repeats: int = 3) -> dict:
 def _one(arch, batch, name):
     p = get_proxy(name)
     ctx = _ctx(arch, batch, (name,))
-    ctx.allow_data, ctx.allow_labels = p.needs_data, p.needs_labels
-    return p.fn(ctx)
+    return p.compute(ctx)
 
 
 def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
@@ -192,7 +191,7 @@ def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
 
         def together(names):
             c = ctx(names)
-            return {n: get_proxy(n).fn(c) for n in names}
+            return {n: get_proxy(n).compute(c) for n in names}
 
         rows.append({"fwd_bwd": _timed(fwd_bwd), "six": _timed(lambda: together(SIX)),
                      "all": _timed(lambda: together(every_proxy))})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxybench.cli import main
-from proxybench.proxies import get_proxy, list_proxies
+from proxybench.proxies import get_proxy, list_aggregates, list_proxies
 
 
 def test_ls_proxies_aligns_every_column_to_its_longest_entry(capsys):
@@ -11,11 +11,12 @@ def test_ls_proxies_aligns_every_column_to_its_longest_entry(capsys):
     lines = capsys.readouterr().out.splitlines()
     header, rows = lines[0], lines[1:]
     assert header.split()[:8] == ["name", "dir", "family", "cost", "tier", "needs", "version", "paper"]
-    assert [r.split()[0] for r in rows] == list_proxies()
-    longest = max(list_proxies(), key=len)  # e.g. latency_measured_b64: longer than any fixed width was
+    names = list_proxies() + list_aggregates()  # the set-level aggregates after the per-cell proxies
+    assert [r.split()[0] for r in rows] == names
+    longest = max(names, key=len)  # e.g. latency_measured_b64: longer than any fixed width was
     starts = [header.index(col) for col in ("dir", "family", "cost", "tier", "needs", "version", "paper")]
     assert starts[0] > len(longest)
-    for line, name in zip(rows, list_proxies(), strict=True):
+    for line, name in zip(rows, names, strict=True):
         p = get_proxy(name)
         # every field starts in its header's column
         for start, value in zip(starts, (p.direction, p.family, p.cost, p.tier, p.needs, str(p.version), p.paper),

@@ -227,3 +227,28 @@ def test_proxy_seconds_charge_shared_work():
     assert sec.to_dict() == {"a": 0.001 + 0.125, "b": 0.002 + 0.125} and "upper bound" in src
     sec, src = S.proxy_seconds(rows, "nwot", {"cells": 8, "per_proxy": {"nwot": {"seconds_median": 0.375}}})
     assert sec.to_dict() == {"a": 0.375, "b": 0.375} and "alone" in src
+
+
+def test_a_set_level_aggregate_ranks_only_the_cells_the_search_has_scored():
+    from proxybench import metrics
+
+    t = _table()
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=t.n), rng.normal(size=t.n)
+    t.members["agg"] = ("log_rank", [a, b])
+    t.scores["agg"], t.seconds["agg"] = metrics.aggregate([a, b], "log_rank"), np.ones(t.n)
+    run = S._Run(t, "agg", S.SearchConfig(), np.random.default_rng(0))
+    first = np.array([5, 9, 2])
+    got = run.score(first)
+    np.testing.assert_allclose(got, metrics.aggregate([a[[2, 5, 9]], b[[2, 5, 9]]], "log_rank")[[1, 2, 0]])
+    # scoring more cells re-ranks the earlier ones among all the cells seen so far, never the whole table
+    more = np.array([1, 5])
+    seen = np.array([1, 2, 5, 9])
+    np.testing.assert_allclose(run.score(more), metrics.aggregate([a[seen], b[seen]], "log_rank")[[0, 2]])
+    assert run.proxy_n == 4
+    assert not np.allclose(run.score(first), t.scores["agg"][first])
+    # the fingerprint sees the members: other member scores, other trajectories
+    s = S.Setting("random", "move", "agg")
+    before = t.fingerprint(s, S.SearchConfig())
+    t.members["agg"] = ("log_rank", [a, -b])
+    assert t.fingerprint(s, S.SearchConfig()) != before

@@ -157,3 +157,13 @@ def test_reordered_rows_are_detected(nb201_copy):
     p.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataFileError, match="official index 0"):
         nb201.load_truth(data_dir=nb201_copy)
+
+
+def test_cells_without_unreachable_branches_are_the_9445_of_the_literature():
+    every = nb201.all_archs()
+    assert sum(nb201.no_unreachable_branches(a) for a in every) == 9445
+    # node 1's conv feeds nothing (edges 1->2 and 1->3 are none): a dangling op
+    assert not nb201.no_unreachable_branches("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|none~2|")
+    # node 2 never sees the input but feeds the output: an op that sees no input
+    assert not nb201.no_unreachable_branches("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
+    assert nb201.no_unreachable_branches("|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|none~0|none~1|skip_connect~2|")
