@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from proxybench.datasets.nb201 import NB201Network
-from proxybench.proxies import ProxyContext, get_proxy, resolve_proxies, training_free
+from proxybench.proxies import ProxyContext, UnsupportedNetwork, get_proxy, resolve_proxies, training_free
 from proxybench.proxies.gradient import shared_pass
 
 __all__ = ["ProxyUnavailable", "ProxySkippedWarning", "ZC_MEASURES", "find_measures", "score"]
@@ -279,14 +279,26 @@ def _score(model, inputs, targets, proxies, seed, device) -> tuple[dict[str, flo
                            device=device, requested=tuple(names), dtype=dtype)
         scores: dict[str, float] = {}
         failures: dict[str, str] = {}
+        unsupported: dict[str, str] = {}
         first: Exception | None = None
         for name in names:
             info = get_proxy(name)
             try:
                 scores[name] = info.compute(ctx)
+            except UnsupportedNetwork as e:  # its definition does not apply to this kind of network
+                if strict:
+                    failures[name] = f"{type(e).__name__}: {_first_line(e)}"
+                    first = first or e
+                else:
+                    unsupported[name] = _first_line(e)
             except Exception as e:  # every failure is reported below, none is skipped
                 failures[name] = f"{type(e).__name__}: {_first_line(e)}"
                 first = first or e
+    if unsupported:
+        warnings.warn(f"score(): left out {len(unsupported)} of the {len(names)} training-free proxies, whose "
+                      f"definition does not apply to {label}: "
+                      + "; ".join(f"{n}: {r}" for n, r in unsupported.items()),
+                      ProxySkippedWarning, stacklevel=3)
     if failures:
         raise ProxyUnavailable(failures, label, scores, failed=True) from first
     return scores, ctx, template

@@ -17,6 +17,7 @@ from proxybench.proxies.registry import (
     TRAINING_FREE,
     ProxyInfo,
     UnknownProxyError,
+    UnsupportedNetwork,
     get_proxy,
     list_aggregates,
     list_proxies,
@@ -36,6 +37,6 @@ for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_mod}")
 
 __all__ = ["COSTS", "FAMILIES", "LabelAccessError", "ProxyContext", "ProxyInfo", "SHARES", "TIERS",
-           "UnknownProxyError", "get_proxy", "list_aggregates", "list_proxies", "of_tier", "per_cell",
-           "register_aggregate", "register_proxy", "resolve_proxies", "share_group", "sharing", "TRAINING_FREE",
-           "training_free"]
+           "UnknownProxyError", "UnsupportedNetwork", "get_proxy", "list_aggregates", "list_proxies", "of_tier",
+           "per_cell", "register_aggregate", "register_proxy", "resolve_proxies", "share_group", "sharing",
+           "TRAINING_FREE", "training_free"]

@@ -49,6 +49,11 @@ SHARES = {
 }
 
 
+class UnsupportedNetwork(ValueError):
+    """The proxy's definition does not apply to this network (e.g. it needs an NB201 cell, or the stem and cell
+    outputs of a known space): the library API leaves the proxy out of its default set instead of failing."""
+
+
 class UnknownProxyError(KeyError):
     """A proxy name that is not registered."""
 
@@ -100,6 +105,10 @@ class ProxyInfo:
     # of cells being ranked, and how (AGGREGATIONS); () for a per-cell proxy
     members: tuple[str, ...] = ()
     aggregation: str = ""
+    # False for a variant kept to measure a cause (e.g. AZ-NAS's official float32 statistics), or a proxy whose
+    # default-study scores are not computed yet (its module says so): the studies that name it score it; the default
+    # study, the golden regression and the library's default set leave it out
+    default_study: bool = True
 
     def compute(self, ctx) -> float:
         """The proxy's raw score on ``ctx``, with the context set up as its record says (what it may read, the
@@ -134,14 +143,16 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
                    paper: str, version: int = 1, cost: str = "forward", nan_policy: str = "exclude",
                    description: str = "", needs_training_data: bool = False, needs_table: bool = False,
                    deterministic: bool = True, tier: str | None = None, shares: str = "", cost_note: str = "",
-                   init: str = "", inputs: str = "", bn_mode: str = "", layout: str = "nchw", **bound):
+                   init: str = "", inputs: str = "", bn_mode: str = "", layout: str = "nchw",
+                   default_study: bool = True, **bound):
     """Register ``fn(ctx, **bound) -> float`` under ``name``; ``bound`` makes variants of one function.
 
     ``cost`` is a class of :data:`COSTS` (default ``forward``); ``tier`` defaults to the cost class's
     (:data:`TIER_OF_COST`); ``shares`` names a group of :data:`SHARES` or is empty. ``init`` / ``inputs`` /
     ``bn_mode``: the initialisation, input kind and BatchNorm mode the definition fixes, in words ("" = the
     suite's default: the space's init, the task's minibatch, train mode). ``layout``: a key of :data:`LAYOUTS`
-    (the memory layout of its float32 networks and images)."""
+    (the memory layout of its float32 networks and images). ``default_study=False``: a variant kept to measure a
+    cause, scored by the study that names it, not by the default study (``training_free``)."""
     if family not in FAMILIES:
         raise ValueError(f"proxy {name!r}: family must be one of {FAMILIES}, got {family!r}")
     if nan_policy not in NAN_POLICIES:
@@ -175,7 +186,8 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
         _REGISTRY[name] = ProxyInfo(name, call, higher_is_better, family, needs_data, needs_labels, paper,
                                     version, cost, nan_policy, doc, needs_training_data, needs_table,
                                     deterministic=deterministic, tier=tier, shares=shares, cost_note=cost_note,
-                                    init=init, inputs=inputs, bn_mode=bn_mode, layout=layout)
+                                    init=init, inputs=inputs, bn_mode=bn_mode, layout=layout,
+                                    default_study=default_study)
         return fn
 
     return deco
@@ -235,7 +247,7 @@ def _set_level(ctx, name: str = ""):
 
 
 def register_aggregate(name: str, *, members: tuple[str, ...], aggregation: str, paper: str, description: str,
-                       version: int = 1, family: str = "zero-cost") -> ProxyInfo:
+                       version: int = 1, family: str = "zero-cost", default_study: bool = True) -> ProxyInfo:
     """Register a set-level aggregate of registered per-cell ``members`` (see AGGREGATIONS). Its record reads
     ``higher_is_better=True``, needs data when a member does, labels never (an aggregate stays label-free: a
     member that reads labels is refused), cost and tier of its costliest member."""
@@ -256,7 +268,7 @@ def register_aggregate(name: str, *, members: tuple[str, ...], aggregation: str,
                     paper, version=version, cost=cost, description=description,
                     tier=max((i.tier for i in infos), key=tiers.index),
                     cost_note=f"set-level: its members' cost ({', '.join(members)}), then a ranking of the set",
-                    members=tuple(members), aggregation=aggregation)
+                    members=tuple(members), aggregation=aggregation, default_study=default_study)
     _AGGREGATES[name] = rec
     return rec
 
@@ -302,9 +314,11 @@ def per_cell(names) -> list[str]:
     return out
 
 
-def training_free() -> list[str]:
-    """Every registered proxy of the training-free families (the default study)."""
-    return [n for n in list_proxies() if get_proxy(n).family in TRAINING_FREE]
+def training_free(variants: bool = False) -> list[str]:
+    """Every registered proxy of the training-free families that the default study scores; ``variants=True``: with
+    the variants kept to measure a cause (``default_study=False``), which only the studies naming them score."""
+    return [n for n in list_proxies() if get_proxy(n).family in TRAINING_FREE
+            and (variants or get_proxy(n).default_study)]
 
 
 def of_tier(tier: str, among=None) -> list[str]:
@@ -340,8 +354,8 @@ def resolve_proxies(spec: str | list[str]) -> list[str]:
         if item.startswith("@"):
             fam = item[1:]
             if fam == "training-free":  # every training-free proxy and the aggregates built of them
-                names = [*training_free(), *(a for a in list_aggregates()
-                                              if _AGGREGATES[a].family in TRAINING_FREE)]
+                names = [*training_free(), *(a for a, r in sorted(_AGGREGATES.items())
+                                              if r.family in TRAINING_FREE and r.default_study)]
             elif fam in FAMILIES:
                 names = list_proxies(family=fam)
             else:

@@ -131,10 +131,18 @@ def test_score_runs_every_training_free_proxy_and_leaves_the_model_unchanged(nam
         model.fc.weight.requires_grad_(False)  # a frozen layer stays frozen
     before = _snapshot(model)
     rng = torch.get_rng_state()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ProxySkippedWarning)  # every training-free proxy can run here
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ProxySkippedWarning)
         s = score(model, x, y, seed=3)
-    assert list(s) == training_free()
+    # every training-free proxy runs here but those whose definition needs a known space's structure: AZ-NAS's
+    # stem-and-cell maps (NB201, NB101, NDS), TE-NAS's thin NB201 networks (NB201 cells only)
+    left_out = {n for n in training_free() if n not in s}
+    expected = {n for n in training_free() if n.startswith("te_nas")}
+    if name in ("plain_cnn", "resnet"):
+        expected |= {n for n in training_free() if n.startswith("az_")}
+    assert left_out == expected, left_out ^ expected
+    assert not left_out or any(all(n in str(w.message) for n in left_out) for w in seen)
+    assert list(s) == [n for n in training_free() if n not in left_out]
     assert all(type(v) is float for v in s.values())
     assert all(math.isfinite(v) for n, v in s.items() if n not in ("nwot",)), s
     assert _same(before, _snapshot(model))
