@@ -41,7 +41,7 @@ def _imports(tree: ast.AST, module: str):
 
 def test_every_default_section_is_registered_in_order():
     names = [s.name for s in S.sections()]
-    assert names == ["nb101", "nds", "latency", "fullspace", "dps", "search", "reduced"]
+    assert names == ["nb101", "nds", "latency", "fullspace", "aznas", "aggregates", "dps", "search", "reduced"]
     assert all(s.module.startswith("proxybench.studies.") for s in S.sections())
 
 
@@ -82,7 +82,7 @@ def test_a_new_study_is_one_file(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "_SECTIONS", dict(S._SECTIONS))
     monkeypatch.delitem(sys.modules, "proxybench.studies.toy_study", raising=False)
     secs = S.sections()
-    assert secs[-1].name == "toy" and len(secs) == 8
+    assert secs[-1].name == "toy" and len(secs) == 10
     args = build_parser().parse_args(["toy", "--out", str(tmp_path), "--bootstrap", "7"])
     assert S.SectionConfig.from_args(args).bootstrap == 7
     assert secs[-1].run(S.SectionConfig.from_args(args)) == "**Toy:** 7 resamples"

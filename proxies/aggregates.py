@@ -1,0 +1,27 @@
+"""The papers' set-level scores, registered as aggregates of the suite's per-cell proxies.
+
+AZ-NAS, TE-NAS and VKDNW_agg rank a SET of candidates: each member proxy is ranked over the set and the ranks are
+combined (``registry.AGGREGATIONS``). The members are cached like any proxy; the aggregate is computed from them over
+the cells being ranked (``proxybench.runner.with_aggregates``; a search uses the cells it has scored so far), so the
+value of a cell depends on the set it is ranked in, and two studies of other cells give it other values.
+"""
+
+from __future__ import annotations
+
+from proxybench.proxies import az_nas, cost, te_nas  # noqa: F401  (the members register first)
+from proxybench.proxies.registry import register_aggregate
+
+register_aggregate(
+    "az_nas", members=("flops", "az_expressivity", "az_progressivity", "az_trainability"), aggregation="log_rank",
+    paper="Lee & Ham, AZ-NAS: Assembling Zero-Cost Proxies for Network Architecture Search, CVPR 2024",
+    description="AZ-NAS (Lee & Ham CVPR 2024): Σ log(rank/N) over the set of flops, expressivity, progressivity and "
+                "trainability (the official NB201 notebook's aggregation; each ranked ascending, ties averaged)")
+
+register_aggregate(
+    "te_nas", members=("te_nas_ntk", "te_nas_lr"), aggregation="rank_sum",
+    paper="Chen et al., Neural Architecture Search on ImageNet in Four GPU Hours: A Theoretically Inspired "
+          "Perspective (TE-NAS), ICLR 2021",
+    description="TE-NAS (Chen et al. ICLR 2021): the sum over the set of the ranks of the NTK condition number "
+                "(lower better) and the number of linear regions (higher better); ties averaged (the official code "
+                "ranks densely on values rounded to 3 decimals)",
+    default_study=False)  # its members are not scored on the default study yet (proxies/te_nas.py)
