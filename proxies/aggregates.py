@@ -8,7 +8,7 @@ value of a cell depends on the set it is ranked in, and two studies of other cel
 
 from __future__ import annotations
 
-from proxybench.proxies import az_nas, cost, te_nas  # noqa: F401  (the members register first)
+from proxybench.proxies import az_nas, cost, gradient, te_nas, vkdnw  # noqa: F401  (the members register first)
 from proxybench.proxies.registry import register_aggregate
 
 register_aggregate(
@@ -25,3 +25,13 @@ register_aggregate(
                 "(lower better) and the number of linear regions (higher better); ties averaged (the official code "
                 "ranks densely on values rounded to 3 decimals)",
     default_study=False)  # its members are not scored on the default study yet (proxies/te_nas.py)
+
+register_aggregate(
+    "vkdnw_agg", members=("vkdnw_single", "az_expressivity", "az_trainability", "flops", "jacob_cov"),
+    aggregation="log_rank",
+    paper="Týbl & Neumann, Training-free Neural Architecture Search through Variance of Knowledge of Deep Network "
+          "Weights (VKDNW), CVPR 2025",
+    description="VKDNW_agg (CVPR 2025): Σ log rank over the set of VKDNW (its (tensor count, entropy) ranking: "
+                "vkdnw_single), AZ-NAS's expressivity and trainability, flops and jacob_cov (the official code divides "
+                "by nothing: log R, not log R/N, the same ordering)",
+    default_study=False)  # vkdnw is not scored on the default study yet (proxies/vkdnw.py)
