@@ -37,7 +37,7 @@ SEED = 42
 SELECT_TASK, SELECT_START, SELECT_CELLS = "cifar10", 1000, 50
 SELECT_TRUTH = "val_acc_200"
 MAX_MEMBERS, MIN_GAIN = 5, 0.01
-OWN = {"agg_sel50": "labels", "agg_pc1": "pc1"}  # the suite's aggregates and their selection objective
+OWN = {"agg_sel50": "labels", "agg_pc1": "pc1"}  # the selected ones and their objective (agg_all: no choice)
 
 
 def pool() -> tuple[str, ...]:
@@ -139,6 +139,28 @@ def _record_line() -> list[str]:
     return [f"- {p.proxy} on {p.task}: ρ {p.rho:.3f} ({p.n}, {p.accuracy} accuracy; {p.source})" for p in rec]
 
 
+def _verdicts(res: Result) -> list[str]:
+    """Plainly, per suite aggregate and task: does its interval lie above, below or around VKDNW_agg's record?"""
+    record = {p.task: p.rho for p in PUBLISHED if p.proxy == "vkdnw_agg" and p.space == "nb201"}
+    out = ["Against the record (VKDNW_agg's published ρ), on this study's cells: above = the whole 95% interval is "
+           "above it, below = the whole interval is below it, level = the interval contains it."]
+    for agg in [*OWN, "agg_all"]:
+        r = res.table[res.table["aggregate"] == agg]
+        if r.empty:
+            continue
+        parts = []
+        for _, x in r.iterrows():
+            if x["task"] not in record or not np.isfinite(x["rho_lo"]):
+                continue
+            rec = record[x["task"]]
+            word = "above" if x["rho_lo"] > rec else "below" if x["rho_hi"] < rec else "level"
+            parts.append(f"{x['task']} ρ {x['rho']:+.3f} [{x['rho_lo']:+.3f}, {x['rho_hi']:+.3f}] vs {rec:.3f}: "
+                         f"**{word}**")
+        if parts:
+            out.append(f"- {agg}: " + "; ".join(parts))
+    return out
+
+
 def render(res: Result) -> str:
     tasks = list(DEFAULT_SUITE)
     L = ["# Set-level aggregates against the record", "",
@@ -165,6 +187,7 @@ def render(res: Result) -> str:
                       f"{r['val_rho']:+.3f}"]
         L.append(f"| {agg} | {', '.join(info.members)} ({info.aggregation}) | " + " | ".join(cells) + " |")
     L += ["", "The record for a label-free method on NB201 (REFERENCES.md):", *_record_line(), "",
+          *_verdicts(res), "",
           "Those are over all 15,625 cells (VKDNW_agg most likely over the 9,445 without unreachable branches); the "
           "table above is over the default study's sample: compare within intervals, and see reports/fullspace.md "
           "for the complete table when every member covers it.", ""]
