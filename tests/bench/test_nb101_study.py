@@ -32,7 +32,11 @@ def test_default_studies_are_nested_and_cover_every_training_free_proxy(tiny_nb1
     assert set(second.proxies) == {"grasp"}
     from proxybench.proxies import training_free
 
-    assert set(cheap.proxies) | set(rest.proxies) | set(second.proxies) == set(training_free())
+    # every training-free proxy but those not scored on NB101 yet (named by the section's report and paragraph)
+    assert set(cheap.proxies) | set(rest.proxies) | set(second.proxies) == set(training_free()) - set(
+        nb101_report.pending())
+    with_pending = nb101_report.default_studies(cheap_n=4, all_n=3, second_order_n=2, with_pending=True)
+    assert set().union(*(s.proxies for s in with_pending)) == set(training_free())
     # each smaller sample is nested in the larger
     assert set(second.arch_list()) < set(rest.arch_list()) < set(cheap.arch_list())
     assert len(second.arch_list()) == 2 and len(rest.arch_list()) == 3
@@ -47,7 +51,7 @@ def test_a_tier_without_registered_proxies_is_left_out(tiny_nb101, monkeypatch):
 
 def test_section_end_to_end_on_a_tiny_table(tiny_nb101, tmp_path, monkeypatch):
     # two cheap data-free proxies on every cell of the tiny table: builds real nasbench-pytorch networks
-    monkeypatch.setattr(nb101_report, "tier_proxies", lambda tier: {"cheap": ("params",),
+    monkeypatch.setattr(nb101_report, "tier_proxies", lambda tier, with_pending=False: {"cheap": ("params",),
                                                                     "one-pass": ("synflow",)}.get(tier, ()))
     out = tmp_path / "reports"
     path, para = nb101_report.run(cache_dir=tmp_path / "scores", out_dir=out, progress=False, n_resamples=50,
@@ -70,7 +74,7 @@ def test_nb101_command_takes_the_tier_samples_executor_and_device(tiny_nb101, tm
     from proxybench.cli import main
 
     # synflow a stand-in for the second-order tier: the tier mechanics, cheaply
-    monkeypatch.setattr(nb101_report, "tier_proxies", lambda tier: {"cheap": ("params",),
+    monkeypatch.setattr(nb101_report, "tier_proxies", lambda tier, with_pending=False: {"cheap": ("params",),
                                                                     "second-order": ("synflow",)}.get(tier, ()))
     cache, out = tmp_path / "scores", tmp_path / "reports"
     assert main(["nb101", "--cheap-sample", "all", "--second-order-sample", "2", "--executor", "inprocess",
