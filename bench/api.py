@@ -266,14 +266,8 @@ def _score(model, inputs, targets, proxies, seed, device) -> tuple[dict[str, flo
         reasons = {n: r for n in names if (r := _cannot_run(n, template, label, targets is not None)) is not None}
         if reasons and strict:
             raise ProxyUnavailable(reasons, label)
-        if reasons:
-            by_reason: dict[str, list[str]] = {}
-            for n, r in reasons.items():
-                by_reason.setdefault(r, []).append(n)
-            warnings.warn(f"score(): left out {len(reasons)} of the {len(names)} training-free proxies, which cannot "
-                          f"run on {label}: " + "; ".join(f"{', '.join(ns)}: {r}" for r, ns in by_reason.items()),
-                          ProxySkippedWarning, stacklevel=3)
-            names = [n for n in names if n not in reasons]
+        n_names = len(names)
+        names = [n for n in names if n not in reasons]  # left out: one warning after the run names every one
         ctx = ProxyContext(arch=f"{label} (score())", task="custom", seed=seed, build=_factory(template, label),
                            input_shape=tuple(inputs.shape[1:]), num_classes=num_classes, batch=(inputs, targets),
                            device=device, requested=tuple(names), dtype=dtype)
@@ -294,10 +288,13 @@ def _score(model, inputs, targets, proxies, seed, device) -> tuple[dict[str, flo
             except Exception as e:  # every failure is reported below, none is skipped
                 failures[name] = f"{type(e).__name__}: {_first_line(e)}"
                 first = first or e
-    if unsupported:
-        warnings.warn(f"score(): left out {len(unsupported)} of the {len(names)} training-free proxies, whose "
-                      f"definition does not apply to {label}: "
-                      + "; ".join(f"{n}: {r}" for n, r in unsupported.items()),
+    left_out = {**reasons, **unsupported}  # what cannot run (checked first), what does not apply (said by the proxy)
+    if left_out:
+        by_reason: dict[str, list[str]] = {}
+        for n, r in left_out.items():
+            by_reason.setdefault(r, []).append(n)
+        warnings.warn(f"score(): left out {len(left_out)} of the {n_names} training-free proxies, which cannot run on "
+                      f"{label}: " + "; ".join(f"{', '.join(ns)}: {r}" for r, ns in by_reason.items()),
                       ProxySkippedWarning, stacklevel=3)
     if failures:
         raise ProxyUnavailable(failures, label, scores, failed=True) from first
