@@ -200,11 +200,14 @@ def render(res: Result) -> str:
         how = (f"ρ against the {SELECT_CELLS} cells' 200-epoch validation accuracy" if OWN[name] == "labels" else
                "agreement (ρ) with the first principal component of the candidates' ranks: no labels at all")
         steps = "; ".join(f"{t['step']}. +{t['added']} (ρ {t['rho']:+.3f})" for t in trace) or "no selection cells"
-        state = ("the pinned members (proxies/aggregates.py) are the ones this selection gives"
+        state = ("The pinned members (proxies/aggregates.py) are the ones this selection gives"
                  if pinned and pinned == members else
-                 f"⚑ the pinned members ({', '.join(pinned) or 'none'}) differ from what the cache now selects "
+                 f"⚑ The pinned members ({', '.join(pinned) or 'none'}) differ from what the cache now selects "
                  "(a definition does not follow the cache: re-pin and bump its version on purpose)")
         L += [f"- **{name}**, by {how}: {steps}. {state}."]
+    if "agg_all" in list_aggregates():
+        L += [f"- **agg_all**, no choice at all: every label-free proxy of the default study when it was defined "
+              f"({', '.join(get_proxy('agg_all').members)})."]
     return "\n".join(L + [""])
 
 
