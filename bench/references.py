@@ -80,6 +80,13 @@ NEWER: list[Published] = [
 ]
 PUBLISHED += NEWER
 
+# AZ-NAS beyond the table above (bench/studies/aznas.py): the ρ its users report with the official code
+# (github.com/cvlab-yonsei/AZ-NAS issue 8, no cause given), the paper's ρ, and the Kendall τ the official notebook
+# prints beside ρ on CIFAR-10 (REFERENCES.md).
+AZ_NAS_USERS_RHO = {"cifar10": 0.75, "cifar100": 0.73, "ImageNet16-120": 0.68}
+AZ_NAS_PAPER_RHO = {p.task: p.rho for p in NEWER if p.proxy == "az_nas" and p.source == _AZ}
+AZ_NAS_NOTEBOOK_TAU_CIFAR10 = 0.741
+
 
 def published_for(space: str, task: str, proxy: str) -> list[Published]:
     return [p for p in PUBLISHED if (p.space, p.task, p.proxy) == (space, task, proxy)]

@@ -109,6 +109,17 @@ SUMMARY_STORE = store.Kind("summary", 1, "proxybench report")  # <out>/summary.c
 PERF_STORE = store.Kind("perf", 1, "make perf")  # <out>/perf.json, written by proxybench.tools.perf
 
 
+def alone_seconds(perf: dict | None) -> dict[str, float]:
+    """Each proxy's seconds per cell when computed alone, from ``make perf``'s per-proxy entries. An entry
+    merged by a later partial run (``proxybench perf --proxies``; it carries ``measured``) was timed under another
+    load: its ratio to that run's own forward+backward is what carries over, so its seconds are that ratio times the
+    main run's forward+backward seconds (the other entries' unit)."""
+    perf = perf or {}
+    unit = perf.get("fwd_bwd_seconds_median")
+    return {k: (v["over_fwd_bwd"] * unit if "measured" in v and unit else v["seconds_median"])
+            for k, v in perf.get("per_proxy", {}).items()}
+
+
 def load_perf(out: Path) -> dict | None:
     """``<out>/perf.json`` as written by ``make perf`` (``proxybench perf``), or None when absent or unreadable
     (a newer schema is an error: StoreError)."""
@@ -201,7 +212,7 @@ def _cost(summary: pd.DataFrame, out: Path, perf: dict | None = None) -> Path:
     when present; the cached per-score seconds charge a shared pass to whichever proxy ran it first."""
     task = summary["task"].iloc[0]
     g = summary[summary["task"] == task].copy()
-    alone = {k: v["seconds_median"] for k, v in (perf or {}).get("per_proxy", {}).items()}
+    alone = alone_seconds(perf)
     if alone and set(g["proxy"]) <= set(alone):
         g["cost"] = g["proxy"].map(alone)
         xlabel = (f"seconds per cell, each proxy alone (make perf: cifar10, batch 64, "
@@ -522,6 +533,36 @@ def render_external_agreement(df: pd.DataFrame) -> list[str]:
     return scorefiles.render_agreement(scorefiles.agreement(df))
 
 
+def render_official_agreement(out: str | os.PathLike) -> list[str]:
+    """The newer proxies against their official code (``proxybench official``, stored under ``<out>/official/``):
+    per family and proxy, the values compared and the largest relative difference; a line saying how to measure
+    it where a family was never measured."""
+    from proxybench.tools import official
+
+    L = ["## Agreement with the official code", "",
+         "The newer proxies' official implementations, run by `proxybench official FAMILY --code DIR` "
+         "(bench/tools/official.py) from a checkout of the authors' repository, never copied into the suite, beside "
+         "the suite's proxies on the same seeded weights and batch; relative difference = |suite - official| / "
+         "|official|. Each family's page lists every value and what was patched to run the code on a CPU.", "",
+         "| family | official code | proxy | values | identical | median relative difference | largest where both "
+         "are finite | non-finite in the official code only | in the suite only |", "|---|---|---|---|---|---|---|---|---|"]
+    missing = []
+    for family in official.FAMILIES:
+        r = official.read(out, family)
+        if r is None:
+            missing.append(family)
+            continue
+        at = r["commit_run"][:12] if not r["commit_run"].startswith("unknown") else "commit unknown"
+        for s in official.summary(r):
+            L.append(f"| [{family}](official/{family}.md) | github.com/{r['repo']} @ {at} | {s['proxy']} | {s['n']} "
+                     f"| {s['identical']} | {official.fmt(s['median'])} | {official.fmt(s['max_finite'])} | "
+                     f"{s['official_only_nonfinite']} | {s['ours_only_nonfinite']} |")
+    if missing:
+        L += ["", "Not measured here: " + ", ".join(missing) + " (`proxybench official FAMILY --code DIR`; "
+              "`proxybench official --list` names each repository and commit)."]
+    return L + [""]
+
+
 def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "accuracy",
                  study_note: str = "", data_dir=None, n_resamples: int = 1000,
                  image_descriptions: dict | None = None, ensemble: tuple[str, ...] = VOTE) -> Path:
@@ -543,7 +584,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, *, truth: str = "
     path = out / "README.md"
     agreement = render_external_agreement(df)  # imported score files vs the suite's own scores (proxybench.scorefiles)
     L = [*render_intro(res), *render_correlations(res), *render_seed_spread(res), *render_ensembles(res),
-         *render_published(res), *agreement, *figures, *render_precision(res), *render_provenance(res), *_kept_sections(path)]
+         *render_published(res), *render_official_agreement(out), *agreement, *figures, *render_precision(res), *render_provenance(res), *_kept_sections(path)]
     provenance.write_if_changed(path, "\n".join(L) + "\n")
     return path
 

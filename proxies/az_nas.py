@@ -446,4 +446,5 @@ for _suffix, _kw in SETTINGS.items():
             description=f"AZ-NAS {_comp} (Lee & Ham CVPR 2024), {_SETTING_WORDS[_suffix]}: {_DESCRIPTIONS[_comp]}",
             init=_INIT_WORDS[_kw["scheme"]], inputs=_inputs, bn_mode="train (batch statistics)",
             default_study=not _suffix,  # the variants measure causes in the AZ-NAS reproduction (studies.aznas)
+            shares={"": "az_nas pass", "_fp32": "az_nas fp32 pass", "_real": "az_nas real pass"}[_suffix],
             component=_comp, **_kw)(_az)

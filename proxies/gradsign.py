@@ -123,7 +123,7 @@ def _gradsign(ctx, mean: bool = False, batch_size: int = BATCH_SIZE) -> float:
 
 
 _COMMON = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True, paper=_GRADSIGN,
-               cost="forward+backward",
+               cost="forward+backward", shares="gradsign pass",
                cost_note="64 per-sample forward+backward passes (each image alone), vectorised with torch.func.vmap; "
                          "shared by gradsign and gradsign_mean",
                inputs="the task's minibatch, first 64 images (official 128), each image alone (a batch of one)",

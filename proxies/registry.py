@@ -46,6 +46,14 @@ SHARES = {
     "gradient pass": "one forward pass of the minibatch and the backward passes the requested proxies need "
                      "(proxies.gradient.shared_pass)",
     "network": "one built network per cell, read and never modified (ProxyContext.shared_network)",
+    # the newer proxies' families: each memoises its per-cell pass in ProxyContext.memo for its other names
+    "az_nas pass": "AZ-NAS's forward (and, for trainability, one backward) in the official setting, float64 "
+                   "statistics (proxies.az_nas)",
+    "az_nas fp32 pass": "AZ-NAS's pass in the official setting with the official float32 statistics",
+    "az_nas real pass": "AZ-NAS's pass on the task's real minibatch",
+    "gradsign pass": "GradSign's per-sample gradients (proxies.gradsign)",
+    "swap pass": "SWAP's 32 re-initialised forward passes and their pattern counts (proxies.swap)",
+    "vkdnw pass": "VKDNW's per-sample Jacobian, Fisher and spectrum (proxies.vkdnw)",
 }
 
 

@@ -208,7 +208,7 @@ def _swap(ctx, regular: bool = False, samples: int = SAMPLES, repeats: int = REP
 
 
 _COMMON = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False, paper=_SWAP,
-               cost="forward",
+               cost="forward", shares="swap pass",
                cost_note="32 forward passes of 16 images, every Conv/Linear weight redrawn N(0,1) before each; "
                          "shared by swap and swap_reg",
                init="Conv/Linear weights N(0,1), biases 0, BN weight 1 bias 0; redrawn for each of 32 passes",

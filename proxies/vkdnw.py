@@ -418,12 +418,14 @@ _COST = f"one forward of {BATCH} random images with a tangent per chosen weight,
 # cifar10 cell, ~22 s per cifar100 cell here: 64 backward passes for 100 classes); it joins once they are committed.
 register_proxy("vkdnw", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
                paper=_PAPER, cost="forward+backward", cost_note=_COST, init=_INIT, inputs=_INPUTS, bn_mode=_BN,
+               shares="vkdnw pass",
                default_study=False,
                description="VKDNW (Týbl & Neumann, CVPR 2025): entropy of the 9 deciles of the empirical Fisher "
                            "spectrum w.r.t. the first element of the first 128 parameter tensors (official code)"
                )(_vkdnw)
 register_proxy("vkdnw_single", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
                paper=_PAPER, cost="forward+backward", cost_note=_COST, init=_INIT, inputs=_INPUTS, bn_mode=_BN,
+               shares="vkdnw pass",
                default_study=False,
                single=True,
                description="VKDNW_single (Týbl & Neumann, CVPR 2025): number of parameter tensors + vkdnw, i.e. "
@@ -431,6 +433,7 @@ register_proxy("vkdnw_single", higher_is_better=True, family="zero-cost", needs_
                )(_vkdnw)
 register_proxy("vkdnw_svd32", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
                paper=_PAPER, cost="forward+backward", cost_note=_COST, init=_INIT, inputs=_INPUTS, bn_mode=_BN,
+               shares="vkdnw pass",
                default_study=False,
                svd32=True,
                description="vkdnw with the official code's float32 SVD of the Fisher: its lowest deciles are "

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from proxybench import metrics
+from proxybench import metrics, references
 from proxybench.cache import ScoreCache
 from proxybench.datasets import nb201
 from proxybench.options import DEFAULT_SUITE
@@ -37,8 +37,8 @@ OFFICIAL = ("flops", *COMPONENTS)  # the official aggregate's members (az_nas)
 SUFFIXES = {"_fp32": "the official float32 statistics (eigvalsh / svd in float32: -inf on rank-deficient maps)",
             "_real": "the task's real minibatch instead of 64 random N(0,1) images"}
 VARIANT_TASK, VARIANT_CELLS = "cifar10", 300  # the variant settings: the first 300 cells of the default study
-USERS = {"cifar10": 0.75, "cifar100": 0.73, "ImageNet16-120": 0.68}  # issue 8 of the official repository
-PAPER = {"cifar10": 0.913, "cifar100": 0.90, "ImageNet16-120": 0.89}  # REFERENCES.md (the notebook, the paper)
+USERS = references.AZ_NAS_USERS_RHO  # issue 8 of the official repository
+PAPER = references.AZ_NAS_PAPER_RHO  # REFERENCES.md (the notebook, the paper)
 TRUTHS = {"test_acc_200": "200-epoch test accuracy", "val_acc_200": "200-epoch validation accuracy",
           "test_acc_12": "12-epoch-schedule test accuracy"}
 
@@ -203,7 +203,8 @@ def render(res: Result, figure: Path | None) -> str:
               + (f", then {words[b['statistic']]} of \"{b['change']}\" ({b['mean_abs_diff']:.3f})" if b else "")
               + f". For scale: the widest 95% interval of the official setting's ρ above is ±{half:.3f}."
               + (" The official setting's own Kendall τ is among the nearest: the official notebook prints Kendall τ, "
-                 "Pearson and Spearman ρ side by side (its CIFAR-10 τ is 0.741), so reading τ for ρ gives figures "
+                 "Pearson and Spearman ρ side by side (its CIFAR-10 τ is "
+                 f"{references.AZ_NAS_NOTEBOOK_TAU_CIFAR10}), so reading τ for ρ gives figures "
                  "like the users' with no change to the code." if tau_listed else "")
               + (" Per-cell settings that move cifar10's ρ outside its interval: " + "; ".join(moved) + "."
                  if moved else " No per-cell setting of the variant rows moves cifar10's ρ outside its interval."),

@@ -118,12 +118,9 @@ def extras(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _published_alone(out: Path) -> dict:
-    from proxybench.report import load_perf
+    from proxybench.report import alone_seconds, load_perf
 
-    perf = load_perf(out)
-    if perf is None:
-        return {}
-    return {k: v["seconds_median"] for k, v in perf.get("per_proxy", {}).items()}
+    return alone_seconds(load_perf(out))
 
 
 def results(n: int, names: tuple[str, ...], *, data_dir=None, cache_dir=None, out=None,

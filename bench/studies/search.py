@@ -484,12 +484,13 @@ def run_setting(table: SimTable, setting: Setting, cfg: SearchConfig, root: str 
 def proxy_seconds(rows: pd.DataFrame, proxy: str, perf: dict | None) -> tuple[pd.Series, str]:
     """Per-cell seconds of ``proxy`` (indexed by arch) from its cached rows, and where they came from."""
     from proxybench.proxies import share_group
+    from proxybench.report import alone_seconds
 
     own = rows[rows["proxy"] == proxy].set_index("arch")["seconds"]
     group = share_group(proxy)
     if not group:
         return own, "measured per cell (score cache)"
-    alone = (perf or {}).get("per_proxy", {}).get(proxy, {}).get("seconds_median")
+    alone = alone_seconds(perf).get(proxy)
     if alone is not None:
         return pd.Series(float(alone), index=own.index), (
             f"alone, median of {(perf or {}).get('cells', '?')} cells (reports/perf.json): its cached seconds may "

@@ -1,5 +1,7 @@
-"""Speed tools: `proxybench perf` (bench/tools/perf.py) and `proxybench scaling` (bench/tools/scaling.py);
-reference_impl.py is the reference-style implementation that perf times against the shared passes."""
+"""Measuring tools: `proxybench perf` (bench/tools/perf.py) and `proxybench scaling` (bench/tools/scaling.py) time
+the proxies (reference_impl.py is the reference-style implementation that perf times against the shared passes);
+`proxybench official` (bench/tools/official.py, one ``official_<family>.py`` adapter per family) runs a newer
+proxy's official code beside the suite's on the same cells and batch."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ class _Lazy:
         s.set_defaults(fn=mod.cmd)
 
 
-TOOLS = (_Lazy("perf"), _Lazy("scaling"))
+TOOLS = (_Lazy("perf"), _Lazy("scaling"), _Lazy("official"))
 
 
 def write_results(args, name: str, title: str, kind, measure, markdown, markers) -> None:

@@ -1,6 +1,7 @@
 """Speed and memory benchmark of the proxies: ratios against one forward+backward pass, measured in one run.
 
     proxybench perf [--cells 12] [--memory-cells 1000] [--out reports]
+    proxybench perf --proxies NAMES [--out reports]    # time some proxies alone, merged into <out>/perf.json
 
 For each of a seeded sample of NB201 cells (cifar10, batch 64 of real augmented images, seed 42) it times,
 in the same process and in interleaved order:
@@ -11,6 +12,10 @@ in the same process and in interleaved order:
 Ratios are medians over cells of (time / forward+backward time of that cell), so the machine's speed
 cancels out. Then it scores ``--memory-cells`` cells with the six in one process and reports the growth
 of resident memory. Results go to ``<out>/perf.json``, ``<out>/perf.md`` and the README's perf block.
+
+With ``--proxies`` (names or wildcards; an aggregate stands for its members) it re-times only one forward+backward
+and each named proxy alone, on the stored run's cells (its ``cells``, ``seed``, batch and threads), and merges them
+into the stored ``per_proxy``, each with a ``measured`` record of that run; everything else is kept as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 from proxybench import provenance
 from proxybench.datasets import nb201
 from proxybench.datasets.images import image_source, sample_batch
-from proxybench.proxies import get_proxy, list_proxies, training_free
+from proxybench.proxies import get_proxy, list_proxies, per_cell, resolve_proxies, share_group, training_free
 from proxybench.report import PERF_STORE
 from proxybench.runner import make_context
 from proxybench.tools import reference_impl as ref
@@ -169,6 +175,11 @@ def _one(arch, batch, name):
     return p.compute(ctx)
 
 
+def _sample(every, cells: int, rng) -> list[str]:
+    """A run's seeded cells: the first draw of its generator (perf.json's ``cells`` and ``seed`` define them)."""
+    return [every[i] for i in rng.choice(len(every), cells, replace=False)]
+
+
 def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
     """Per-cell seconds on NB101 networks (stem 128): one forward+backward, the six classic proxies with
     shared passes, and every training-free proxy of the default study together (one run each)."""
@@ -208,7 +219,7 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
     batch = sample_batch(image_source("cifar10", data_dir), 64, 42)
     every = nb201.all_archs(data_dir)
     rng = np.random.default_rng(seed)
-    archs = [every[i] for i in rng.choice(len(every), cells, replace=False)]
+    archs = _sample(every, cells, rng)
     # the training-free proxies, and the self-supervised ones (Eproxy: a few SGD steps on 16 images); the
     # proxies that train for epochs or time the hardware are measured by their own sections
     names = training_free() + list_proxies(family="self-supervised")
@@ -235,7 +246,8 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
         rows.append(row)
     ratio = lambda k: float(np.median([r[k] / r["fwd_bwd"] for r in rows]))  # noqa: E731
     result = {
-        "cells": cells, "batch_size": 64, "task": "cifar10", "threads": torch.get_num_threads(), "repeats": repeats,
+        "cells": cells, "seed": seed, "batch_size": 64, "task": "cifar10", "threads": torch.get_num_threads(),
+        "repeats": repeats,
         "fwd_bwd_seconds_median": float(np.median([r["fwd_bwd"] for r in rows])),
         "shared_six_over_fwd_bwd": ratio("shared_six"),
         "reference_six_over_fwd_bwd": ratio("reference_six"),
@@ -275,6 +287,120 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
     if nb101_cells:  # after the memory check: NB101's big networks raise the resident set for good
         result["nb101"] = _nb101(nb101_cells, batch, seed, data_dir)
     return result
+
+
+def alone_names(spec) -> list[str]:
+    """The per-cell proxies that ``--proxies`` names (``resolve_proxies``: names, wildcards, ``@family``; an aggregate
+    stands for its members). External scores are refused: nothing here computes them."""
+    names = per_cell(resolve_proxies(spec))
+    external = [n for n in names if get_proxy(n).external]
+    if external:
+        raise ValueError(f"{', '.join(external)}: external scores, computed elsewhere; nothing to time here")
+    return names
+
+
+def time_alone(names, stored: dict, data_dir=None, repeats: int = 2, cells: int | None = None) -> dict:
+    """Each of ``names`` alone and one forward+backward (the unit), best of ``repeats``, on the cells of the stored
+    run ``stored`` (its ``cells`` and ``seed``: the same seeded cells, batch and torch threads; ``cells``: only the
+    first that many of them). Returns ``per_proxy`` entries, each with the ``measured`` record of this run: its
+    seconds are this run's, its ratio (to this run's forward+backward, per cell, median) is comparable with the
+    stored ones."""
+    n_cells = stored["cells"] if cells is None else cells
+    if not 1 <= n_cells <= stored["cells"]:
+        raise ValueError(f"--cells {n_cells}: the stored run timed {stored['cells']} cells; a partial run times "
+                         "those or the first of them")
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(stored.get("threads", 1))  # as the stored run: a ratio depends on the threads
+    try:
+        load_before = os.getloadavg()[0]
+        batch = sample_batch(image_source("cifar10", data_dir), stored.get("batch_size", 64), 42)
+        # perf.json of a run before the seed was stored: run()'s default seed, the only one `make perf` uses
+        rng = np.random.default_rng(stored.get("seed", 0))
+        archs = _sample(nb201.all_archs(data_dir), stored["cells"], rng)[:n_cells]
+        _fwd_bwd(archs[0], batch)  # warm-up: allocator, kernels, imports
+        for n in names:
+            _one(archs[0], batch, n)
+        best = lambda fn: min(_timed(fn) for _ in range(repeats))  # noqa: E731
+        rows = []
+        for arch in archs:  # interleaved, as in run(): a slow spell of the machine touches every column alike
+            row = {"fwd_bwd": best(lambda a=arch: _fwd_bwd(a, batch))}
+            for n in names:
+                row[n] = best(lambda a=arch, n=n: _one(a, batch, n))
+            rows.append(row)
+        measured = {"commit": provenance.git_commit(),
+                    "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "load_average_1min": {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count()},
+                    "threads": torch.get_num_threads(), "cells": n_cells, "repeats": repeats,
+                    "fwd_bwd_seconds_median": float(np.median([r["fwd_bwd"] for r in rows]))}
+    finally:
+        torch.set_num_threads(before_threads)
+    return {n: {"seconds_median": float(np.median([r[n] for r in rows])),
+                "over_fwd_bwd": float(np.median([r[n] / r["fwd_bwd"] for r in rows])), "measured": dict(measured)}
+            for n in names}
+
+
+def merge_alone(stored: dict, entries: dict) -> dict:
+    """``stored`` with ``entries`` (``time_alone``) put into its ``per_proxy``: a named proxy's entry replaced, the
+    others (the main run's, without ``measured``, and earlier partial runs') and everything else kept."""
+    import copy
+
+    r = copy.deepcopy(stored)
+    r["per_proxy"] = {**r.get("per_proxy", {}), **copy.deepcopy(entries)}
+    return r
+
+
+def newer_proxies(r: dict) -> tuple[list[str], list[str]]:
+    """The default-study proxies (``training_free()``) that the stored family run lacks: those with a ``per_proxy``
+    entry (timed alone), and those not timed at all."""
+    missing = [n for n in training_free() if n not in set(r["family"]["proxies"])]
+    timed = [n for n in missing if n in r.get("per_proxy", {})]
+    return timed, [n for n in missing if n not in timed]
+
+
+def grouped_sum(per_proxy: dict, names) -> dict:
+    """The cost of ``names`` alone, summed with each share group of the registry (``share_group``) counted once,
+    by its most expensive member (by ratio: the comparable number across runs). ``groups``: (members, the one
+    counted) of each group with more than one of ``names``."""
+    groups: dict[frozenset, list[str]] = {}
+    for n in names:
+        groups.setdefault(share_group(n) or frozenset({n}), []).append(n)
+    counted = [max(g, key=lambda n: per_proxy[n]["over_fwd_bwd"]) for g in groups.values()]
+    return {"seconds": sum(per_proxy[n]["seconds_median"] for n in counted),
+            "over_fwd_bwd": sum(per_proxy[n]["over_fwd_bwd"] for n in counted),
+            "groups": [(g, c) for g, c in zip(groups.values(), counted, strict=True) if len(g) > 1]}
+
+
+MARKS = "†‡§¶"
+
+
+def _marks(per_proxy: dict) -> dict:
+    """A footnote mark for each distinct partial run (commit, timestamp) of the ``per_proxy`` entries, in time order."""
+    runs = sorted({(v["measured"]["timestamp"], v["measured"]["commit"]) for v in per_proxy.values()
+                   if "measured" in v})
+    return {k: MARKS[i] if i < len(MARKS) else f"†{i + 1}" for i, k in enumerate(runs)}
+
+
+def _mark(marks: dict, v: dict) -> str:
+    return marks[(v["measured"]["timestamp"], v["measured"]["commit"])] if "measured" in v else ""
+
+
+def per_proxy_lines(r: dict) -> list[str]:
+    """The table of every proxy alone, by ratio (seconds of a partial run come from another run than the rest), its
+    rows of later partial runs marked and a note on each of those runs."""
+    pp, marks = r["per_proxy"], _marks(r["per_proxy"])
+    L = ["| proxy (alone) | seconds per cell | ÷ forward+backward |", "|---|---|---|"]
+    for n, v in sorted(pp.items(), key=lambda kv: kv[1]["over_fwd_bwd"]):
+        L.append(f"| {n}{_mark(marks, v)} | {v['seconds_median']:.3f} | {v['over_fwd_bwd']:.2f} |")
+    for (ts, commit), mark in marks.items():
+        m = next(v["measured"] for v in pp.values() if "measured" in v and v["measured"]["timestamp"] == ts
+                 and v["measured"]["commit"] == commit)
+        load = m["load_average_1min"]
+        L += ["", f"{mark} Measured later, alone, by `proxybench perf --proxies` at commit {commit} ({ts}; "
+              f"{m['cells']} of the {r['cells']} cells above, best of {m['repeats']}, {m['threads']} torch threads; "
+              f"machine load {load['before']:.1f} before and {load['after']:.1f} after, on {load['cpus']} CPUs; its "
+              f"forward+backward {m['fwd_bwd_seconds_median']:.3f} s per cell): their seconds come from another run "
+              "than the rest, so their ratio to that run's own forward+backward is the comparable number."]
+    return L
 
 
 def markdown(r: dict) -> str:
@@ -326,10 +452,13 @@ def markdown(r: dict) -> str:
               f"{m['rss_peak_mb']:.0f} MB); {m['seconds_per_cell']:.3f} s per cell.", ""]
     if "nb101" in r:
         b = r["nb101"]
+        lack = [n for n in training_free() if n not in b["proxies"]]
         L += [f"NAS-Bench-101 (stem 128 channels, batch {b['batch_size']}, {b['cells']} seeded cells): one "
               f"forward+backward {b['fwd_bwd_seconds_median']:.2f} s; the six classic proxies "
               f"{b['six_seconds_median']:.2f} s per cell ({b['six_over_fwd_bwd']:.2f}x); all "
-              f"{len(b['proxies'])} training-free proxies together {b['all_seconds_median']:.2f} s per cell.", ""]
+              f"{len(b['proxies'])} training-free proxies together {b['all_seconds_median']:.2f} s per cell"
+              + (f" (not included: {', '.join(lack)}; a partial run times NB201 only)"
+                 if lack else "") + ".", ""]
     L += limit_lines(r)
     if "reference_code" in r:
         z = r["reference_code"]
@@ -341,9 +470,7 @@ def markdown(r: dict) -> str:
               f"{TARGET_REFERENCE:g}x — {'**met**' if z['speedup'] >= TARGET_REFERENCE else '**not met**'}). "
               "The reference-style rows above re-implement its method inside this process; this is its own code.",
               ""]
-    L += ["| proxy (alone) | seconds per cell | ÷ forward+backward |", "|---|---|---|"]
-    for n, v in sorted(r["per_proxy"].items(), key=lambda kv: kv[1]["seconds_median"]):
-        L.append(f"| {n} | {v['seconds_median']:.3f} | {v['over_fwd_bwd']:.2f} |")
+    L += per_proxy_lines(r)
     return "\n".join(L)
 
 
@@ -411,7 +538,30 @@ def limit_lines(r: dict) -> list[str]:
         return []
     pk, fam = r["peak_gflops"], r["family"]
     cpus = r.get("load_average_1min", {}).get("cpus") or 1
-    hours = fam["seconds_median"] * NB201_PAIRS / cpus / 3600
+    project = lambda seconds: seconds * NB201_PAIRS / cpus / 3600  # noqa: E731
+    hours = project(fam["seconds_median"])
+    timed, untimed = newer_proxies(r)
+    s = grouped_sum(r["per_proxy"], timed) if timed else None
+    # their ratios at this run's forward+backward: seconds of a partial run are of another machine load
+    added = s["over_fwd_bwd"] * r["fwd_bwd_seconds_median"] if s else 0.0
+    complete = project(fam["seconds_median"] + added)
+    missing = timed + untimed
+    family_row = (f"| all {len(fam['proxies'])} training-free proxies together (shared passes)"
+                  + (f"; not included: {', '.join(missing)}" if missing else "") + " | – | "
+                  f"{fam['seconds_median']:.3f} ({fam['over_fwd_bwd']:.2f}x one forward+backward) | – | – |")
+    newer = []
+    if s:
+        shared = "; ".join(f"{', '.join(sorted(g))}: {c}" for g, c in s["groups"])
+        newer += [f"The newer proxies alone, summed: {s['seconds']:.3f} s per cell ({s['over_fwd_bwd']:.2f}x one "
+                  f"forward+backward), from their own rows below ({', '.join(timed)}; seconds as the runs that timed "
+                  "them measured them, the ratio is the comparable number). Timed alone, each pays for "
+                  "the passes it would share in a study, so a plain sum overstates proxies that share one: each "
+                  "share group of the registry is counted once, by its most expensive member"
+                  + (f" ({shared})" if shared else "") + "; work they could share with the family or with another "
+                  "group is still counted again.", ""]
+    if untimed:
+        newer += [f"Not timed at all: {', '.join(untimed)} (`proxybench perf --proxies {','.join(untimed)}` times "
+                  "them alone).", ""]
     frac = r["fwd_bwd_gflops_per_s_median"] / pk["peak"]
     verdict = lambda ok: "**met**" if ok else "**not met**"  # noqa: E731
     return [
@@ -422,8 +572,7 @@ def limit_lines(r: dict) -> list[str]:
         "| pass (median cell) | counted GFLOP | seconds | GFLOP/s | of peak |", "|---|---|---|---|---|",
         f"| one forward+backward | {r['fwd_bwd_gflop_median']:.1f} | {r['fwd_bwd_seconds_median']:.3f} | "
         f"{r['fwd_bwd_gflops_per_s_median']:.1f} | {frac:.0%} |",
-        f"| all {len(fam['proxies'])} training-free proxies together (shared passes) | – | "
-        f"{fam['seconds_median']:.3f} ({fam['over_fwd_bwd']:.2f}x one forward+backward) | – | – |", "",
+        family_row, "", *newer,
         "FLOPs as PyTorch's FlopCounterMode counts them (convolutions and matrix products, forward and backward, 2 "
         "per multiply-add; pooling, BatchNorm and elementwise work uncounted), so the rates are lower bounds; the "
         "family's passes (forward-mode tangents, input Jacobians) are not countable by it, hence its time only. "
@@ -432,22 +581,32 @@ def limit_lines(r: dict) -> list[str]:
         "measured precision allows, so it comes with version bumps and a rescoring of the committed tables.", "",
         f"Projection for the complete NB201 table ({NB201_PAIRS:,} (cell, task) pairs, every training-free proxy) "
         f"on this machine's {cpus} cores at the measured cifar10 time per cell: **{hours:.1f} hours** "
-        "(ImageNet16-120's 16x16 inputs cost less, so this is an upper bound).", "",
+        "(ImageNet16-120's 16x16 inputs cost less, so this is an upper bound)"
+        + (f" for the {len(fam['proxies'])} proxies of the family run. With the newer proxies added (the "
+           f"family's seconds plus their grouped sum, {s['over_fwd_bwd']:.2f}x this run's forward+backward = "
+           f"{added:.3f} s per cell): **{complete:.1f} hours**, a sum of separate measurements, not a measurement "
+           "of them together" if s else "")
+        + (f". It leaves out {', '.join(untimed)}: not timed" if untimed else "") + ".", "",
         f"Targets of the speed issue: one forward+backward ≥ {TARGET_GFLOPS:g} GFLOP/s per core — "
-        f"{verdict(r['fwd_bwd_gflops_per_s_median'] >= TARGET_GFLOPS)}; the complete table ≤ {TARGET_HOURS:g} h — "
-        f"{verdict(hours <= TARGET_HOURS)}.", ""]
+        f"{verdict(r['fwd_bwd_gflops_per_s_median'] >= TARGET_GFLOPS)}; the complete table ≤ {TARGET_HOURS:g} h"
+        + (" (with the newer proxies)" if s else "") + f" — {verdict(complete <= TARGET_HOURS)}.", ""]
 
 
 HELP = "speed of the proxies as ratios to one forward+backward, and memory growth (reports/perf.md)"
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--cells", type=int, default=12)
+    ap.add_argument("--cells", type=int, default=None,
+                    help="seeded NB201 cells (default 12; with --proxies: the stored run's, or the first N of them)")
+    ap.add_argument("--proxies", default=None, metavar="NAMES",
+                    help="time only these proxies alone (names, wildcards) on the stored run's cells and merge them "
+                         "into <out>/perf.json (needs a full `make perf` run there first)")
     ap.add_argument("--memory-cells", type=int, default=1000)
     ap.add_argument("--out", default=str(provenance.REPO_ROOT / "reports"))
     ap.add_argument("--readme", default=str(provenance.REPO_ROOT / "README.md"))
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (studies run 1 per worker process)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (studies run 1 per worker process; with --proxies: the stored run's)")
     ap.add_argument("--repeats", type=int, default=2, help="each time is the best of this many runs")
     ap.add_argument("--nb101-cells", type=int, default=2, help="NB101 cells timed (0: skip)")
     ap.add_argument("--reference-code", default=None, metavar="DIR",
@@ -456,9 +615,31 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--render-only", action="store_true", help="re-render perf.md and the README from perf.json")
 
 
+def measure_alone(args) -> dict:
+    """``--proxies``: the stored ``<out>/perf.json`` with the named proxies timed alone merged in."""
+    from proxybench import store
+
+    path = Path(args.out) / "perf.json"
+    if not path.is_file():
+        raise SystemExit(f"no {path}: `proxybench perf --proxies` times proxies on the cells of a stored full run and "
+                         f"merges them into it; run `make perf` (or `proxybench perf --out {args.out}`) first")
+    stored = store.read_json(path, PERF_STORE)
+    try:
+        names = alone_names(args.proxies)
+        entries = time_alone(names, stored, data_dir=args.data_dir, repeats=args.repeats, cells=args.cells)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return merge_alone(stored, entries)
+
+
 def cmd(args) -> None:
+    if args.proxies and not args.render_only:
+        write_results(args, "perf", "Proxy speed and memory", PERF_STORE, lambda: measure_alone(args), markdown,
+                      BEGIN_END)
+        return
+
     def measure():
-        r = run(args.cells, args.memory_cells, data_dir=args.data_dir, threads=args.threads, repeats=args.repeats,
+        r = run(args.cells or 12, args.memory_cells, data_dir=args.data_dir, threads=args.threads, repeats=args.repeats,
                 nb101_cells=args.nb101_cells)
         if args.reference_code:
             r["reference_code"] = reference_code_timing(args.reference_code, args.reference_cells,

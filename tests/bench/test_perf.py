@@ -1,6 +1,10 @@
-"""The perf script runs end to end on one cell and renders what it measured (no timing is asserted)."""
+"""The perf script runs end to end on one cell and renders what it measured (no timing is asserted); a partial run
+(`--proxies`) times some proxies on the stored run's cells and merges them into its perf.json."""
 
 from __future__ import annotations
+
+import numpy as np
+import pytest
 
 from proxybench.tools import perf
 
@@ -9,7 +13,7 @@ def test_perf_measures_every_part_and_renders(real_data, tmp_path):
     r = perf.run(cells=1, memory_cells=0, seed=0, repeats=1, nb101_cells=0)
     for key in ("shared_six_over_fwd_bwd", "reference_six_over_fwd_bwd", "shared_six_generic_over_fwd_bwd"):
         assert r[key] > 0, key
-    assert list(r["stages"]) == list(perf.STAGES)
+    assert list(r["stages"]) == list(perf.STAGES) and r["seed"] == 0  # a partial run redraws the cells from it
     assert {"grasp", "synflow", "jacob_cov", "eproxy"} <= set(r["per_proxy"])
     md = perf.markdown(r)
     assert r["double_backward_pass"]["over_fwd_bwd"] > 0
@@ -30,3 +34,124 @@ def test_counted_flops_of_a_known_convolution():
 
     x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
     assert perf.counted_flops(lambda: F.conv2d(x, w, padding=1)) == 2 * 2 * 4 * 3 * 9 * 8 * 8
+
+
+# `proxybench perf --proxies`: some proxies timed alone on the stored run's cells and merged into its perf.json.
+# The timing functions are stubs (no network is built): each "takes" the seconds of COST.
+
+COST = {"fwd_bwd": 2.0, "params": 0.1, "flops": 0.3}
+
+
+def _stored() -> dict:
+    """The committed full run (read only): the perf.json a partial run merges into."""
+    from proxybench import provenance, store
+    from proxybench.report import PERF_STORE
+
+    return store.read_json(provenance.REPO_ROOT / "reports" / "perf.json", PERF_STORE)
+
+
+@pytest.fixture
+def stub_timing(monkeypatch) -> list:
+    """Stubs of the cells, the batch and the timed passes; the (what, cell) of every timed call, in order."""
+    calls: list = []
+    monkeypatch.setattr(perf.nb201, "all_archs", lambda data_dir=None: [f"cell{i}" for i in range(200)])
+    monkeypatch.setattr(perf, "image_source", lambda *a, **k: None)
+    monkeypatch.setattr(perf, "sample_batch", lambda *a, **k: ("images", "labels"))
+    monkeypatch.setattr(perf, "_fwd_bwd", lambda arch, batch: calls.append(("fwd_bwd", arch)))
+    monkeypatch.setattr(perf, "_one", lambda arch, batch, name: calls.append((name, arch)))
+    monkeypatch.setattr(perf, "_timed", lambda fn: (fn(), COST[calls[-1][0]])[1])
+    return calls
+
+
+def test_partial_run_times_the_stored_cells_and_keeps_the_rest(stub_timing):
+    from proxybench import provenance
+
+    stored = {**_stored(), "seed": 3}
+    entries = perf.time_alone(["params", "flops"], stored, repeats=2, cells=2)
+    # the stored run's first two seeded cells (run()'s draw), fwd_bwd then each proxy, best of 2, after a warm-up
+    every = [f"cell{i}" for i in range(200)]
+    cells = [every[i] for i in np.random.default_rng(3).choice(200, stored["cells"], replace=False)][:2]
+    warm = [("fwd_bwd", cells[0]), ("params", cells[0]), ("flops", cells[0])]
+    assert stub_timing == warm + [(w, c) for c in cells for w in ("fwd_bwd", "fwd_bwd", "params", "params",
+                                                                    "flops", "flops")]
+    assert entries["flops"]["seconds_median"] == 0.3 and entries["flops"]["over_fwd_bwd"] == pytest.approx(0.15)
+    m = entries["params"]["measured"]
+    assert m["commit"] == provenance.git_commit() and m["timestamp"] and m["threads"] == stored["threads"]
+    assert set(m["load_average_1min"]) == {"before", "after", "cpus"} and m["cells"] == 2
+    assert m["fwd_bwd_seconds_median"] == 2.0
+    merged = perf.merge_alone(stored, entries)
+    assert merged["per_proxy"]["params"] == entries["params"] and "measured" in merged["per_proxy"]["flops"]
+    for name, v in stored["per_proxy"].items():  # the main run's entries keep theirs, without a measured record
+        if name not in entries:
+            assert merged["per_proxy"][name] == v and "measured" not in v
+    assert {k: v for k, v in merged.items() if k != "per_proxy"} == {k: v for k, v in stored.items()
+                                                                     if k != "per_proxy"}
+    assert "measured" not in stored["per_proxy"]["params"]  # the stored object itself is left as it was
+    with pytest.raises(ValueError, match="stored run timed"):
+        perf.time_alone(["params"], stored, cells=stored["cells"] + 1)
+
+
+def test_partial_run_of_a_real_cell(real_data):
+    stored = {"cells": 12, "seed": 0, "threads": 1, "batch_size": 64}
+    v = perf.time_alone(["params"], stored, data_dir=real_data, repeats=1, cells=1)["params"]
+    assert 0 < v["over_fwd_bwd"] < 1 and v["measured"]["fwd_bwd_seconds_median"] > 0
+
+
+def test_partial_run_from_the_command_line(stub_timing, tmp_path):
+    from proxybench import store
+    from proxybench.report import PERF_STORE
+
+    store.write_json(tmp_path / "perf.json", _stored(), PERF_STORE)
+    perf.main(["--proxies", "param*,flops", "--cells", "1", "--repeats", "1", "--out", str(tmp_path), "--readme", ""])
+    r = store.read_json(tmp_path / "perf.json", PERF_STORE)
+    assert r["per_proxy"]["params"]["measured"]["cells"] == 1 and "measured" in r["per_proxy"]["flops"]
+    assert r["per_proxy"]["grasp"] == _stored()["per_proxy"]["grasp"]
+    md = (tmp_path / "perf.md").read_text()
+    assert "| params† |" in md and "| flops† |" in md and "| grasp |" in md
+    assert "† Measured later, alone, by `proxybench perf --proxies`" in md and "comparable number" in md
+
+
+def test_partial_run_refuses_without_a_stored_run(tmp_path):
+    with pytest.raises(SystemExit, match="run `make perf`"):
+        perf.main(["--proxies", "params", "--out", str(tmp_path), "--readme", ""])
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="external scores"):
+        perf.alone_names("naslib:params")
+    assert perf.alone_names("te_nas") == ["te_nas_ntk", "te_nas_lr"]  # an aggregate: its members
+
+
+def test_markdown_names_what_the_family_lacks_and_counts_share_groups_once(monkeypatch):
+    r = _stored()
+    family = list(r["family"]["proxies"])
+    monkeypatch.setattr(perf, "training_free", lambda: family)
+    plain = perf.markdown(r)
+    assert "not included" not in plain and "newer proxies" not in plain and "Not timed" not in plain
+    # three newer default-study proxies timed alone (gradsign and gradsign_mean share a pass), one not timed
+    monkeypatch.setattr(perf, "training_free", lambda: family + ["gradsign", "gradsign_mean", "swap", "te_nas_ntk"])
+    mark = {"commit": "abc", "timestamp": "2026-01-01T00:00:00+00:00", "threads": 1, "cells": 12, "repeats": 2,
+            "load_average_1min": {"before": 1.0, "after": 1.5, "cpus": 2}, "fwd_bwd_seconds_median": 1.0}
+    r["per_proxy"].update({"gradsign": {"seconds_median": 2.0, "over_fwd_bwd": 1.0, "measured": mark},
+                           "gradsign_mean": {"seconds_median": 2.4, "over_fwd_bwd": 1.2, "measured": mark},
+                           "swap": {"seconds_median": 1.0, "over_fwd_bwd": 0.5, "measured": mark}})
+    md = perf.markdown(r)
+    assert (f"| all {len(family)} training-free proxies together (shared passes); not included: gradsign, "
+            "gradsign_mean, swap, te_nas_ntk |") in md
+    assert "The newer proxies alone, summed: 3.400 s per cell (1.70x one forward+backward)" in md
+    assert "counted once, by its most expensive member (gradsign, gradsign_mean: gradsign_mean)" in md
+    assert "Not timed at all: te_nas_ntk" in md
+    fam, cpus = r["family"]["seconds_median"], r["load_average_1min"]["cpus"]
+    hours = lambda s: s * perf.NB201_PAIRS / cpus / 3600  # noqa: E731
+    assert f"**{hours(fam):.1f} hours**" in md and "a sum of separate measurements" in md
+    assert f"**{hours(fam + 1.7 * r['fwd_bwd_seconds_median']):.1f} hours**" in md
+    assert "| gradsign† |" in md and "at commit abc" in md and "| grasp |" in md
+
+
+def test_alone_seconds_carry_a_partial_runs_ratio_over_to_the_main_runs_unit():
+    """An entry merged by `perf --proxies` under another load counts by its ratio times the main run's unit."""
+    from proxybench.report import alone_seconds
+
+    perf = {"fwd_bwd_seconds_median": 0.5,
+            "per_proxy": {"snip": {"seconds_median": 0.2, "over_fwd_bwd": 0.4},
+                          "swap": {"seconds_median": 9.0, "over_fwd_bwd": 3.0, "measured": {"fwd_bwd_seconds": 3.0}}}}
+    assert alone_seconds(perf) == {"snip": 0.2, "swap": 1.5}
+    assert alone_seconds(None) == {}

@@ -120,9 +120,36 @@ def test_share_groups_are_the_shared_pass_and_the_shared_network():
     assert share_group("snip") == frozenset(NEEDS) and {get_proxy(n).shares for n in NEEDS} == {PASS}
     assert share_group("params") == {"params", "flops", "l2_norm"} == share_group("l2_norm")
     assert share_group("synflow") == frozenset() and share_group("eproxy") == frozenset()
-    assert sharing() == frozenset(NEEDS) | {"params", "flops", "l2_norm"}
+    newer = {"az_nas pass": 3, "az_nas fp32 pass": 3, "az_nas real pass": 3, "gradsign pass": 2, "swap pass": 2,
+             "vkdnw pass": 3}
+    assert sharing() == frozenset(NEEDS) | {"params", "flops", "l2_norm"} | {
+        n for n in list_proxies() if get_proxy(n).shares in newer}
+    assert {g: sum(get_proxy(n).shares == g for n in list_proxies()) for g in newer} == newer
     # a group of one shares nothing: every declared group has at least two members
     assert all(len(share_group(n)) >= 2 for n in sharing())
+
+
+@pytest.mark.parametrize("group", ["az_nas pass", "gradsign pass", "swap pass", "vkdnw pass"])
+def test_a_newer_share_group_computes_its_pass_once_per_cell(group, monkeypatch):
+    """The group's first member fills the cell's memo; the others read it and add no pass of their own."""
+    import torch
+
+    from proxybench.runner import make_context
+
+    members = sorted(n for n in list_proxies() if get_proxy(n).shares == group)
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(64, 3, 16, 16, generator=g), torch.randint(0, 120, (64,), generator=g))
+    arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+    ctx = make_context("nb201", "ImageNet16-120", arch, 0, batch, requested=members)
+    builds = []
+    build = ctx.build
+    monkeypatch.setattr(ctx, "build", lambda *a, **k: builds.append(1) or build(*a, **k))
+    get_proxy(members[0]).compute(ctx)
+    keys, n_builds = set(ctx.memo), len(builds)
+    assert keys and n_builds >= 1
+    for name in members[1:]:
+        get_proxy(name).compute(ctx)
+    assert set(ctx.memo) == keys and len(builds) == n_builds
 
 
 def test_package_exports():
