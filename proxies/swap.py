@@ -26,8 +26,13 @@ Where this differs from the official code, by implementation only:
 - patterns are hashed in the hooks instead of storing the activations: for up to 20 samples each neuron's
   pattern is its integer code sum_i bit_i 2^i, marked in a 2^n table (no activation is kept); for more
   samples the codes (63 samples per int64 word) are collected and counted with ``torch.unique``;
-- NB201 networks run in channels-last memory layout (about 1.6x faster on a CPU; the patterns' count does
-  not depend on the order of the neurons); other spaces keep the contiguous layout.
+- NB201 networks run in channels-last memory layout (about 1.6x faster on a CPU); other spaces keep the
+  contiguous layout. The count does not depend on the order of the neurons, but the layout changes how the
+  convolutions round, so a pre-activation within rounding of 0 can flip its sign: against the official
+  ``SWAP`` class on the same network, draws and images (``proxybench official swap``;
+  reports/official/swap.md: 5 cells x cifar10 and ImageNet16-120, seed 42) the per-pass counts differ by 0-3
+  patterns and the score by at most 1.9e-5 relative (median 1.2e-6); in the contiguous layout the two agreed
+  exactly (2 cells, a one-off check).
 
 Saturation: an NB201 network has 0.04-0.9M ReLU neurons per pass against 2^16 = 65,536 possible patterns of 16
 samples, so the count of a network with many conv edges is close to 65,536 and SWAP separates those cells

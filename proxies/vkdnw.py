@@ -30,8 +30,11 @@ as of 2b67433^, the commit that deleted them). Per cell:
    here by ``eigvalsh`` in float64. The code's SVD is float32: it returns about 1e-7 of the largest eigenvalue
    for every eigenvalue below that, and on NB201 the spectrum spans up to ~27 decades (largest ~1e6 to 1e11,
    lowest deciles 1e-16 to 1e-3), so its lowest deciles are rounding: measured against the official code on 8
-   NB201 cells (/tmp script of the change), 2e-5 to 1.8e-3 relative, and 7% on one cifar10 cell whose floor
-   covers 5 deciles (official 0.3445, exact 0.3193). The
+   NB201 cells at seed 0, 2e-5 to 1.8e-3 relative, and 7% on one cifar10 cell whose floor covers 5 deciles
+   (official 0.3445, exact 0.3193); by ``proxybench official vkdnw`` (reports/official/vkdnw.md: 5 cifar10 cells,
+   seed 42, the official ``compute_nas_score`` on the official network holding the same weights and images)
+   median 2.1e-3, largest 1.7e-2 (``vkdnw_svd32``: 6.9e-5 and 2.1e-4); the exact spectrum of the official
+   Fisher agrees with ``vkdnw`` to 2e-6 - 2.3e-4. The
    default follows the quantity the code means (its value does not depend on float32 rounding, LAPACK or the
    GPU's SVD); ``vkdnw_svd32`` rounds F to float32 and takes its float32 SVD (CPU LAPACK), as the code; the
    published runs used a GPU SVD, whose floor is of the same size but not the same numbers.
