@@ -65,9 +65,12 @@ def require(code: Path, *files: str, repo: str, commit: str) -> None:
 
 @contextmanager
 def importing_from(root: Path, *packages: str):
-    """``root`` first on sys.path while the block imports the top-level ``packages`` from it; afterwards sys.path
-    and sys.modules are as before (the imported modules live on only in the caller's hands: an installed package
-    of the same name is shadowed for the duration, then restored), and no bytecode is written into the checkout."""
+    """``root`` first on sys.path while the block imports the top-level ``packages`` from it (default: every
+    top-level module and package of ``root``); afterwards sys.path and sys.modules are as before (the imported
+    modules live on only in the caller's hands: an installed package of the same name is shadowed for the
+    duration, then restored), and no bytecode is written into the checkout."""
+    packages = packages or tuple(p.stem for p in Path(root).iterdir() if p.is_dir() or p.suffix == ".py")
+
     def official_(name):
         return name.split(".")[0] in packages
 

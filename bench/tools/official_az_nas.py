@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import math
 import re
-import sys
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from proxybench.datasets import nb201
 from proxybench.proxies import az_nas as az
 from proxybench.proxies import get_proxy
 from proxybench.runner import make_context
-from proxybench.tools.official import require
+from proxybench.tools.official import importing_from, require
 
 REPO = "cvlab-yonsei/AZ-NAS"
 COMMIT = "5e6683a2cfa5c6d0dc34a1317a842497ba7eae47"
@@ -75,40 +74,11 @@ _FILES = ("NB201/ZeroShotProxy/compute_az_nas_score.py", "NB201/custom/tss_model
 _COMPONENT = {n: n.removeprefix("az_").split("_")[0] for n in PROXIES}
 
 
-# ------------------------------------------------------------------------------------------- import
-
-def _under(mod, root: Path) -> bool:
-    places = [getattr(mod, "__file__", None) or "", *list(getattr(mod, "__path__", []) or [])]
-    return any(p and Path(p).resolve().is_relative_to(root) for p in places)
-
-
-@contextmanager
-def _importing(root: Path) -> Iterator[None]:
-    """``root`` first on ``sys.path`` while the official modules are imported; afterwards ``sys.path`` and
-    ``sys.modules`` are as before (the official ``xautodl``, ``custom``, ``ZeroShotProxy`` leave no entry; their
-    objects keep working through the references the adapter holds)."""
-    root = root.resolve()
-    path, before = list(sys.path), dict(sys.modules)
-    tops = {p.stem for p in root.iterdir() if p.is_dir() or p.suffix == ".py"}  # the checkout's top-level modules
-    shadowed = {k: v for k, v in before.items() if k.split(".")[0] in tops}
-    for k in shadowed:  # an installed package of the same name must not stand in for the checkout's
-        del sys.modules[k]
-    sys.path.insert(0, str(root))
-    try:
-        yield
-    finally:
-        sys.path[:] = path
-        for k in [k for k, v in sys.modules.items() if k not in before and (k.split(".")[0] in tops
-                                                                           or _under(v, root))]:
-            del sys.modules[k]
-        sys.modules.update(shadowed)
-
-
 def load(code: Path) -> types.SimpleNamespace:
     """The official scoring module, network class and genotype parser, imported from the checkout ``code``."""
     code = Path(code)
     require(code, *_FILES, repo=REPO, commit=COMMIT)
-    with _importing(code / "NB201"):
+    with importing_from(code / "NB201"):
         score = importlib.import_module("ZeroShotProxy.compute_az_nas_score")
         tss = importlib.import_module("custom.tss_model")
         genotypes = importlib.import_module("xautodl.models.cell_searchs.genotypes")

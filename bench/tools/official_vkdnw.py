@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,32 +77,12 @@ FLOOR = 1e-6  # of the largest eigenvalue: what the float32 SVD (~1e-7 of the la
 LOGITS_RTOL = 1e-4  # the copied network's logits against the suite's, relative to their largest magnitude
 
 
-def _ours(name: str) -> bool:
-    return name.split(".", 1)[0] in PACKAGES
-
-
-@contextmanager
-def imports_from(root: Path) -> Iterator[None]:
-    """``root`` first on ``sys.path`` and the official package names free in ``sys.modules`` for the duration;
-    afterwards both as they were (modules the import pulled in from elsewhere, scipy say, stay loaded)."""
-    path = list(sys.path)
-    shadowed = {k: sys.modules.pop(k) for k in [k for k in sys.modules if _ours(k)]}
-    sys.path.insert(0, str(root))
-    try:
-        yield
-    finally:
-        sys.path[:] = path
-        for k in [k for k in sys.modules if _ours(k)]:
-            del sys.modules[k]
-        sys.modules.update(shadowed)
-
-
 def load(code: Path) -> SimpleNamespace:
     """The official scoring module, ``TinyNetwork`` and ``Structure`` imported from the checkout ``code``."""
-    from proxybench.tools.official import require
+    from proxybench.tools.official import importing_from, require
 
     require(code, *FILES, repo=REPO, commit=COMMIT)
-    with imports_from(Path(code) / "NB201"):
+    with importing_from(Path(code) / "NB201", *PACKAGES):
         score = importlib.import_module("ZeroShotProxy.compute_vkdnw_score")
         net = importlib.import_module("custom.tss_model")
         genotypes = importlib.import_module("xautodl.models.cell_searchs.genotypes")

@@ -66,14 +66,24 @@ def test_a_directory_without_the_official_files_says_how_to_get_them(tmp_path):
         mod.load(empty)
 
 
-def test_every_family_has_an_adapter_with_the_contract():
+@pytest.mark.parametrize("family", official.FAMILIES)
+def test_every_family_has_an_adapter_with_the_contract(family, tmp_path):
+    import re
+
+    from proxybench.datasets import nb201
     from proxybench.proxies import list_proxies
 
-    for family in official.FAMILIES:
-        m = official.adapter(family)
-        assert len(m.COMMIT) == 40 and int(m.COMMIT, 16) >= 0 and "/" in m.REPO and m.HOW
-        assert set(m.PROXIES) <= set(list_proxies()) and m.CELLS and m.TASKS
-        assert callable(m.load) and callable(m.compare)
+    m = official.adapter(family)
+    assert re.fullmatch(r"[0-9a-f]{40}", m.COMMIT) and re.fullmatch(r"[\w.-]+/[\w.-]+", m.REPO)
+    assert m.HOW and "\n" not in m.HOW
+    assert m.PROXIES and set(m.PROXIES) <= set(list_proxies())
+    assert m.CELLS and all(nb201.parse_arch(a) for a in m.CELLS) and set(m.TASKS) <= set(nb201.TASKS)
+    with pytest.raises(official.OfficialCodeError) as e:  # an empty directory: what is missing, how to get it
+        m.load(tmp_path)
+    assert f"git clone https://github.com/{m.REPO} {tmp_path} && git -C {tmp_path} checkout {m.COMMIT}" in str(e.value)
+
+
+def test_an_unknown_family_is_refused():
     with pytest.raises(ValueError, match="unknown family"):
         official.adapter("nope")
 
@@ -104,3 +114,18 @@ def test_importing_from_a_checkout_leaves_sys_path_and_modules_as_they_were(tmp_
     assert mod.WHERE == "the checkout"
     assert sys.path == path_before and sys.modules["src"] is earlier and "src.metrics" not in sys.modules
     assert not list(tmp_path.rglob("__pycache__"))  # nothing written into the checkout
+
+
+
+def test_importing_from_defaults_to_every_top_level_module_of_the_checkout(tmp_path, monkeypatch):
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "__init__.py").write_text("WHO = 'official'\n")
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    earlier = type(sys)("custom")
+    monkeypatch.setitem(sys.modules, "custom", earlier)
+    with official.importing_from(tmp_path):
+        import custom
+        import helper
+
+    assert custom.WHO == "official" and helper.X == 1
+    assert sys.modules["custom"] is earlier and "helper" not in sys.modules

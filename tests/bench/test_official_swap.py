@@ -4,33 +4,11 @@ as they were)."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 
-from proxybench.datasets import nb201
-from proxybench.proxies import list_proxies
 from proxybench.proxies import swap as swap_mod
-from proxybench.tools import official
 from proxybench.tools import official_swap as sw
-
-
-def test_constants_are_valid():
-    assert re.fullmatch(r"[0-9a-f]{40}", sw.COMMIT)
-    assert set(sw.PROXIES) <= set(list_proxies())
-    assert sw.CELLS and all(nb201.parse_arch(a) for a in sw.CELLS)
-    assert sw.TASKS and set(sw.TASKS) <= set(nb201.TASKS) and set(sw.TASKS) <= set(swap_mod.SWAP_REG_MU)
-    assert sw.HOW and "\n" not in sw.HOW
-    assert official.adapter("swap") is sw
-
-
-def test_load_refuses_a_directory_without_the_official_code(tmp_path):
-    with pytest.raises(official.OfficialCodeError) as e:
-        sw.load(tmp_path)
-    msg = str(e.value)
-    assert f"git clone https://github.com/{sw.REPO} {tmp_path}" in msg and sw.COMMIT in msg
-    assert "src/metrics/swap.py" in msg
 
 
 def test_the_numpy_view_sums_a_generator_as_the_builtin_and_is_numpy_otherwise():

@@ -3,33 +3,13 @@ code."""
 
 from __future__ import annotations
 
-import re
-import sys
-
 import pytest
 import torch
 
 from proxybench.datasets import nb201
-from proxybench.proxies import list_proxies
-from proxybench.tools import official
 from proxybench.tools import official_vkdnw as A
 
 SMALL = "|nor_conv_1x1~0|+|none~0|skip_connect~1|+|none~0|avg_pool_3x3~1|skip_connect~2|"
-
-
-def test_constants():
-    assert re.fullmatch(r"[0-9a-f]{40}", A.COMMIT) and A.REPO == "ondratybl/VKDNW" and A.HOW
-    assert set(A.PROXIES) <= set(list_proxies()) and A.TASKS and A.CELLS
-    assert set(A.TASKS) <= set(nb201.NUM_CLASSES)
-    for arch in A.CELLS:
-        assert len(nb201.parse_arch(arch)) == 6
-    assert official.adapter("vkdnw") is A
-
-
-def test_load_on_an_empty_directory_says_how_to_get_the_code(tmp_path):
-    with pytest.raises(official.OfficialCodeError, match=re.escape(f"git clone https://github.com/{A.REPO}")) as e:
-        A.load(tmp_path)
-    assert A.COMMIT in str(e.value) and "compute_vkdnw_score.py" in str(e.value)
 
 
 def _net(arch, seed):
@@ -67,19 +47,3 @@ def test_cloned_parameters_let_torch_func_write_into_what_it_reads():
         assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
         assert float(torch.func.grad(f)(v)) == pytest.approx(1.0)  # d sum(W 1 + b) / d W[0, 0]
     assert "named_parameters" not in vars(lin)
-
-
-def test_imports_from_restores_the_path_and_the_modules(tmp_path):
-    (tmp_path / "custom").mkdir()
-    (tmp_path / "custom" / "__init__.py").write_text("WHO = 'official'\n")
-    sentinel = object()
-    sys.modules["custom"] = sentinel
-    path = list(sys.path)
-    try:
-        with A.imports_from(tmp_path):
-            import custom
-
-            assert custom.WHO == "official"
-        assert sys.path == path and sys.modules["custom"] is sentinel
-    finally:
-        sys.modules.pop("custom", None)
