@@ -8,7 +8,7 @@ in the same process and in interleaved order:
   - one forward+backward pass of the cross-entropy loss (the unit),
   - the six classic proxies together through the registry (shared passes),
   - the same six in the reference style (``bench/tools/reference_impl.py``: a deep copy and passes per proxy),
-  - every registered proxy alone.
+  - every default-study training-free proxy and the self-supervised ones alone (``training_free()`` + Eproxy).
 Ratios are medians over cells of (time / forward+backward time of that cell), so the machine's speed
 cancels out. Then it scores ``--memory-cells`` cells with the six in one process and reports the growth
 of resident memory. Results go to ``<out>/perf.json``, ``<out>/perf.md`` and the README's perf block.
