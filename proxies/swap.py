@@ -220,11 +220,10 @@ _COMMON = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs
                inputs="the task's minibatch, first 16 images (official 16)",
                bn_mode="train (batch statistics of the 16 images)")
 
-# Not in the default study yet (default_study=False): its default-study scores are not computed (~2.7-3 s CPU
-# per cell here for the pair: 1,600 cells are ~75 core-minutes); it joins once they are committed.
-register_proxy("swap", **_COMMON, default_study=False,
+# Both in the default study: swap is the official code's score (the default); swap_reg the paper's regularised form.
+register_proxy("swap", **_COMMON,
                description="SWAP (Peng et al. ICLR 2024): distinct per-neuron ReLU patterns over 16 images, mean "
                            "over 32 N(0,1) re-inits (official code)")(_swap)
-register_proxy("swap_reg", **_COMMON, default_study=False, regular=True,
+register_proxy("swap_reg", **_COMMON, regular=True,
                description="regularised SWAP: SWAP x exp(-(P-mu)^2/sigma), P in thousands; NB201 mu, sigma from the "
                            "space's parameter distribution (no accuracies)")(_swap)
