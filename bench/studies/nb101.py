@@ -40,9 +40,9 @@ NAME = "nb101"
 # AZ-NAS's components and VKDNW on the 248 cells of the one-pass tier are ~1 core-hour on this CPU; GradSign's 64
 # per-image gradients and SWAP's 32 re-initialised passes about as much again.
 PENDING = ("az_expressivity", "az_progressivity", "az_trainability", "vkdnw", "vkdnw_single", "gradsign",
-           "gradsign_mean", "swap", "swap_reg")
+           "gradsign_mean", "swap")
 # Defined on NB201's networks only (they raise UnsupportedNetwork elsewhere): never in the section.
-NB201_ONLY = ("te_nas_ntk", "te_nas_lr")
+NB201_ONLY = ("te_nas_ntk", "te_nas_lr", "swap_reg")
 
 
 def tier_proxies(tier: str, with_pending: bool = False) -> tuple[str, ...]:
