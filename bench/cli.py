@@ -281,15 +281,31 @@ def cmd_regress(args) -> None:
     path = Path(args.baseline)
     if not args.write and not path.is_file():
         raise FileNotFoundError(f"no baseline at {path}: create it on purpose with `make baseline`")
-    study = regress.golden_study(data_dir=args.data_dir)
+    names = None
+    if args.proxies:
+        from proxybench.proxies import resolve_proxies
+
+        names = tuple(resolve_proxies(args.proxies))
+        if not names:
+            raise ValueError(f"--proxies names no proxy: {args.proxies!r}")
+    study = regress.golden_study(names, data_dir=args.data_dir)
     current = regress.compute(study, progress=not args.no_progress, workers=args.workers)
     if args.write:
-        regress.write_baseline(current, path)
-        print(f"baseline written: {path} ({len(current)} proxies, golden study {regress.GOLDEN})")
+        if names is not None and path.is_file():  # only these proxies: merged into the baseline, the rest kept
+            old = regress.load_baseline(path)
+            current = regress.merge(old, current)
+            regress.write_baseline(current, path, merged_into=old)
+            print(f"baseline updated: {path} ({', '.join(names)} recomputed; {len(current)} proxies)")
+        else:
+            regress.write_baseline(current, path)
+            print(f"baseline written: {path} ({len(current)} proxies, golden study {regress.GOLDEN})")
         return
     from proxybench import precision
 
-    rows, ok = regress.check(regress.load_baseline(path), current, precision.load(args.precision))
+    baseline = regress.load_baseline(path)
+    if names is not None:  # check only these
+        baseline = {**baseline, "proxies": {k: v for k, v in baseline["proxies"].items() if k in names}}
+    rows, ok = regress.check(baseline, current, precision.load(args.precision))
     print(regress.table(rows))
     if not ok:
         print("\nREGRESSION: see the FAIL rows above. If a change of numbers is intended, bump the proxy's "
@@ -340,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("regress", parents=[common], help="recompute the golden study and compare with the baseline")
     s.add_argument("--baseline", default=str(REPO_ROOT / "reports" / "baseline.json"))
     s.add_argument("--write", action="store_true", help="write the baseline instead of checking it (make baseline)")
+    s.add_argument("--proxies", default=None, help="only these (names or wildcards, comma-separated): check them, "
+                   "or with --write recompute them into the existing baseline and keep every other entry")
     s.add_argument("--workers", type=positive_int, default=None)
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--precision", default=str(REPO_ROOT / "reports" / "precision.json"),

@@ -56,15 +56,26 @@ def compute(study: Study, progress: bool = True, workers: int | None = None) -> 
     return out
 
 
-def write_baseline(result: dict, path: str | Path) -> Path:
+def write_baseline(result: dict, path: str | Path, merged_into: dict | None = None) -> Path:
+    """Write the baseline; ``merged_into``: the baseline ``result`` was merged into (:func:`merge`), whose
+    ``written`` and ``environment`` stay those of the entries it kept."""
     path = Path(path)
+    first = merged_into or {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "environment": provenance.environment()}
     doc = {"golden_study": {k: list(v) if isinstance(v, tuple) else v for k, v in GOLDEN.items()},
            "truth": TRUTH, "tolerance": TOLERANCE,
            "score_tolerance": "per cell, from reports/precision.json: " + precision.METHOD,
-           "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "environment": provenance.environment(), "proxies": result}
+           "written": first["written"], "environment": first["environment"], "proxies": result}
     store.write_json(path, doc, BASELINE_STORE, sort_keys=True)
     return path
+
+
+def merge(baseline: dict, current: dict) -> dict:
+    """The baseline's per-proxy entries with ``current``'s (recomputed) ones put in; each recomputed entry records
+    when and where (``written``, ``environment``), as the whole file records its first writing."""
+    stamp = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "environment": provenance.environment()}
+    return {**baseline["proxies"], **{k: {**v, "recomputed": stamp} for k, v in current.items()}}
 
 
 def load_baseline(path: str | Path) -> dict:

@@ -5,6 +5,10 @@ function is picked up by the CLI, the reports, the contract tests and worker pro
 touching any other file).
 """
 
+if __name__ == "proxies":  # found as a top-level "proxies" (Python started in the checkout's root): never ours
+    raise ImportError("this is proxybench's proxies/ folder, found because Python runs in the checkout's root: "
+                      "import it as proxybench.proxies (a top-level copy would register every proxy a second time)")
+
 import importlib
 import pkgutil
 

@@ -24,8 +24,7 @@ register_aggregate(
           "Perspective (TE-NAS), ICLR 2021",
     description="TE-NAS (Chen et al. ICLR 2021): the sum over the set of the ranks of the NTK condition number "
                 "(lower better) and the number of linear regions (higher better); ties averaged (the official code "
-                "ranks densely on values rounded to 3 decimals)",
-    default_study=False)  # its members are not scored on the default study yet (proxies/te_nas.py)
+                "ranks densely on values rounded to 3 decimals)")
 
 register_aggregate(
     "vkdnw_agg", members=("vkdnw_single", "az_expressivity", "az_trainability", "flops", "jacob_cov"),
@@ -34,8 +33,7 @@ register_aggregate(
           "Weights (VKDNW), CVPR 2025",
     description="VKDNW_agg (CVPR 2025): Σ log rank over the set of VKDNW (its (tensor count, entropy) ranking: "
                 "vkdnw_single), AZ-NAS's expressivity and trainability, flops and jacob_cov (the official code divides "
-                "by nothing: log R, not log R/N, the same ordering)",
-    default_study=False)  # vkdnw is not scored on the default study yet (proxies/vkdnw.py)
+                "by nothing: log R, not log R/N, the same ordering)")
 
 # The suite's own aggregates (bench/studies/aggregates.py recomputes both selections from the cache and reports
 # whether they still give these members). Chosen on 50 NB201 cifar10 cells that no default study contains (positions

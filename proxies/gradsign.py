@@ -135,11 +135,11 @@ _COMMON = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs
                inputs="the task's minibatch, first 64 images (official 128), each image alone (a batch of one)",
                bn_mode="train, statistics of each single image (no running statistics)")
 
-# Not in the default study yet (default_study=False): its default-study scores are not computed (~2.7-3 s CPU
-# per cell here for the pair: 1,600 cells are ~75 core-minutes); it joins once they are committed.
-register_proxy("gradsign", **_COMMON, default_study=False,
+# Both in the default study: gradsign (the official code's and the paper's sum) is the default; gradsign_mean is the
+# re-implementations' mean, which divides by the network's size and so reorders the cells.
+register_proxy("gradsign", **_COMMON,
                description="GradSign (Zhang & Jia ICLR 2022): sum over Conv/Linear weights of |sum_i sign(g_i)|, "
                            "per-sample gradients (official code and paper: the sum)")(_gradsign)
-register_proxy("gradsign_mean", **_COMMON, default_study=False, mean=True,
+register_proxy("gradsign_mean", **_COMMON, mean=True,
                description="GradSign divided by the number of Conv/Linear weights (the mean some re-implementations "
                            "take: divides by network size)")(_gradsign)

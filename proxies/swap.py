@@ -64,7 +64,7 @@ from torch import nn
 from proxybench.datasets import nb201
 from proxybench.datasets.errors import ArchError
 from proxybench.datasets.nb201 import NB201Network
-from proxybench.proxies.registry import register_proxy
+from proxybench.proxies.registry import UnsupportedNetwork, register_proxy
 
 _SWAP = "Peng et al., SWAP-NAS: Sample-Wise Activation Patterns for Ultra-fast NAS, ICLR 2024"
 SAMPLES = 16  # images of the task's minibatch (official --input_samples 16)
@@ -174,8 +174,9 @@ def swap_counts(ctx, samples: int = SAMPLES, repeats: int = REPEATS) -> dict:
                 counter.reset()
                 net(x)
                 if counter.added == 0:
-                    raise ValueError(f"swap: no nn.ReLU module with a 4-D input ran in {type(net).__name__}'s "
-                                     "forward (SWAP hooks nn.ReLU modules, as the official code)")
+                    raise UnsupportedNetwork(f"swap: no nn.ReLU module with a 4-D input ran in "
+                                             f"{type(net).__name__}'s forward (SWAP hooks nn.ReLU modules, as the "
+                                             "official code)")
                 counts.append(counter.count())
     finally:
         for h in handles:
@@ -202,13 +203,13 @@ def _swap(ctx, regular: bool = False, samples: int = SAMPLES, repeats: int = REP
     See the module docstring. ``regular=True`` (``swap_reg``): times exp(-(P - mu)^2 / sigma), P in thousands
     of parameters, mu and sigma the NB201 constants ``SWAP_REG_MU`` / ``SWAP_REG_SIGMA``."""
     if regular and (ctx.task not in SWAP_REG_MU or not _is_nb201_arch(ctx.arch)):  # refuse before the passes
-        raise ValueError(_NOT_NB201.format(ctx.arch, ctx.task))
+        raise UnsupportedNetwork(_NOT_NB201.format(ctx.arch, ctx.task))
     res = swap_counts(ctx, samples, repeats)
     score = math.fsum(res["counts"]) / len(res["counts"])
     if not regular:
         return score
     if not res["nb201"]:
-        raise ValueError(_NOT_NB201.format(ctx.arch, ctx.task))
+        raise UnsupportedNetwork(_NOT_NB201.format(ctx.arch, ctx.task))
     return score * regular_factor(res["params"] / 1e3, SWAP_REG_MU[ctx.task], SWAP_REG_SIGMA)
 
 
@@ -220,11 +221,10 @@ _COMMON = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs
                inputs="the task's minibatch, first 16 images (official 16)",
                bn_mode="train (batch statistics of the 16 images)")
 
-# Not in the default study yet (default_study=False): its default-study scores are not computed (~2.7-3 s CPU
-# per cell here for the pair: 1,600 cells are ~75 core-minutes); it joins once they are committed.
-register_proxy("swap", **_COMMON, default_study=False,
+# Both in the default study: swap is the official code's score (the default); swap_reg the paper's regularised form.
+register_proxy("swap", **_COMMON,
                description="SWAP (Peng et al. ICLR 2024): distinct per-neuron ReLU patterns over 16 images, mean "
                            "over 32 N(0,1) re-inits (official code)")(_swap)
-register_proxy("swap_reg", **_COMMON, default_study=False, regular=True,
+register_proxy("swap_reg", **_COMMON, regular=True,
                description="regularised SWAP: SWAP x exp(-(P-mu)^2/sigma), P in thousands; NB201 mu, sigma from the "
                            "space's parameter distribution (no accuracies)")(_swap)

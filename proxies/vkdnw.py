@@ -417,19 +417,17 @@ def _vkdnw(ctx, single: bool = False, svd32: bool = False) -> float:
 
 _COST = f"one forward of {BATCH} random images with a tangent per chosen weight, then min(classes - 1, " \
         "classifier inputs) backward passes (NB201: 9 for cifar10, 64 otherwise); a 128x128 eigendecomposition"
-# Not in the default study yet (default_study=False): its default-study scores are not computed (~3.5 s CPU per
-# cifar10 cell, ~22 s per cifar100 cell here: 64 backward passes for 100 classes); it joins once they are committed.
+# vkdnw and vkdnw_single are in the default study (~3.5 s CPU per cifar10 cell, ~22 s per cifar100 cell here: 64
+# backward passes for 100 classes); vkdnw_svd32 measures a cause (the official float32 SVD) and stays out of it.
 register_proxy("vkdnw", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
                paper=_PAPER, cost="forward+backward", cost_note=_COST, init=_INIT, inputs=_INPUTS, bn_mode=_BN,
                shares="vkdnw pass",
-               default_study=False,
                description="VKDNW (Týbl & Neumann, CVPR 2025): entropy of the 9 deciles of the empirical Fisher "
                            "spectrum w.r.t. the first element of the first 128 parameter tensors (official code)"
                )(_vkdnw)
 register_proxy("vkdnw_single", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
                paper=_PAPER, cost="forward+backward", cost_note=_COST, init=_INIT, inputs=_INPUTS, bn_mode=_BN,
                shares="vkdnw pass",
-               default_study=False,
                single=True,
                description="VKDNW_single (Týbl & Neumann, CVPR 2025): number of parameter tensors + vkdnw, i.e. "
                            "the official (tensors, entropy) lexicographic order (the VKDNW member of VKDNW_agg)"

@@ -37,14 +37,24 @@ NAME = "nb101"
 
 # Default-study proxies not scored on NB101 yet: the section leaves them out (its report names them with the command
 # that computes them, ``proxybench nb101 --with-pending``). An NB101 cell costs ~8x an NB201 cell here (stem 128):
-# AZ-NAS's components and VKDNW on the 248 cells of the one-pass tier are ~1 core-hour on this CPU.
-PENDING = ("az_expressivity", "az_progressivity", "az_trainability", "vkdnw")
+# AZ-NAS's components and VKDNW on the 248 cells of the one-pass tier are ~1 core-hour on this CPU; GradSign's 64
+# per-image gradients and SWAP's 32 re-initialised passes about as much again.
+PENDING = ("az_expressivity", "az_progressivity", "az_trainability", "vkdnw", "vkdnw_single", "gradsign",
+           "gradsign_mean", "swap")
+# Defined on NB201's networks only (they raise UnsupportedNetwork elsewhere): never in the section.
+NB201_ONLY = ("te_nas_ntk", "te_nas_lr", "swap_reg")
 
 
 def tier_proxies(tier: str, with_pending: bool = False) -> tuple[str, ...]:
     """The training-free proxies whose registry record puts them in cost tier ``tier``, sorted; those of
-    ``PENDING`` only ``with_pending``."""
-    return tuple(p for p in of_tier(tier, among=training_free()) if with_pending or p not in PENDING)
+    ``PENDING`` only ``with_pending``; never those of ``NB201_ONLY``."""
+    return tuple(p for p in of_tier(tier, among=training_free())
+                 if (with_pending or p not in PENDING) and p not in NB201_ONLY)
+
+
+def nb201_only() -> tuple[str, ...]:
+    """The default-study proxies the section never scores (``NB201_ONLY``, as registered)."""
+    return tuple(p for p in NB201_ONLY if p in training_free())
 
 
 def pending() -> tuple[str, ...]:
@@ -215,7 +225,8 @@ def paragraph(rep: NB101Report) -> str:
             f"of the 2,500-cell table ({rep.tier_sizes}); "
             f"best ρ {best['rho']:+.3f} ({best['proxy']}); "
             + (f"not scored on NB101 yet: {', '.join(pending())} (`proxybench nb101 --with-pending`); "
-               if pending() else "") + "synflow "
+               if pending() else "")
+            + (f"defined for NB201 only: {', '.join(nb201_only())}; " if nb201_only() else "") + "synflow "
             + (fmt_ci(*s.loc[s['proxy'] == 'synflow', ['rho', 'rho_lo', 'rho_hi']].iloc[0])
                if (s["proxy"] == "synflow").any() else "n/a")
             + f" vs published {rep.published.get('synflow')} (all 423k).")

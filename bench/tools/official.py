@@ -64,20 +64,23 @@ def require(code: Path, *files: str, repo: str, commit: str) -> None:
 
 
 @contextmanager
-def importing_from(root: Path, *packages: str):
+def importing_from(root: Path, *packages: str, stubs: dict | None = None):
     """``root`` first on sys.path while the block imports the top-level ``packages`` from it (default: every
     top-level module and package of ``root``); afterwards sys.path and sys.modules are as before (the imported
     modules live on only in the caller's hands: an installed package of the same name is shadowed for the
-    duration, then restored), and no bytecode is written into the checkout."""
+    duration, then restored), and no bytecode is written into the checkout. ``stubs``: modules by name that stand
+    in for what the official code imports but does not need here (e.g. torchvision), for the duration only."""
     packages = packages or tuple(p.stem for p in Path(root).iterdir() if p.is_dir() or p.suffix == ".py")
+    stubs = stubs or {}
 
     def official_(name):
-        return name.split(".")[0] in packages
+        return name.split(".")[0] in packages or name in stubs
 
     saved_path, saved_bytecode = list(sys.path), sys.dont_write_bytecode
     saved = {n: m for n, m in sys.modules.items() if official_(n)}
     for n in saved:
         del sys.modules[n]
+    sys.modules.update(stubs)
     sys.path.insert(0, str(root))
     sys.dont_write_bytecode = True
     importlib.invalidate_caches()

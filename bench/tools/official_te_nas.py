@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import sys
 import types
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from torch import nn
 from proxybench.datasets.nb201 import EDGES, parse_arch
 from proxybench.proxies import get_proxy, te_nas
 from proxybench.runner import make_context, task_batch, task_images
-from proxybench.tools.official import OfficialCodeError, require
+from proxybench.tools.official import OfficialCodeError, importing_from, require
 
 REPO = "VITA-Group/TENAS"
 COMMIT = "9df78ffd98573035375b12e19b9007578cc4155d"
@@ -156,29 +155,6 @@ def _import_stubs() -> dict[str, types.ModuleType]:
                               ImageNet16=_unavailable("ImageNet16"))}
 
 
-@contextlib.contextmanager
-def imports_from(root: Path, stubs: dict[str, types.ModuleType] | None = None):
-    """``root`` first on sys.path and ``stubs`` in sys.modules for the duration; afterwards sys.path is what it
-    was, the modules imported from ``root`` and the stubs are gone and any module a stub stood in for is back."""
-    saved_path, before = list(sys.path), dict(sys.modules)
-    root = Path(root).resolve()
-    sys.path.insert(0, str(root))
-    sys.modules.update(stubs or {})
-    try:
-        yield
-    finally:
-        sys.path[:] = saved_path
-        for name, mod in list(sys.modules.items()):
-            file = getattr(mod, "__file__", None)
-            if name not in before and (name in (stubs or {}) or (file and Path(file).resolve().is_relative_to(root))):
-                del sys.modules[name]
-        for name in stubs or {}:
-            if name in before:
-                sys.modules[name] = before[name]
-            else:
-                sys.modules.pop(name, None)
-
-
 def _from_file(name: str, path: Path) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
@@ -193,7 +169,7 @@ def load(code: Path) -> types.SimpleNamespace:
     require(code, *FILES, repo=REPO, commit=COMMIT)
     lib = code / "lib"
     try:
-        with imports_from(lib, _import_stubs()):
+        with importing_from(lib, stubs=_import_stubs()):
             models = importlib.import_module("models")
             cells = importlib.import_module("models.cell_searchs.search_cells")
             # get_cell_based_tiny_net's DARTS-V1 class and its NB201 op list, read now: both functions import

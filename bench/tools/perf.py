@@ -276,13 +276,13 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
         mem_archs = [every[i] for i in rng.choice(len(every), memory_cells, replace=False)]
         _shared_six(mem_archs[0], batch)
         before = _rss_mb()
-        peak = before
+        rss_peak = before
         t0 = time.perf_counter()
         for a in mem_archs:
             _shared_six(a, batch)
-            peak = max(peak, _rss_mb())
+            rss_peak = max(rss_peak, _rss_mb())
         result["memory"] = {"cells": memory_cells, "rss_before_mb": before, "rss_after_mb": _rss_mb(),
-                            "rss_peak_mb": peak, "growth_mb": _rss_mb() - before,
+                            "rss_peak_mb": rss_peak, "growth_mb": _rss_mb() - before,
                             "seconds_per_cell": (time.perf_counter() - t0) / memory_cells}
     if nb101_cells:  # after the memory check: NB101's big networks raise the resident set for good
         result["nb101"] = _nb101(nb101_cells, batch, seed, data_dir)

@@ -135,9 +135,10 @@ def test_score_runs_every_training_free_proxy_and_leaves_the_model_unchanged(nam
         warnings.simplefilter("always", ProxySkippedWarning)
         s = score(model, x, y, seed=3)
     # every training-free proxy runs here but those whose definition needs a known space's structure: AZ-NAS's
-    # stem-and-cell maps (NB201, NB101, NDS), TE-NAS's thin NB201 networks (NB201 cells only)
+    # stem-and-cell maps (NB201, NB101, NDS), TE-NAS's thin NB201 networks and SWAP_reg's NB201 mu and sigma (NB201
+    # cells only)
     left_out = {n for n in training_free() if n not in s}
-    expected = {n for n in training_free() if n.startswith("te_nas")}
+    expected = {n for n in training_free() if n.startswith("te_nas") or n == "swap_reg"}
     if name in ("plain_cnn", "resnet"):
         expected |= {n for n in training_free() if n.startswith("az_")}
     assert left_out == expected, left_out ^ expected
@@ -183,8 +184,10 @@ def test_nb201_scores_equal_what_proxybench_run_computes():
             expected[n] = float(get_proxy(n).fn(ctx))
     torch.manual_seed(seed)
     model = nb201.build_network(ARCH, "cifar10")
-    got = score(model, x, y, seed=seed)
-    assert got == expected  # exactly: the same weights, batch, seed and shared pass
+    with pytest.warns(ProxySkippedWarning, match="swap_reg: mu and sigma are set for NAS-Bench-201 networks and tasks"):
+        got = score(model, x, y, seed=seed)
+    # swap_reg's mu depends on the benchmark task, which a model given to score() does not name: left out, said why
+    assert got == {n: v for n, v in expected.items() if n != "swap_reg"}  # exactly: same weights, batch, seed, pass
 
 
 def test_a_model_returning_features_and_logits():
@@ -211,14 +214,15 @@ def test_the_default_set_warns_in_one_line_what_it_leaves_out():
     msg = str(w.message)
     assert "\n" not in msg
     label_proxies = [n for n in training_free() if get_proxy(n).needs_labels]
-    # and, in the same line, those whose definition does not apply to a plain CNN (AZ-NAS: a known space's cells)
-    unsupported = [n for n in training_free() if n.startswith("az_")]
+    # and, in the same line, those whose definition does not apply to a plain CNN (AZ-NAS: a known space's cells;
+    # TE-NAS and swap_reg: NB201's)
+    unsupported = [n for n in training_free() if n.startswith(("az_", "te_nas")) or n == "swap_reg"]
     assert all(n in msg for n in label_proxies + unsupported) and "pass targets=" in msg and "az_nas:" in msg
     assert sorted(s) == sorted(n for n in training_free() if n not in label_proxies + unsupported)
     with pytest.warns(ProxySkippedWarning, match=r"zen: needs the feature map before global pooling.*nwot: reads"
                                                  r"|nwot: reads.*zen: needs"):
         s = score(MeanPoolNet(), *_batch(), seed=0)
-    assert "zen" not in s and "nwot" not in s and "snip" in s
+    assert "zen" not in s and "nwot" not in s and "swap" not in s and "snip" in s  # swap: no nn.ReLU either
 
 
 @pytest.mark.parametrize("proxies, model, with_targets, needs", [

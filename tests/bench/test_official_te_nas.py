@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from proxybench.tools import official_te_nas as te
+from proxybench.tools.official import importing_from
 
 
 def test_single_path_alphas_keep_exactly_the_cells_ops():
@@ -61,12 +62,12 @@ def test_cuda_calls_stay_on_the_cpu_only_inside_the_context():
     assert torch.Tensor.cuda is before
 
 
-def test_imports_from_restores_sys_path_and_modules(tmp_path):
+def test_its_stubs_stand_in_only_while_the_official_code_imports(tmp_path):
     (tmp_path / "te_nas_fake_official.py").write_text("import datasets\nVALUE = datasets.MARK\n")
     path, had = list(sys.path), "datasets" in sys.modules
     before = sys.modules.get("datasets")
     stub = te._stub("datasets", MARK=7)
-    with te.imports_from(tmp_path, {"datasets": stub}):
+    with importing_from(tmp_path, stubs={"datasets": stub}):
         import te_nas_fake_official
 
         assert te_nas_fake_official.VALUE == 7

@@ -41,3 +41,12 @@ def test_datasets_folder_is_never_imported_as_datasets(tmp_path):
     assert r.returncode != 0 and "import it as proxybench.datasets" in r.stderr
     r = _run("import proxybench.datasets as d; print(type(d.get_space('nb201')).__name__)", REPO_ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "NB201Space", r.stderr
+
+
+def test_proxies_folder_is_never_imported_as_proxies():
+    """From the checkout's root `import proxies` would load the folder a second time beside proxybench.proxies and
+    fail on a duplicate registration far from the cause: it refuses at once, naming the import to use."""
+    r = _run("import proxies", REPO_ROOT)
+    assert r.returncode != 0 and "import it as proxybench.proxies" in r.stderr, r.stderr
+    r = _run("import proxybench.proxies as p; print('synflow' in p.list_proxies())", REPO_ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr

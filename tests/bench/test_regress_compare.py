@@ -142,6 +142,28 @@ def test_a_sign_flipped_proxy_fails_the_regression_end_to_end(small_golden, monk
     assert status["params"].startswith("FAIL: scores changed") and status["synflow"] == "ok"
 
 
+def test_a_baseline_of_some_proxies_is_merged_and_only_they_are_checked(small_golden, tmp_path, capsys):
+    """`make baseline ARGS='--proxies P'` recomputes P into the baseline and keeps every other entry (and when the
+    file was first written); `regress --proxies P` checks P alone."""
+    from proxybench.cli import main
+
+    path = tmp_path / "baseline.json"
+    kept = _entry(SC)
+    regress.write_baseline({"kept": kept, "params": _entry({"x": 1.0})}, path)
+    before = regress.load_baseline(path)
+    argv = ["regress", "--baseline", str(path), "--proxies", "params", "--workers", "1", "--no-progress"]
+    assert main([*argv, "--write"]) in (0, None)
+    after = regress.load_baseline(path)
+    assert after["proxies"]["kept"] == kept and after["written"] == before["written"]
+    params = after["proxies"]["params"]
+    assert set(params["scores"]) == set(small_golden.arch_list()) and "recomputed" in params
+    assert params["scores"] == regress.compute(small_golden, progress=False, workers=1)["params"]["scores"]
+    capsys.readouterr()
+    assert main(argv) in (0, None)  # params against its recomputed entry; "kept" (not registered) is not checked
+    out = capsys.readouterr().out
+    assert "| params |" in out and "kept" not in out and "no regression" in out
+
+
 def test_regress_without_a_baseline_says_how_to_make_one(tmp_path, cli_env):
     p = subprocess.run([sys.executable, "-m", "proxybench.cli", "regress", "--baseline", str(tmp_path / "none.json"),
                         "--no-progress"], capture_output=True, text=True, env=cli_env, timeout=900)
