@@ -9,7 +9,7 @@ value of a cell depends on the set it is ranked in, and two studies of other cel
 from __future__ import annotations
 
 # the members register first
-from proxybench.proxies import az_nas, cost, gradient, more_zero_cost, te_nas, vkdnw, zero_cost  # noqa: F401
+from proxybench.proxies import az_nas, cost, gradient, more_zero_cost, swap, te_nas, vkdnw, zero_cost  # noqa: F401
 from proxybench.proxies.registry import register_aggregate
 
 register_aggregate(
@@ -40,15 +40,19 @@ register_aggregate(
 # 1000-1049 of the seed-0 permutation), from the label-free proxies of the default study, by greedy forward selection
 # of log-rank members (at most 5, stopping when ρ gains less than 0.01); rules fixed before any selection was run.
 _SUITE = "proxybench (this suite): members chosen on 50 cells disjoint from every default study"
+# Version 2 of both: the same rules on the larger pool of 19 label-free proxies once TE-NAS, GradSign, SWAP and
+# VKDNW joined the default study (version 1, on the 13 before them: agg_sel50 = meco_opt, agg_pc1 = meco, nwot).
 register_aggregate(
-    "agg_sel50", members=("meco_opt",), aggregation="log_rank", paper=_SUITE,
+    "agg_sel50", members=("meco_opt", "vkdnw", "az_expressivity", "az_trainability"), aggregation="log_rank",
+    paper=_SUITE, version=2,
     description="label-free score, members chosen with 50 labels: the greedy selection by ρ against the 200-epoch "
-                "validation accuracy of the 50 selection cells (it stopped after one member: no second one gained "
-                "0.01)")
+                "validation accuracy of the 50 selection cells, from the 19 label-free default-study proxies (v1, "
+                "from the 13 before the newer proxies: meco_opt alone)")
 register_aggregate(
-    "agg_pc1", members=("meco", "nwot"), aggregation="log_rank", paper=_SUITE,
+    "agg_pc1", members=("vkdnw_single", "meco", "swap"), aggregation="log_rank", paper=_SUITE, version=2,
     description="fully label-free: the greedy selection by agreement with the first principal component of the "
-                "candidates' ranks on the 50 selection cells (no accuracy read)")
+                "candidates' ranks on the 50 selection cells (no accuracy read), from the 19 label-free "
+                "default-study proxies (v1, from the 13 before the newer proxies: meco, nwot)")
 register_aggregate(
     "agg_all", members=("az_expressivity", "az_progressivity", "az_trainability", "flops", "jacob_cov", "l2_norm",
                         "meco", "meco_opt", "nwot", "params", "synflow", "synflow_bn", "zen"),
