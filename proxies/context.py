@@ -69,7 +69,11 @@ class ProxyContext:
             raise LabelAccessError("this proxy is registered with needs_data=False but read the images")
         if self.batch is None:
             raise RuntimeError("no minibatch was prepared for this study")
-        x = self.batch[0].to(self.device, self.dtype)
+        return self.to_layout(self.batch[0].to(self.device, self.dtype))
+
+    def to_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (images or any 4-D activation) in the proxy's memory layout: what a proxy that draws its own
+        inputs (e.g. zen's N(0, 1) images) feeds its network."""
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last and x.dim() == 4 else x
 
     @property

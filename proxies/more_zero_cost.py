@@ -115,8 +115,8 @@ def _zen(ctx, batch_size: int = 64, mixup_gamma: float = 1e-2, official: bool = 
                 m.bias.zero_()
     net.train()
     shape = (batch_size, *ctx.input_shape)
-    x = _randn(shape, g, device=ctx.device, dtype=ctx.dtype)
-    eps = _randn(shape, g, device=ctx.device, dtype=ctx.dtype)
+    x = ctx.to_layout(_randn(shape, g, device=ctx.device, dtype=ctx.dtype))
+    eps = ctx.to_layout(_randn(shape, g, device=ctx.device, dtype=ctx.dtype))
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None]
     per_channel: dict[nn.Module, int] = {}  # BN layer -> values per channel in its batch (N*H*W)
 
@@ -153,6 +153,8 @@ def _zen(ctx, batch_size: int = 64, mixup_gamma: float = 1e-2, official: bool = 
 
 register_proxy("zen", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
                paper=_ZEN, nan_policy="rank_last", cost="forward", cost_note="two forward passes (batch 64)",
+               # v2: channels_last (1.7x faster here; the float32 score moved beyond its measured precision)
+               version=2, layout="channels_last",
                description="Zen-score (Lin et al. ICCV 2021): log E||f(x)-f(x+0.01e)||_F + sum log BN sigma, "
                            "N(0,1) weights and inputs (paper's definition)")(_zen)
 
