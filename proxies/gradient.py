@@ -75,7 +75,8 @@ def shared_pass(ctx, name: str) -> dict:
     if memo is not None and NEEDS[name] <= memo["have"]:
         return memo
     need = _requested_needs(ctx, name)
-    memo = _run_pass(ctx, need)
+    with ctx.shared_work(PASS):
+        memo = _run_pass(ctx, need)
     ctx.memo["_shared_pass"] = memo
     return memo
 

@@ -184,8 +184,8 @@ def render_table(rep: NB101Report, figure: str | None = None) -> list[str]:
           "do not say whether a proxy ranked cells the right way round; here ρ is signed in each proxy's "
           "declared direction and the difference compares magnitudes. It is within sampling error when the "
           "published value lies inside the interval of abs(ρ) (the interval's absolute values). "
-          "s/cell: mean seconds per cell and proxy as cached (shared "
-          "passes are charged to the first proxy of a pass; the machine was shared with other jobs).", ""]
+          "s/cell: mean seconds per cell and proxy as cached (a shared pass divided equally among the proxies "
+          "that shared it on the cell; the machine was shared with other jobs).", ""]
     if rep.outside:
         L += [f"Published value outside the interval of abs(ρ): {', '.join(rep.outside)}. Differences this run "
               f"does not control for: minibatch {rep.batch} vs 256, these "
