@@ -158,14 +158,28 @@ def committed_sample(df, cells_per_group: dict[str, int], default_cells: int = 1
     return out
 
 
-def committed_jobs(df, cells_per_group, default_cells=1) -> list:
+def committed_jobs(df, cells_per_group, default_cells=1, only=None) -> list:
+    """The jobs of ``committed_sample``; ``only``: keep these proxies of each sampled cell (the cells are chosen
+    from all of ``df``, so a partial measurement covers the cells the committed-score test samples)."""
     from proxybench.runner import Job
 
     jobs = []
     for (space, task, seed, bs, src), items in committed_sample(df, cells_per_group, default_cells):
-        jobs.append(Job(space, task, seed, bs or 64, "+noaug" not in src, None, "cpu",
-                        tuple((a, tuple(p)) for a, p in items), "precision", threads=1))
+        items = [(a, [n for n in p if only is None or n in only]) for a, p in items]
+        items = [(a, p) for a, p in items if p]
+        if items:
+            jobs.append(Job(space, task, seed, bs or 64, "+noaug" not in src, None, "cpu",
+                            tuple((a, tuple(p)) for a, p in items), "precision", threads=1))
     return jobs
+
+
+def current_committed(df):
+    """The committed rows the committed-score test re-scores: registered proxies at their current version, ok."""
+    from proxybench.proxies import get_proxy, list_proxies
+
+    registered = set(list_proxies())
+    df = df[df["proxy"].isin(registered) & (df["status"] == "ok")]
+    return df[df["proxy_version"] == df["proxy"].map(lambda p: get_proxy(p).version)]
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -471,7 +485,7 @@ def pooling_line(df, doc: dict) -> str:
 # ----------------------------------------------------------------------------------------------- the CLI
 
 def run(args) -> None:
-    from proxybench.cache import ScoreCache, where
+    from proxybench.cache import ScoreCache
     from proxybench.proxies import resolve_proxies
 
     proxies = resolve_proxies(args.proxies) if args.proxies else None
@@ -479,8 +493,8 @@ def run(args) -> None:
     if args.what in ("golden", "all"):
         jobs += golden_jobs(proxies, args.data_dir)
     if args.what in ("committed", "all"):
-        df = where(ScoreCache(args.cache).load(), status="ok", proxy=proxies or None)
-        jobs += committed_jobs(df, CELLS_PER_GROUP, OTHER_SPACES_CELLS)
+        df = current_committed(ScoreCache(args.cache).load())
+        jobs += committed_jobs(df, CELLS_PER_GROUP, OTHER_SPACES_CELLS, only=set(proxies) if proxies else None)
     variants = [v for v in VARIANTS if not args.variants or v.name in args.variants.split(",")]
     t0 = time.perf_counter()
     results = measure(jobs, variants, parallel=args.parallel, progress=not args.no_progress)
