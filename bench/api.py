@@ -393,17 +393,15 @@ def find_measures(net_orig: nn.Module, dataloader, dataload_info, device, loss_f
     Differences from zero-cost-nas (measured in tests/bench/test_api.py against a re-statement of its semantics on
     one network and batch):
 
-    - the suite's gradient pass runs in the channels_last memory layout (``proxies.gradient.LAYOUT``; on a copy:
-      the caller's network is untouched), so its float32 values round as channels_last kernels do: against the
-      re-statement in NCHW, plain (a sum that cancels) moved by 1.8e-5 relative on the test network; the figures
-      below are against the re-statement in channels_last (grasp against float64);
+    - the suite's gradient pass runs in the memory layout of ``proxies.gradient.LAYOUT`` (NCHW; on a copy: the
+      caller's network is untouched); the figures below are against the re-statement in that layout (grasp against
+      its float64 value);
     - the same numbers to float rounding (measured on the test network, a 2-conv CNN with BatchNorm, 16 images):
       grad_norm, snip, plain, l2_norm agree to 3e-8 relative in float32, fisher to 1.4e-7 (the same kernels, sums
       in another order; l2_norm sums in float64); synflow and synflow_bn (float64) and jacob_cov exactly (ours:
       ``eigvalsh`` in float64, zero-cost-nas: numpy ``eig`` of the float32 Jacobians' correlations); grasp is
       ``-g . (H w)`` by one forward-over-reverse pass instead of ``-w . (H g)`` by a double backward, equal in exact
-      arithmetic: in float32 within 1e-5 relative of the float64 value in channels_last (1.3e-6 in NCHW; the
-      rounding of terms that cancel), 6e-16 in float64;
+      arithmetic: 1.3e-6 relative in float32 (the rounding of terms that cancel), 6e-16 in float64;
     - fisher is zero-cost-nas's sum, which counts each channel's value once per weight of the channel
       (``prod(weight.shape[1:])`` times, its per-weight broadcast before the sum): NOT the suite's registered
       ``fisher`` (``score()``, the reports), which counts each channel once; on the test network the two differ by

@@ -37,13 +37,15 @@ NEEDS = {
     "fisher": {"actgrad"}, "jacob_cov": {"jacobian"}, "epe_nas": {"jacobian"}, "nwot": {"codes"},
 }
 _ABDELFATTAH = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021"
-# The pass runs in the channels_last memory layout (since grad_norm/snip/plain/fisher/jacob_cov/epe_nas/nwot v2,
-# grasp v4): 1.6x faster here for NB201 and 2x for NB101 (make perf). Float32 kernels of another layout sum in
-# another order, and the gradients pass ReLU kinks, so the scores moved by more than their measured precision
-# (median 2-6x it, on the 64 golden cells): hence the version bumps and the rescoring. One layout for the whole
-# share group, as the pass is computed once for all of them (tests: test_registry).
-LAYOUT = "channels_last"
-_VERSION = 2
+# The memory layout of the pass (registry.LAYOUTS), one for the whole share group, as the pass is computed once for
+# all of them (tests: test_registry). channels_last would be 1.6x faster here for NB201 and 2x for NB101, but
+# PyTorch's CPU BatchNorm in train mode computes its channels_last batch statistics ~100x less accurately than in
+# NCHW (1e-5 vs 1e-7 relative on a 64x16x32x32 batch; 4e-5 with mean 50; convolutions and pooling are as accurate
+# in both): measured on the 64 golden cells, the float32 scores of the pass moved 10-30x farther from their float64
+# values (snip median 7.8e-6 -> 2.1e-4 relative, worst 2.0e-3 -> 3.7e-2; zen 3e-9 -> 2.5e-7). A switch needs a
+# BatchNorm as accurate as NCHW's first, then version bumps and a rescoring.
+LAYOUT = "nchw"
+_VERSION = 1
 
 
 _LABEL_NEEDS = {"wgrad", "actgrad", "hvp"}
@@ -176,11 +178,10 @@ for _name, _doc, _cost, _version in [
     ("plain", "Plain (Mozer & Smolensky 1989, as in NAS-Bench-Suite-Zero): sum of dL/dw * w.", _WEIGHT_GRAD_COST,
      _VERSION),
     # grasp v3: -g . (H w) by forward-over-reverse (proxies/hvp.py) instead of -w . (H g) by a double backward
-    # (v2) -- the same number in exact arithmetic (tests: float64), float32 rounding differs where terms cancel;
-    # v4: the channels_last pass
+    # (v2) -- the same number in exact arithmetic (tests: float64), float32 rounding differs where terms cancel
     ("grasp", "GraSP (Wang et al. 2020): sum of -w * (H g) over Conv/Linear weights, H the loss Hessian.",
      dict(cost="second-order", cost_note="the shared pass, its forward and loss backward carrying a "
-                                         "forward-mode tangent (H w, proxies/hvp.py)"), 4),
+                                         "forward-mode tangent (H w, proxies/hvp.py)"), 3),
     ("fisher", "Fisher (Theis et al. 2018; Turner et al. 2020): per output channel 0.5 * mean over the batch "
                "of (sum over positions of activation * its gradient)^2, summed.", _WEIGHT_GRAD_COST, _VERSION),
 ]:

@@ -153,8 +153,6 @@ def _zen(ctx, batch_size: int = 64, mixup_gamma: float = 1e-2, official: bool = 
 
 register_proxy("zen", higher_is_better=True, family="zero-cost", needs_data=False, needs_labels=False,
                paper=_ZEN, nan_policy="rank_last", cost="forward", cost_note="two forward passes (batch 64)",
-               # v2: channels_last (1.7x faster here; the float32 score moved beyond its measured precision)
-               version=2, layout="channels_last",
                description="Zen-score (Lin et al. ICCV 2021): log E||f(x)-f(x+0.01e)||_F + sum log BN sigma, "
                            "N(0,1) weights and inputs (paper's definition)")(_zen)
 

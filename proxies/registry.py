@@ -40,7 +40,9 @@ TIER_OF_COST = {"free": "cheap", "forward": "one-pass", "forward+backward": "one
 # the memory layouts a proxy's float32 networks and images may have (ProxyContext.network / inputs)
 LAYOUTS = {
     "nchw": "PyTorch's default contiguous layout",
-    "channels_last": "NHWC (torch.channels_last): on CPUs 1.2-3x faster for NB201's small convolutions (make perf)",
+    "channels_last": "NHWC (torch.channels_last): on CPUs 1.2-3x faster for NB201's small convolutions (make perf), "
+                     "but PyTorch's CPU BatchNorm computes train-mode batch statistics ~100x less accurately in it "
+                     "(proxies.gradient.LAYOUT)",
 }
 SHARES = {
     "gradient pass": "one forward pass of the minibatch and the backward passes the requested proxies need "

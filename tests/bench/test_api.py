@@ -347,17 +347,20 @@ def _zc_plain(net, x, y) -> float:
                      if isinstance(m, (nn.Conv2d, nn.Linear))))
 
 
-def _in_layout(net, x, layout=torch.channels_last):
+def _in_layout(net, x):
     """A copy of ``net`` and ``x`` in the memory layout the shared gradient pass computes in (gradient.LAYOUT):
     float32 kernels of another layout round otherwise, beyond these tolerances for the cancelling sums (plain)."""
+    from proxybench.proxies.gradient import LAYOUT
+
+    layout = torch.channels_last if LAYOUT == "channels_last" else torch.contiguous_format
     return copy.deepcopy(net).to(memory_format=layout), x.contiguous(memory_format=layout)
 
 
 def _zc_reference(net, x, y) -> dict:
     shape = tuple(x.shape[1:])
     cn, cx = _in_layout(net, x)
-    # grasp: the double backward in float64 (exact to ~1e-15 here): in float32 this cancelling sum is off by 0.9e-5
-    # relative in channels_last either way (ours and the double backward), 1e-7 in NCHW
+    # grasp: against the double backward in float64 (exact to ~1e-15 here), the independent value; ours in float32
+    # is 6e-7 relative from it (NCHW; up to 1e-5 in channels_last, whose BatchNorm statistics round more)
     grasp64 = R.grasp(copy.deepcopy(net).double(), x.double(), y)
     return {"grad_norm": R.grad_norm(cn, cx, y), "snip": R.snip(cn, cx, y), "grasp": grasp64,
             "fisher": _zc_fisher(cn, cx, y), "jacob_cov": R.jacob_cov(cn, cx, y), "plain": _zc_plain(cn, cx, y),
@@ -368,7 +371,7 @@ def _zc_reference(net, x, y) -> dict:
 
 
 # measured relative differences from the re-statement on this network and batch (float32; find_measures' docstring)
-ZC_RTOL = {"grad_norm": 1e-6, "snip": 1e-6, "plain": 1e-6, "fisher": 1e-6, "grasp": 2e-5, "jacob_cov": 1e-6,
+ZC_RTOL = {"grad_norm": 1e-6, "snip": 1e-6, "plain": 1e-6, "fisher": 1e-6, "grasp": 3e-6, "jacob_cov": 1e-6,
            "synflow": 1e-12, "synflow_bn": 1e-12, "l2_norm": 1e-6}
 
 

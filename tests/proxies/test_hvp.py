@@ -77,7 +77,7 @@ def _data(n, res, seed=0):
 ])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_g_h_w_equals_w_h_g_of_the_double_backward_in_float64(make, res, layout):
-    # the hand-written tangents in both memory layouts (the shared pass runs in channels_last since grasp v4)
+    # the hand-written tangents in both memory layouts (registry.LAYOUTS: a proxy may declare either)
     torch.manual_seed(3)
     net = make().double().train().to(memory_format=layout)
     x, y = _data(6, res)
