@@ -230,6 +230,6 @@ _COMMON = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs
 register_proxy("swap", **_COMMON,
                description="SWAP (Peng et al. ICLR 2024): distinct per-neuron ReLU patterns over 16 images, mean "
                            "over 32 N(0,1) re-inits (official code)")(_swap)
-register_proxy("swap_reg", **_COMMON, regular=True,
+register_proxy("swap_reg", **_COMMON, regular=True, spaces=("nb201",),
                description="regularised SWAP: SWAP x exp(-(P-mu)^2/sigma), P in thousands; NB201 mu, sigma from the "
                            "space's parameter distribution (no accuracies)")(_swap)

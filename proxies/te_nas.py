@@ -191,6 +191,7 @@ def _te_nas_ntk(ctx, full: bool = False, kaiming: bool = False) -> float:
 
 
 _NTK = dict(higher_is_better=False, family="zero-cost", needs_data=True, needs_labels=False, paper=_TENAS,
+            spaces=("nb201",),
             nan_policy="rank_last", cost="forward+backward", bn_mode="train (batch statistics)",
             inputs="the task's minibatch (64 in the suite; official: 72 training images), one batch")
 _THIN = "the thin network NB201Network(channels=3, cells_per_stage=1) of the cell (NB201 only)"
@@ -299,6 +300,7 @@ def _te_nas_lr(ctx, kaiming: bool = False) -> float:
 
 
 _LR = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False, paper=_TENAS,
+           spaces=("nb201",),
            cost="forward", bn_mode="train (statistics of each batch of 1000 crops)",
            inputs="3 batches of 1000 one-channel 3x3 crops of the task's minibatch (official: of training images)",
            cost_note="3 forwards of 1000 3x3 crops through the one-cell C=1 network of the cell (NB201 only)")

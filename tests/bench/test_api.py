@@ -138,7 +138,7 @@ def test_score_runs_every_training_free_proxy_and_leaves_the_model_unchanged(nam
     # stem-and-cell maps (NB201, NB101, NDS), TE-NAS's thin NB201 networks and SWAP_reg's NB201 mu and sigma (NB201
     # cells only)
     left_out = {n for n in training_free() if n not in s}
-    expected = {n for n in training_free() if n.startswith("te_nas") or n == "swap_reg"}
+    expected = {n for n in training_free() if get_proxy(n).spaces}  # defined on some spaces only: their records
     if name in ("plain_cnn", "resnet"):
         expected |= {n for n in training_free() if n.startswith("az_")}
     assert left_out == expected, left_out ^ expected
@@ -216,7 +216,7 @@ def test_the_default_set_warns_in_one_line_what_it_leaves_out():
     label_proxies = [n for n in training_free() if get_proxy(n).needs_labels]
     # and, in the same line, those whose definition does not apply to a plain CNN (AZ-NAS: a known space's cells;
     # TE-NAS and swap_reg: NB201's)
-    unsupported = [n for n in training_free() if n.startswith(("az_", "te_nas")) or n == "swap_reg"]
+    unsupported = [n for n in training_free() if n.startswith("az_") or get_proxy(n).spaces]
     assert all(n in msg for n in label_proxies + unsupported) and "pass targets=" in msg and "az_nas:" in msg
     assert sorted(s) == sorted(n for n in training_free() if n not in label_proxies + unsupported)
     with pytest.warns(ProxySkippedWarning, match=r"zen: needs the feature map before global pooling.*nwot: reads"
