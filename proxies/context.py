@@ -11,6 +11,18 @@ import torch
 from torch import nn
 
 
+def hooked_forward(net: nn.Module, x: torch.Tensor, hook: Callable, modules) -> torch.Tensor:
+    """One forward of ``x`` without gradients, ``hook`` a forward hook on each of ``modules`` for that forward only
+    (removed however the forward ends); returns the output."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with torch.no_grad():
+            return net(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class LabelAccessError(RuntimeError):
     """A proxy read data or labels although its record says it does not need them."""
 

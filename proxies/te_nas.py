@@ -79,6 +79,7 @@ import torch
 from torch import nn
 
 from proxybench.datasets.nb201 import Cell, NB201Network, parse_arch
+from proxybench.proxies.context import hooked_forward
 from proxybench.proxies.registry import UnsupportedNetwork, register_proxy
 
 _TENAS = ("Chen, Gong & Wang, Neural Architecture Search on ImageNet in Four GPU Hours: A Theoretically "
@@ -242,13 +243,7 @@ def sign_patterns(net: nn.Module, x: torch.Tensor, four_d_only: bool = True) -> 
         if not four_d_only or args[0].dim() == 4:
             seen.append((out > 0).reshape(out.shape[0], -1))
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
-    try:
-        with torch.no_grad():
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_forward(net, x, hook, [m for m in net.modules() if isinstance(m, nn.ReLU)])
     if not seen:
         return torch.zeros((x.shape[0], 0), dtype=torch.bool, device=x.device)
     return torch.cat(seen, dim=1)
