@@ -39,11 +39,13 @@ NEEDS = {
 _ABDELFATTAH = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021"
 # The memory layout of the pass (registry.LAYOUTS), one for the whole share group, as the pass is computed once for
 # all of them (tests: test_registry). channels_last would be 1.6x faster here for NB201 and 2x for NB101, but
-# PyTorch's CPU BatchNorm in train mode computes its channels_last batch statistics ~100x less accurately than in
+# PyTorch's CPU BatchNorm in train mode computes its channels_last batch statistics 30-100x less accurately than in
 # NCHW (1e-5 vs 1e-7 relative on a 64x16x32x32 batch with AVX-512 kernels, 3.7e-6 with AVX2; 4e-5 with mean 50;
-# convolutions and pooling are as accurate in both; tests: test_gradient): measured on the 64 golden cells, the float32 scores of the pass moved 10-30x farther from their float64
-# values (snip median 7.8e-6 -> 2.1e-4 relative, worst 2.0e-3 -> 3.7e-2; zen 3e-9 -> 2.5e-7). A switch needs a
-# BatchNorm as accurate as NCHW's first, then version bumps and a rescoring.
+# convolutions and pooling are as accurate in both; tests: test_gradient): measured on the 64 golden cells, the
+# float32 scores of the pass moved 10-30x farther from their float64 values (snip median 7.8e-6 -> 2.1e-4
+# relative, worst 2.0e-3 -> 3.7e-2; zen 3e-9 -> 2.5e-7). A switch needs a BatchNorm as accurate as NCHW's first
+# (torch.var_mean is accurate in channels_last, 5e-8, but 7x slower than the whole BatchNorm), then version bumps
+# and a rescoring.
 LAYOUT = "nchw"
 _VERSION = 1
 
