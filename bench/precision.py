@@ -39,6 +39,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -85,15 +86,18 @@ REFERENCE = "native"
 MACHINE_PREFIX = "machine:"
 
 
-def machine_variant(name: str) -> Variant:
-    """This machine's native kernels (1 torch thread), stored as another machine's variant ``machine:<name>`` beside
-    those measured where the reference scores were: a real second CPU (another vendor, AMX, another BLAS path) rounds
-    in ways the emulated dispatches do not, and its scores then widen each cell's measured spread."""
+def machine_variant(name: str, base: Variant | None = None) -> Variant:
+    """Variant ``base`` (default: the native kernels) on this machine, stored as another machine's variant
+    ``machine:<name>`` (``machine:<name>/<base>`` for another base) beside those measured where the reference scores
+    were: a real second CPU (another vendor, AMX, another BLAS path) rounds in ways the emulated dispatches do not,
+    and its scores then widen each cell's measured spread."""
     from proxybench import provenance
 
+    base = base or VARIANTS[0]
     d = provenance.cpu_description()
-    return Variant(MACHINE_PREFIX + name, {}, 1, "float32",
-                   f"native kernels, 1 torch thread, on another machine ({d['cpu']}; {', '.join(d['flags'])})")
+    suffix = "" if base.name == REFERENCE else f"/{base.name}"
+    return Variant(MACHINE_PREFIX + name + suffix, base.env, base.threads, base.dtype,
+                   f"{base.description}, on another machine ({d['cpu']}; {', '.join(d['flags'])})")
 METHOD = (f"spread = max - min of a (proxy, cell)'s scores over the variants; allowed change = {MARGIN:g} x spread + "
           f"{FLOOR_REL:.2g} x |score|; relative precision = max over cells of spread/|score|; significant digits = "
           f"floor(-log10(relative precision))")
@@ -251,10 +255,11 @@ def measure(jobs: list, variants=VARIANTS, parallel: int = 2, progress: bool = T
         while queue or running:
             while queue and len(running) < parallel:
                 v, i, part = queue.pop(0)
-                spec = Path(tmp, f"{v.name}.{i}.spec.json")
+                stem = re.sub(r"[^A-Za-z0-9_.-]", "_", v.name)  # machine:NAME/avx2 -> a file name
+                spec = Path(tmp, f"{stem}.{i}.spec.json")
                 spec.write_text(json.dumps({"threads": v.threads, "dtype": v.dtype,
                                             "jobs": [_job_dict(j) for j in part]}))
-                out = Path(tmp, f"{v.name}.{i}.out.json")
+                out = Path(tmp, f"{stem}.{i}.out.json")
                 env = {**os.environ, **v.env}
                 for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR"):
                     if k not in v.env:
@@ -404,9 +409,10 @@ def merge(doc: dict, results: dict, label: str) -> dict:
                              "threads": results[v.name].get("threads"), "env": v.env, "dtype": v.dtype}
     for name in results:
         if name.startswith(MACHINE_PREFIX):
-            known[name] = {"description": machine_variant(name[len(MACHINE_PREFIX):]).description,
-                           "capability": results[name].get("capability"), "threads": results[name].get("threads"),
-                           "env": {}, "dtype": "float32"}
+            machine, _, base = name[len(MACHINE_PREFIX):].partition("/")
+            v = machine_variant(machine, next((b for b in VARIANTS if b.name == base), None))
+            known[name] = {"description": v.description, "capability": results[name].get("capability"),
+                           "threads": results[name].get("threads"), "env": v.env, "dtype": v.dtype}
     order = [v.name for v in VARIANTS] + sorted(k for k in known if k.startswith(MACHINE_PREFIX))
     doc["variants"] = {k: known[k] for k in order if k in known}
     doc.setdefault("measured", {})[label] = {
@@ -451,12 +457,16 @@ def _json_default(v):
 
 
 def spread_of(doc: dict, proxy: str, key: str, version: int) -> float | None:
-    """The measured spread of one (proxy, cell), or None when that cell was not measured at this version."""
+    """The measured spread of one (proxy, cell), or None when that cell was not measured at this version, or only
+    by other machines' variants (without the reference machine's native score the spread says nothing of how far
+    the committed score may move: the proxy's worst relative precision applies instead)."""
     entry = doc.get("proxies", {}).get(proxy)
     if not entry or entry.get("version") != version:
         return None
     cell = entry.get("cells", {}).get(key)
-    return None if cell is None else float(cell["spread"])
+    if cell is None or REFERENCE not in cell.get("scores", {REFERENCE: None}):
+        return None
+    return float(cell["spread"])
 
 
 def table(doc: dict, proxies=None) -> str:
@@ -531,11 +541,11 @@ def run(args) -> None:
         df = current_committed(ScoreCache(args.cache).load())
         jobs += committed_jobs(df, CELLS_PER_GROUP, OTHER_SPACES_CELLS, only=set(proxies) if proxies else None)
     variants = [v for v in VARIANTS if not args.variants or v.name in args.variants.split(",")]
-    if args.machine:  # this machine's native kernels as another machine's variant (see machine_variant)
-        variants = [machine_variant(args.machine)]
+    if args.machine:  # this machine's kernels as another machine's variants (see machine_variant): native by default
+        variants = [machine_variant(args.machine, v) for v in (variants if args.variants else VARIANTS[:1])]
     t0 = time.perf_counter()
     results = measure(jobs, variants, parallel=args.parallel, progress=not args.no_progress)
-    doc = merge(load(args.out), results, args.what + (f" {MACHINE_PREFIX}{args.machine}" if args.machine else ""))
+    doc = merge(load(args.out), results, args.what + (" " + ",".join(v.name for v in variants) if args.machine else ""))
     write(doc, args.out)
     print(table(doc))
     print(f"\nprecision: {sum(len(j.items) for j in jobs)} cells x {len(variants)} variants in "

@@ -62,6 +62,10 @@ def test_a_second_machine_is_a_variant_that_widens_the_spread_and_keeps_the_refe
     assert list(doc["variants"]) == ["native", "avx2", name] and "another machine" in doc["variants"][name][
         "description"]
     assert set(doc["measured"]) == {"committed", "committed machine:xeon-amx"}  # neither run's record replaced
+    # a cell measured only by the other machine has no spread against the reference scores: unknown, not 0
+    doc = precision.merge(doc, _results(**{name: _rows({"b": 3.0})}), "committed machine:xeon-amx")
+    assert precision.spread_of(doc, "p", key, 1) == pytest.approx(0.5)
+    assert precision.spread_of(doc, "p", precision.cell_key("nb201", "cifar10", 42, 0, "none", "b"), 1) is None
 
 
 def test_a_variant_with_spare_processes_is_cut_into_pieces_of_cells():
