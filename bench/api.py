@@ -393,6 +393,9 @@ def find_measures(net_orig: nn.Module, dataloader, dataload_info, device, loss_f
     Differences from zero-cost-nas (measured in tests/bench/test_api.py against a re-statement of its semantics on
     one network and batch):
 
+    - the suite's gradient pass runs in the memory layout of ``proxies.gradient.LAYOUT`` (NCHW; on a copy: the
+      caller's network is untouched); the figures below are against the re-statement in that layout (grasp against
+      its float64 value);
     - the same numbers to float rounding (measured on the test network, a 2-conv CNN with BatchNorm, 16 images):
       grad_norm, snip, plain, l2_norm agree to 3e-8 relative in float32, fisher to 1.4e-7 (the same kernels, sums
       in another order; l2_norm sums in float64); synflow and synflow_bn (float64) and jacob_cov exactly (ours:

@@ -38,23 +38,28 @@ import pyarrow.parquet as pq
 
 from proxybench import store
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 KEY_COLUMNS = ["space", "task", "arch", "proxy", "proxy_version", "seed", "batch_size", "data_source", "init",
                "builder_version"]
 COLUMNS = KEY_COLUMNS + [
-    "score", "status", "error", "seconds", "substitute", "device", "cpu", "dtype", "torch_version",
+    "score", "status", "error", "seconds", "shared_seconds", "substitute", "device", "cpu", "dtype", "torch_version",
     "proxybench_version", "git_commit", "timestamp", "schema_version",
 ]
 UNRECORDED_CPU = "unrecorded (schema 1)"
 _V1_DEFAULTS = {"builder_version": 1, "cpu": UNRECORDED_CPU}
+# schema 3: ``seconds`` of a share group's member is its own work plus an equal part of the group's shared work on
+# the cell, ``shared_seconds`` that whole shared work (0 for a proxy of no group); before, the first member of a
+# cell paid for all of it (others ~0): unrecorded, NaN
+_V2_DEFAULTS = {"shared_seconds": float("nan")}
 _STATUS_RANK = {"ok": 0, "nonfinite": 1, "error": 2}
 _TYPES = {
     "space": pa.string(), "task": pa.string(), "arch": pa.string(), "proxy": pa.string(),
     "proxy_version": pa.int64(), "seed": pa.int64(), "batch_size": pa.int64(), "data_source": pa.string(),
     "init": pa.string(), "builder_version": pa.int64(), "cpu": pa.string(), "score": pa.float64(),
     "status": pa.string(), "error": pa.string(),
-    "seconds": pa.float64(), "substitute": pa.bool_(), "device": pa.string(), "dtype": pa.string(),
+    "seconds": pa.float64(), "shared_seconds": pa.float64(), "substitute": pa.bool_(), "device": pa.string(),
+    "dtype": pa.string(),
     "torch_version": pa.string(), "proxybench_version": pa.string(), "git_commit": pa.string(),
     "timestamp": pa.string(), "schema_version": pa.int64(),
 }
@@ -77,9 +82,10 @@ class CacheError(store.StoreError):
 
 
 def row(*, space: str, task: str, arch: str, proxy: str, proxy_version: int, seed: int, init: str, score: float,
-        seconds: float, batch_size: int = 0, data_source: str = "none", substitute: bool = False,
-        status: str | None = None, error: str = "", device: str = "cpu", dtype: str = "float32",
-        git_commit: str | None = None, cpu: str | None = None, builder_version: int | None = None) -> dict:
+        seconds: float, shared_seconds: float = 0.0, batch_size: int = 0, data_source: str = "none",
+        substitute: bool = False, status: str | None = None, error: str = "", device: str = "cpu",
+        dtype: str = "float32", git_commit: str | None = None, cpu: str | None = None,
+        builder_version: int | None = None) -> dict:
     """One score row: every column of ``COLUMNS`` but the ``STAMP_COLUMNS`` that ``ScoreCache.append`` adds.
 
     ``status`` defaults to "error" with an ``error``, else "ok" for a finite score and "nonfinite" otherwise.
@@ -97,7 +103,8 @@ def row(*, space: str, task: str, arch: str, proxy: str, proxy_version: int, see
         "space": space, "task": task, "arch": arch, "proxy": proxy, "proxy_version": proxy_version, "seed": seed,
         "batch_size": batch_size, "data_source": data_source, "init": init,
         "builder_version": builder_version if builder_version is not None else _builder_version(space),
-        "score": score, "status": status, "error": error, "seconds": seconds, "substitute": substitute,
+        "score": score, "status": status, "error": error, "seconds": seconds,
+        "shared_seconds": shared_seconds, "substitute": substitute,
         "device": device, "cpu": cpu if cpu is not None else provenance.cpu_label(), "dtype": dtype,
         "torch_version": torch.__version__, "proxybench_version": provenance.version("proxybench"),
         "git_commit": git_commit if git_commit is not None else provenance.git_commit(),
@@ -198,8 +205,9 @@ class ScoreCache:
     def _check(table: pa.Table, part: Path) -> pa.Table:
         meta = table.schema.metadata or {}
         version = int(meta.get(b"proxybench_schema", b"0"))
-        if version == 1 and all(c in table.column_names for c in COLUMNS if c not in _V1_DEFAULTS):
-            for c, v in _V1_DEFAULTS.items():  # read-time migration: the committed part itself is never rewritten
+        defaults = {1: {**_V1_DEFAULTS, **_V2_DEFAULTS}, 2: _V2_DEFAULTS}.get(version)
+        if defaults and all(c in table.column_names for c in COLUMNS if c not in defaults):
+            for c, v in defaults.items():  # read-time migration: the committed part itself is never rewritten
                 if c not in table.column_names:
                     table = table.append_column(pa.field(c, SCHEMA.field(c).type), pa.array([v] * len(table),
                                                                                             SCHEMA.field(c).type))

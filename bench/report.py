@@ -16,7 +16,7 @@ import seaborn as sns  # noqa: E402
 
 from proxybench import metrics, provenance, store  # noqa: E402
 from proxybench.datasets import files, get_space  # noqa: E402
-from proxybench.proxies import get_proxy  # noqa: E402
+from proxybench.proxies import get_proxy, list_proxies  # noqa: E402
 from proxybench.references import definition_notes, published_for  # noqa: E402
 from proxybench.render import annotate_spread, fmt_ci, save_figure  # noqa: E402
 
@@ -27,9 +27,30 @@ TRUTH_LABELS = {
 }
 
 
+def divided_seconds(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with each share group's shared work divided equally among the members scored with it on a cell,
+    as the runner records it since cache schema 3 (``shared_seconds`` set). Older rows (``shared_seconds`` NaN)
+    charged the whole pass to the cell's first member and ~0 to the others: the seconds of a group's rows of one
+    cell written together (one cache part: one timestamp) are summed and divided equally among them."""
+    if df.empty or "shared_seconds" not in df or "timestamp" not in df:
+        return df
+    registered = set(list_proxies())
+    shares = df["proxy"].map(lambda p: get_proxy(p).shares if p in registered else "")
+    old = df["shared_seconds"].isna() & (shares != "")
+    if not old.any():
+        return df
+    d = df.copy()
+    sub = d.loc[old, ["space", "task", "arch", "seed", "timestamp", "seconds"]].assign(group=shares[old])
+    d.loc[old, "seconds"] = sub.groupby(["space", "task", "arch", "seed", "timestamp", "group"])["seconds"] \
+        .transform("mean")
+    return d
+
+
 def summarise(df: pd.DataFrame, truth: str = "accuracy", n_resamples: int = 1000) -> pd.DataFrame:
-    """One row per (space, task, proxy, seed): n, failures and signed τ/ρ with 95% bootstrap intervals."""
+    """One row per (space, task, proxy, seed): n, failures and signed τ/ρ with 95% bootstrap intervals;
+    ``sec_per_arch`` the mean seconds per cell with shared passes divided among their proxies (``divided_seconds``)."""
     rows = []
+    df = divided_seconds(df)
     for (space, task, proxy, seed), g in df.groupby(["space", "task", "proxy", "seed"], sort=True):
         info = get_proxy(proxy)
         ok = g[g["status"] != "error"]
@@ -209,7 +230,7 @@ def _proxy_matrix(df: pd.DataFrame, out: Path) -> Path:
 
 def _cost(summary: pd.DataFrame, out: Path, perf: dict | None = None) -> Path:
     """ρ against cost. The cost of each proxy computed alone comes from ``make perf`` (reports/perf.json)
-    when present; the cached per-score seconds charge a shared pass to whichever proxy ran it first."""
+    when present; else the cached seconds, a shared pass divided among the proxies that shared it."""
     task = summary["task"].iloc[0]
     g = summary[summary["task"] == task].copy()
     alone = alone_seconds(perf)
@@ -219,7 +240,7 @@ def _cost(summary: pd.DataFrame, out: Path, perf: dict | None = None) -> Path:
                   f"{(perf or {}).get('threads', '?')} thread(s))")
     else:
         g["cost"] = g["sec_per_arch"]
-        xlabel = "seconds per architecture (as cached; shared passes charged to the first proxy of a cell)"
+        xlabel = "seconds per architecture (as cached; a shared pass divided among the proxies sharing it)"
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.scatter(g["cost"], g["rho"], color="tab:blue")
     ax.set_xscale("log")

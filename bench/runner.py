@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -249,8 +250,10 @@ def score_job(job: Job) -> list[dict]:
         ctx = make_context(job.space, job.task, arch, job.seed, batch, device=device, requested=names,
                            train_data=train_data, dtype=getattr(torch, job.dtype),
                            table=table.loc[arch].to_dict() if table is not None and arch in table.index else None)
+        done, pooled = [], defaultdict(float)
         for name in names:
             info = infos[name]
+            before = dict(ctx.shared_seconds)
             t0 = time.perf_counter()
             error = ""
             try:
@@ -258,15 +261,26 @@ def score_job(job: Job) -> list[dict]:
                 status = "ok" if math.isfinite(score) else "nonfinite"
             except Exception as e:  # one bad cell must not kill a study: recorded, counted, reported
                 score, status, error = float("nan"), "error", f"{type(e).__name__}: {e}"[:500]
-            seconds = time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            # the call's time less the shared work it did for its group (divided below); work timed for a group
+            # it does not belong to stays its own
+            shared = ctx.shared_seconds.get(info.shares, 0.0) - before.get(info.shares, 0.0) if info.shares else 0.0
+            pooled[info.shares] += shared
+            done.append((name, info, score, status, error, elapsed - shared))
+        split = Counter(info.shares for _, info, *_ in done if info.shares)
+        for name, info, score, status, error, own in done:
+            # honest per-proxy cost: each member of a share group pays an equal part of the group's shared work on
+            # this cell (their seconds sum to the cell's real time); ``shared_seconds`` is the whole shared work
+            pass_s = pooled[info.shares] if info.shares else 0.0
+            seconds = own + (pass_s / split[info.shares] if info.shares else 0.0)
             key = (job.batch_size, src, substitute) if info.needs_data else (0, "none", False)
             if info.needs_training_data:  # keyed by the training/held-out images, not the minibatch
                 key = (0, tsrc, tsub)
             rows.append(score_row(space=job.space, task=job.task, arch=arch, proxy=name, proxy_version=info.version,
                                   seed=job.seed, batch_size=key[0], data_source=key[1], init=space.init,
                                   builder_version=space.builder_version, cpu=cpu, score=score, status=status,
-                                  error=error, seconds=seconds, substitute=key[2], device=label, dtype=job.dtype,
-                                  git_commit=job.git_commit))
+                                  error=error, seconds=seconds, shared_seconds=pass_s, substitute=key[2],
+                                  device=label, dtype=job.dtype, git_commit=job.git_commit))
     return rows
 
 

@@ -22,6 +22,7 @@ from proxybench.proxies.registry import (
     ProxyInfo,
     UnknownProxyError,
     UnsupportedNetwork,
+    applies_to,
     get_proxy,
     list_aggregates,
     list_proxies,
@@ -41,6 +42,7 @@ for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_mod}")
 
 __all__ = ["COSTS", "FAMILIES", "LabelAccessError", "ProxyContext", "ProxyInfo", "SHARES", "TIERS",
-           "UnknownProxyError", "UnsupportedNetwork", "get_proxy", "list_aggregates", "list_proxies", "of_tier",
+           "UnknownProxyError", "UnsupportedNetwork", "applies_to", "get_proxy", "list_aggregates", "list_proxies",
+           "of_tier",
            "per_cell", "register_aggregate", "register_proxy", "resolve_proxies", "share_group", "sharing",
            "TRAINING_FREE", "training_free"]

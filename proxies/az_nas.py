@@ -144,6 +144,9 @@ SETTINGS = {
     "_fp32": {"scheme": "kaiming", "real": False, "precision": "float32"},
     "_real": {"scheme": "kaiming", "real": True, "precision": "float64"},
 }
+# the registry's share group of each setting's pass (``shares=`` of the records below), by (real, precision)
+_GROUP = {(False, "float64"): "az_nas pass", (False, "float32"): "az_nas fp32 pass",
+          (True, "float64"): "az_nas real pass"}
 BATCH = 64
 ENTROPY_EPS = 1e-8  # official: log(p + 1e-8)
 SIGMA_EPS = 1e-6  # official: 1 / (sigma + 1e-6)
@@ -409,7 +412,8 @@ def shared_pass(ctx, scheme: str = "kaiming", real: bool = False, precision: str
     key = f"_az_nas:{scheme}:{'real' if real else 'random'}:{precision}"
     memo = ctx.memo.get(key)
     if memo is None or (trainability and memo["trainability"] is None):
-        memo = run_pass(ctx, scheme, real, precision, trainability)
+        with ctx.shared_work(_GROUP.get((real, precision), "az_nas pass")):
+            memo = run_pass(ctx, scheme, real, precision, trainability)
         ctx.memo[key] = memo
     return memo
 
@@ -453,5 +457,5 @@ for _suffix, _kw in SETTINGS.items():
             description=f"AZ-NAS {_comp} (Lee & Ham CVPR 2024), {_SETTING_WORDS[_suffix]}: {_DESCRIPTIONS[_comp]}",
             init=_INIT_WORDS[_kw["scheme"]], inputs=_inputs, bn_mode="train (batch statistics)",
             default_study=not _suffix,  # the variants measure causes in the AZ-NAS reproduction (studies.aznas)
-            shares={"": "az_nas pass", "_fp32": "az_nas fp32 pass", "_real": "az_nas real pass"}[_suffix],
+            shares=_GROUP[(_kw["real"], _kw["precision"])],
             component=_comp, **_kw)(_az)

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+
+def hooked_forward(net: nn.Module, x: torch.Tensor, hook: Callable, modules) -> torch.Tensor:
+    """One forward of ``x`` without gradients, ``hook`` a forward hook on each of ``modules`` for that forward only
+    (removed however the forward ends); returns the output."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with torch.no_grad():
+            return net(x)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class LabelAccessError(RuntimeError):
@@ -44,6 +58,25 @@ class ProxyContext:
     # the memory layout of float32 networks and images (registry.LAYOUTS), set from the proxy's record by
     # ProxyInfo.compute; float64 (the precision measurement's reference) stays in the default layout
     layout: str = "nchw"
+    # seconds of per-cell work shared by the proxies of a share group (registry.SHARES), per group: filled by
+    # ``shared_work``; the runner divides each group's among the members it scored on the cell
+    shared_seconds: dict = field(default_factory=dict)
+    _shared_depth: int = 0
+
+    @contextmanager
+    def shared_work(self, group: str) -> Iterator[None]:
+        """Time the enclosed work as the share group ``group``'s (a pass its members compute once per cell and
+        memoise); work nested in another group's is that group's."""
+        if self._shared_depth:
+            yield
+            return
+        self._shared_depth += 1
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._shared_depth -= 1
+            self.shared_seconds[group] = self.shared_seconds.get(group, 0.0) + time.perf_counter() - t0
 
     @property
     def _channels_last(self) -> bool:
@@ -60,7 +93,8 @@ class ProxyContext:
     def shared_network(self) -> nn.Module:
         """One network per cell for proxies that only read it (params, flops); do not modify it."""
         if "_shared_net" not in self.memo:
-            self.memo["_shared_net"] = self.network()
+            with self.shared_work("network"):
+                self.memo["_shared_net"] = self.network()
         return self.memo["_shared_net"]
 
     @property
@@ -69,7 +103,11 @@ class ProxyContext:
             raise LabelAccessError("this proxy is registered with needs_data=False but read the images")
         if self.batch is None:
             raise RuntimeError("no minibatch was prepared for this study")
-        x = self.batch[0].to(self.device, self.dtype)
+        return self.to_layout(self.batch[0].to(self.device, self.dtype))
+
+    def to_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (images or any 4-D activation) in the proxy's memory layout: what a proxy that draws its own
+        inputs (e.g. zen's N(0, 1) images) feeds its network."""
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last and x.dim() == 4 else x
 
     @property

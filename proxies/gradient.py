@@ -37,6 +37,17 @@ NEEDS = {
     "fisher": {"actgrad"}, "jacob_cov": {"jacobian"}, "epe_nas": {"jacobian"}, "nwot": {"codes"},
 }
 _ABDELFATTAH = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021"
+# The memory layout of the pass (registry.LAYOUTS), one for the whole share group, as the pass is computed once for
+# all of them (tests: test_registry). channels_last would be 1.6x faster here for NB201 and 2x for NB101, but
+# PyTorch's CPU BatchNorm in train mode computes its channels_last batch statistics 30-100x less accurately than in
+# NCHW (1e-5 vs 1e-7 relative on a 64x16x32x32 batch with AVX-512 kernels, 3.7e-6 with AVX2; 4e-5 with mean 50;
+# convolutions and pooling are as accurate in both; tests: test_gradient): measured on the 64 golden cells, the
+# float32 scores of the pass moved 10-30x farther from their float64 values (snip median 7.8e-6 -> 2.1e-4
+# relative, worst 2.0e-3 -> 3.7e-2; zen 3e-9 -> 2.5e-7). A switch needs a BatchNorm as accurate as NCHW's first
+# (torch.var_mean is accurate in channels_last, 5e-8, but 7x slower than the whole BatchNorm), then version bumps
+# and a rescoring.
+LAYOUT = "nchw"
+_VERSION = 1
 
 
 _LABEL_NEEDS = {"wgrad", "actgrad", "hvp"}
@@ -68,7 +79,8 @@ def shared_pass(ctx, name: str) -> dict:
     if memo is not None and NEEDS[name] <= memo["have"]:
         return memo
     need = _requested_needs(ctx, name)
-    memo = _run_pass(ctx, need)
+    with ctx.shared_work(PASS):
+        memo = _run_pass(ctx, need)
     ctx.memo["_shared_pass"] = memo
     return memo
 
@@ -162,19 +174,22 @@ def _layer_sum(name: str):
 
 _WEIGHT_GRAD_COST = dict(cost="forward+backward", cost_note="the shared pass: one loss backward")
 for _name, _doc, _cost, _version in [
-    ("grad_norm", "Sum over Conv/Linear layers of the L2 norm of the layer's loss gradient.", _WEIGHT_GRAD_COST, 1),
-    ("snip", "SNIP (Lee et al. 2019): sum of |dL/dw * w| over Conv/Linear weights.", _WEIGHT_GRAD_COST, 1),
-    ("plain", "Plain (Mozer & Smolensky 1989, as in NAS-Bench-Suite-Zero): sum of dL/dw * w.", _WEIGHT_GRAD_COST, 1),
+    ("grad_norm", "Sum over Conv/Linear layers of the L2 norm of the layer's loss gradient.", _WEIGHT_GRAD_COST,
+     _VERSION),
+    ("snip", "SNIP (Lee et al. 2019): sum of |dL/dw * w| over Conv/Linear weights.", _WEIGHT_GRAD_COST, _VERSION),
+    ("plain", "Plain (Mozer & Smolensky 1989, as in NAS-Bench-Suite-Zero): sum of dL/dw * w.", _WEIGHT_GRAD_COST,
+     _VERSION),
     # grasp v3: -g . (H w) by forward-over-reverse (proxies/hvp.py) instead of -w . (H g) by a double backward
     # (v2) -- the same number in exact arithmetic (tests: float64), float32 rounding differs where terms cancel
     ("grasp", "GraSP (Wang et al. 2020): sum of -w * (H g) over Conv/Linear weights, H the loss Hessian.",
      dict(cost="second-order", cost_note="the shared pass, its forward and loss backward carrying a "
                                          "forward-mode tangent (H w, proxies/hvp.py)"), 3),
     ("fisher", "Fisher (Theis et al. 2018; Turner et al. 2020): per output channel 0.5 * mean over the batch "
-               "of (sum over positions of activation * its gradient)^2, summed.", _WEIGHT_GRAD_COST, 1),
+               "of (sum over positions of activation * its gradient)^2, summed.", _WEIGHT_GRAD_COST, _VERSION),
 ]:
     register_proxy(_name, higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True,
-                   paper=_ABDELFATTAH, description=_doc, shares=PASS, version=_version, **_cost)(_layer_sum(_name))
+                   paper=_ABDELFATTAH, description=_doc, shares=PASS, version=_version, layout=LAYOUT,
+                   **_cost)(_layer_sum(_name))
 
 
 def _jacob_cov_from(jac: torch.Tensor) -> float:
@@ -189,7 +204,8 @@ def _jacob_cov_from(jac: torch.Tensor) -> float:
 
 @register_proxy("jacob_cov", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False,
                 paper="Mellor et al. 2021 (NASWOT v1); " + _ABDELFATTAH, nan_policy="rank_last",
-                cost="forward+backward", shares=PASS, cost_note="the shared pass: one input-only backward")
+                cost="forward+backward", shares=PASS, cost_note="the shared pass: one input-only backward",
+                version=_VERSION, layout=LAYOUT)
 def jacob_cov(ctx) -> float:
     """NASWOT v1: -sum over eigenvalues v of the per-image input-Jacobian correlation matrix of log(v+k)+1/(v+k)."""
     return _jacob_cov_from(shared_pass(ctx, "jacob_cov")["jacobian"])
@@ -219,7 +235,7 @@ def _epe_from(jac: torch.Tensor, labels: np.ndarray, n_outputs: int) -> float:
 
 @register_proxy("epe_nas", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=True,
                 paper="Lopes et al., EPE-NAS, ICANN 2021", nan_policy="rank_last", cost="forward+backward",
-                shares=PASS, cost_note="the shared pass: one input-only backward")
+                shares=PASS, cost_note="the shared pass: one input-only backward", version=_VERSION, layout=LAYOUT)
 def epe_nas(ctx) -> float:
     """EPE-NAS: per class, sum of log(|corr|+k) of the input-Jacobian correlations; combined over classes as
     the reference (sum of |s_c| for <=100 outputs, mean pairwise |s_c - s_c'| otherwise)."""
@@ -230,7 +246,7 @@ def epe_nas(ctx) -> float:
 @register_proxy("nwot", higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False,
                 paper="Mellor et al., Neural Architecture Search without Training, ICML 2021 (v2)",
                 nan_policy="rank_last", cost="forward", shares=PASS,
-                cost_note="the shared pass: hooks on its forward")
+                cost_note="the shared pass: hooks on its forward", version=_VERSION, layout=LAYOUT)
 def nwot(ctx) -> float:
     """NASWOT v2: log|det K|, K the Hamming-similarity kernel of the binary ReLU input codes of the batch."""
     sign, logdet = torch.linalg.slogdet(shared_pass(ctx, "nwot")["kernel"])

@@ -96,6 +96,12 @@ def sign_agreement(ctx, batch_size: int = BATCH_SIZE) -> tuple[float, int]:
     key = ("_gradsign", batch_size)
     if key in ctx.memo:
         return ctx.memo[key]
+    with ctx.shared_work("gradsign pass"):
+        ctx.memo[key] = _sign_agreement(ctx, batch_size)
+    return ctx.memo[key]
+
+
+def _sign_agreement(ctx, batch_size: int) -> tuple[float, int]:
     net = ctx.network(bn=True)
     net.train()
     replace_all_batch_norm_modules_(net)
@@ -112,7 +118,6 @@ def sign_agreement(ctx, batch_size: int = BATCH_SIZE) -> tuple[float, int]:
         finite = ~torch.isnan(a)
         total += float(a[finite].sum())
         count += int(finite.sum())
-    ctx.memo[key] = (total, count)
     return total, count
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from proxybench.datasets.nb201 import NB201Network
+from proxybench.proxies.context import hooked_forward
 from proxybench.proxies.registry import register_proxy
 
 _LAYERS = (nn.Conv2d, nn.Linear)
@@ -115,8 +116,8 @@ def _zen(ctx, batch_size: int = 64, mixup_gamma: float = 1e-2, official: bool = 
                 m.bias.zero_()
     net.train()
     shape = (batch_size, *ctx.input_shape)
-    x = _randn(shape, g, device=ctx.device, dtype=ctx.dtype)
-    eps = _randn(shape, g, device=ctx.device, dtype=ctx.dtype)
+    x = ctx.to_layout(_randn(shape, g, device=ctx.device, dtype=ctx.dtype))
+    eps = ctx.to_layout(_randn(shape, g, device=ctx.device, dtype=ctx.dtype))
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d) and m.running_var is not None]
     per_channel: dict[nn.Module, int] = {}  # BN layer -> values per channel in its batch (N*H*W)
 
@@ -286,13 +287,7 @@ def _meco(ctx, opt: bool = False, sample_channels: int = 8) -> float:
             cache[key] = (src, len(feas) - 1)
         terms.append((cache[key][1], 1.0))
 
-    handles = [m.register_forward_hook(hook) for m in net.modules()]
-    try:
-        with torch.no_grad():
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_forward(net, x, hook, net.modules())
     lowest = _min_eig_of_corr(feas)
     return math.fsum(f * lowest[i] for i, f in terms if math.isfinite(f * lowest[i]))
 

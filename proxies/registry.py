@@ -40,7 +40,9 @@ TIER_OF_COST = {"free": "cheap", "forward": "one-pass", "forward+backward": "one
 # the memory layouts a proxy's float32 networks and images may have (ProxyContext.network / inputs)
 LAYOUTS = {
     "nchw": "PyTorch's default contiguous layout",
-    "channels_last": "NHWC (torch.channels_last): on CPUs 1.2-3x faster for NB201's small convolutions (make perf)",
+    "channels_last": "NHWC (torch.channels_last): on CPUs 1.2-3x faster for NB201's small convolutions (make perf), "
+                     "but PyTorch's CPU BatchNorm computes train-mode batch statistics ~100x less accurately in it "
+                     "(proxies.gradient.LAYOUT)",
 }
 SHARES = {
     "gradient pass": "one forward pass of the minibatch and the backward passes the requested proxies need "
@@ -109,6 +111,10 @@ class ProxyInfo:
     # the memory layout of its float32 networks and images (LAYOUTS): part of its numbers, as float32 kernels of
     # another layout sum in another order; a proxy changes layout only with a version bump (and a rescoring)
     layout: str = "nchw"
+    # the search spaces its definition applies to (their registered names, e.g. ("nb201",) for one defined on NB201's
+    # cells: TE-NAS's thin networks, swap_reg's NB201 mu and sigma); () = any network its code can read. Studies of
+    # another space leave it out; on such a network it raises UnsupportedNetwork (tests: test_api)
+    spaces: tuple[str, ...] = ()
     # a set-level aggregate (register_aggregate): the member proxies whose per-cell scores it combines over the set
     # of cells being ranked, and how (AGGREGATIONS); () for a per-cell proxy
     members: tuple[str, ...] = ()
@@ -152,6 +158,7 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
                    description: str = "", needs_training_data: bool = False, needs_table: bool = False,
                    deterministic: bool = True, tier: str | None = None, shares: str = "", cost_note: str = "",
                    init: str = "", inputs: str = "", bn_mode: str = "", layout: str = "nchw",
+                   spaces: tuple[str, ...] = (),
                    default_study: bool = True, **bound):
     """Register ``fn(ctx, **bound) -> float`` under ``name``; ``bound`` makes variants of one function.
 
@@ -195,6 +202,7 @@ def register_proxy(name: str, *, higher_is_better: bool, family: str, needs_data
                                     version, cost, nan_policy, doc, needs_training_data, needs_table,
                                     deterministic=deterministic, tier=tier, shares=shares, cost_note=cost_note,
                                     init=init, inputs=inputs, bn_mode=bn_mode, layout=layout,
+                                    spaces=tuple(spaces),
                                     default_study=default_study)
         return fn
 
@@ -336,6 +344,12 @@ def of_tier(tier: str, among=None) -> list[str]:
         raise ValueError(f"unknown tier {tier!r}{did_you_mean(tier, TIERS)}; tiers: {', '.join(TIERS)}")
     names = list_proxies() if among is None else list(among)
     return [n for n in names if get_proxy(n).tier == tier]
+
+
+def applies_to(name: str, space: str) -> bool:
+    """Whether ``name``'s definition applies to the networks of ``space`` (its record's ``spaces``; () = any)."""
+    spaces = get_proxy(name).spaces
+    return not spaces or space in spaces
 
 
 def share_group(name: str) -> frozenset[str]:

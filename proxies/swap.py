@@ -151,6 +151,12 @@ def swap_counts(ctx, samples: int = SAMPLES, repeats: int = REPEATS) -> dict:
     key = ("_swap", samples, repeats)
     if key in ctx.memo:
         return ctx.memo[key]
+    with ctx.shared_work("swap pass"):
+        ctx.memo[key] = _swap_counts(ctx, samples, repeats)
+    return ctx.memo[key]
+
+
+def _swap_counts(ctx, samples: int, repeats: int) -> dict:
     net = ctx.network(bn=True)
     net.train()
     x = ctx.inputs[:samples]
@@ -181,8 +187,7 @@ def swap_counts(ctx, samples: int = SAMPLES, repeats: int = REPEATS) -> dict:
     finally:
         for h in handles:
             h.remove()
-    ctx.memo[key] = {"counts": counts, "params": n_params, "nb201": isinstance(net, NB201Network)}
-    return ctx.memo[key]
+    return {"counts": counts, "params": n_params, "nb201": isinstance(net, NB201Network)}
 
 
 _NOT_NB201 = ("swap_reg: mu and sigma are set for NAS-Bench-201 networks and tasks only (SWAP_REG_MU), not for "
@@ -225,6 +230,6 @@ _COMMON = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs
 register_proxy("swap", **_COMMON,
                description="SWAP (Peng et al. ICLR 2024): distinct per-neuron ReLU patterns over 16 images, mean "
                            "over 32 N(0,1) re-inits (official code)")(_swap)
-register_proxy("swap_reg", **_COMMON, regular=True,
+register_proxy("swap_reg", **_COMMON, regular=True, spaces=("nb201",),
                description="regularised SWAP: SWAP x exp(-(P-mu)^2/sigma), P in thousands; NB201 mu, sigma from the "
                            "space's parameter distribution (no accuracies)")(_swap)

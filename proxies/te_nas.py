@@ -79,6 +79,7 @@ import torch
 from torch import nn
 
 from proxybench.datasets.nb201 import Cell, NB201Network, parse_arch
+from proxybench.proxies.context import hooked_forward
 from proxybench.proxies.registry import UnsupportedNetwork, register_proxy
 
 _TENAS = ("Chen, Gong & Wang, Neural Architecture Search on ImageNet in Four GPU Hours: A Theoretically "
@@ -191,6 +192,7 @@ def _te_nas_ntk(ctx, full: bool = False, kaiming: bool = False) -> float:
 
 
 _NTK = dict(higher_is_better=False, family="zero-cost", needs_data=True, needs_labels=False, paper=_TENAS,
+            spaces=("nb201",),
             nan_policy="rank_last", cost="forward+backward", bn_mode="train (batch statistics)",
             inputs="the task's minibatch (64 in the suite; official: 72 training images), one batch")
 _THIN = "the thin network NB201Network(channels=3, cells_per_stage=1) of the cell (NB201 only)"
@@ -241,13 +243,7 @@ def sign_patterns(net: nn.Module, x: torch.Tensor, four_d_only: bool = True) -> 
         if not four_d_only or args[0].dim() == 4:
             seen.append((out > 0).reshape(out.shape[0], -1))
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
-    try:
-        with torch.no_grad():
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_forward(net, x, hook, [m for m in net.modules() if isinstance(m, nn.ReLU)])
     if not seen:
         return torch.zeros((x.shape[0], 0), dtype=torch.bool, device=x.device)
     return torch.cat(seen, dim=1)
@@ -299,6 +295,7 @@ def _te_nas_lr(ctx, kaiming: bool = False) -> float:
 
 
 _LR = dict(higher_is_better=True, family="zero-cost", needs_data=True, needs_labels=False, paper=_TENAS,
+           spaces=("nb201",),
            cost="forward", bn_mode="train (statistics of each batch of 1000 crops)",
            inputs="3 batches of 1000 one-channel 3x3 crops of the task's minibatch (official: of training images)",
            cost_note="3 forwards of 1000 3x3 crops through the one-cell C=1 network of the cell (NB201 only)")

@@ -403,7 +403,8 @@ def score_network(net: nn.Module, x: torch.Tensor, n_tensors: int = N_TENSORS) -
 def _parts(ctx) -> dict:
     """Entropy and ℵ of the cell, computed once per cell (``ctx.memo``) for every VKDNW name."""
     if _MEMO not in ctx.memo:
-        ctx.memo[_MEMO] = score_network(*prepare(ctx))
+        with ctx.shared_work("vkdnw pass"):
+            ctx.memo[_MEMO] = score_network(*prepare(ctx))
     return ctx.memo[_MEMO]
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from proxybench import provenance
 from proxybench.cache import ScoreCache
-from proxybench.proxies import of_tier, training_free
+from proxybench.proxies import applies_to, of_tier, training_free
 from proxybench.render import fmt_ci, save_figure
 from proxybench.report import summarise
 from proxybench.runner import Study, run_study, study_scores, with_truth
@@ -41,20 +41,17 @@ NAME = "nb101"
 # per-image gradients and SWAP's 32 re-initialised passes about as much again.
 PENDING = ("az_expressivity", "az_progressivity", "az_trainability", "vkdnw", "vkdnw_single", "gradsign",
            "gradsign_mean", "swap")
-# Defined on NB201's networks only (they raise UnsupportedNetwork elsewhere): never in the section.
-NB201_ONLY = ("te_nas_ntk", "te_nas_lr", "swap_reg")
-
-
 def tier_proxies(tier: str, with_pending: bool = False) -> tuple[str, ...]:
     """The training-free proxies whose registry record puts them in cost tier ``tier``, sorted; those of
-    ``PENDING`` only ``with_pending``; never those of ``NB201_ONLY``."""
+    ``PENDING`` only ``with_pending``; never those whose record's ``spaces`` leave NB101 out (``nb201_only``)."""
     return tuple(p for p in of_tier(tier, among=training_free())
-                 if (with_pending or p not in PENDING) and p not in NB201_ONLY)
+                 if (with_pending or p not in PENDING) and applies_to(p, "nb101"))
 
 
 def nb201_only() -> tuple[str, ...]:
-    """The default-study proxies the section never scores (``NB201_ONLY``, as registered)."""
-    return tuple(p for p in NB201_ONLY if p in training_free())
+    """The default-study proxies the section never scores: their definition applies to other spaces only (their
+    records' ``spaces``: TE-NAS's thin NB201 networks, swap_reg's NB201 mu and sigma)."""
+    return tuple(p for p in training_free() if not applies_to(p, "nb101"))
 
 
 def pending() -> tuple[str, ...]:
@@ -184,8 +181,8 @@ def render_table(rep: NB101Report, figure: str | None = None) -> list[str]:
           "do not say whether a proxy ranked cells the right way round; here ρ is signed in each proxy's "
           "declared direction and the difference compares magnitudes. It is within sampling error when the "
           "published value lies inside the interval of abs(ρ) (the interval's absolute values). "
-          "s/cell: mean seconds per cell and proxy as cached (shared "
-          "passes are charged to the first proxy of a pass; the machine was shared with other jobs).", ""]
+          "s/cell: mean seconds per cell and proxy as cached (a shared pass divided equally among the proxies "
+          "that shared it on the cell; the machine was shared with other jobs).", ""]
     if rep.outside:
         L += [f"Published value outside the interval of abs(ρ): {', '.join(rep.outside)}. Differences this run "
               f"does not control for: minibatch {rep.batch} vs 256, these "

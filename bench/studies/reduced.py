@@ -371,7 +371,7 @@ def render_quality(rep: ReducedReport) -> list[str]:
             f"bootstrap intervals over cells ({rep.n_resamples} resamples). Cost: median wall seconds per cell of the "
             "cached scores (one thread, on a CPU shared with other jobs, so an upper bound on this machine's idle "
             "speed); for the training-free proxies the time each takes alone from `make perf` when available (the "
-            "cache charges a shared pass to the first proxy of a cell).", "",
+            "cache's seconds divide a shared pass among the proxies that shared it, not what one costs alone).", "",
             *md_table(rows, QUALITY_COLUMNS), "", f"![cost vs rho](figures/{rep.figure})", ""]
 
 

@@ -138,7 +138,7 @@ def test_score_runs_every_training_free_proxy_and_leaves_the_model_unchanged(nam
     # stem-and-cell maps (NB201, NB101, NDS), TE-NAS's thin NB201 networks and SWAP_reg's NB201 mu and sigma (NB201
     # cells only)
     left_out = {n for n in training_free() if n not in s}
-    expected = {n for n in training_free() if n.startswith("te_nas") or n == "swap_reg"}
+    expected = {n for n in training_free() if get_proxy(n).spaces}  # defined on some spaces only: their records
     if name in ("plain_cnn", "resnet"):
         expected |= {n for n in training_free() if n.startswith("az_")}
     assert left_out == expected, left_out ^ expected
@@ -216,7 +216,7 @@ def test_the_default_set_warns_in_one_line_what_it_leaves_out():
     label_proxies = [n for n in training_free() if get_proxy(n).needs_labels]
     # and, in the same line, those whose definition does not apply to a plain CNN (AZ-NAS: a known space's cells;
     # TE-NAS and swap_reg: NB201's)
-    unsupported = [n for n in training_free() if n.startswith(("az_", "te_nas")) or n == "swap_reg"]
+    unsupported = [n for n in training_free() if n.startswith("az_") or get_proxy(n).spaces]
     assert all(n in msg for n in label_proxies + unsupported) and "pass targets=" in msg and "az_nas:" in msg
     assert sorted(s) == sorted(n for n in training_free() if n not in label_proxies + unsupported)
     with pytest.warns(ProxySkippedWarning, match=r"zen: needs the feature map before global pooling.*nwot: reads"
@@ -347,10 +347,23 @@ def _zc_plain(net, x, y) -> float:
                      if isinstance(m, (nn.Conv2d, nn.Linear))))
 
 
+def _in_layout(net, x):
+    """A copy of ``net`` and ``x`` in the memory layout the shared gradient pass computes in (gradient.LAYOUT):
+    float32 kernels of another layout round otherwise, beyond these tolerances for the cancelling sums (plain)."""
+    from proxybench.proxies.gradient import LAYOUT
+
+    layout = torch.channels_last if LAYOUT == "channels_last" else torch.contiguous_format
+    return copy.deepcopy(net).to(memory_format=layout), x.contiguous(memory_format=layout)
+
+
 def _zc_reference(net, x, y) -> dict:
     shape = tuple(x.shape[1:])
-    return {"grad_norm": R.grad_norm(net, x, y), "snip": R.snip(net, x, y), "grasp": R.grasp(net, x, y),
-            "fisher": _zc_fisher(net, x, y), "jacob_cov": R.jacob_cov(net, x, y), "plain": _zc_plain(net, x, y),
+    cn, cx = _in_layout(net, x)
+    # grasp: against the double backward in float64 (exact to ~1e-15 here), the independent value; ours in float32
+    # is 6e-7 relative from it (NCHW; up to 1e-5 in channels_last, whose BatchNorm statistics round more)
+    grasp64 = R.grasp(copy.deepcopy(net).double(), x.double(), y)
+    return {"grad_norm": R.grad_norm(cn, cx, y), "snip": R.snip(cn, cx, y), "grasp": grasp64,
+            "fisher": _zc_fisher(cn, cx, y), "jacob_cov": R.jacob_cov(cn, cx, y), "plain": _zc_plain(cn, cx, y),
             "synflow_bn": R.synflow(net, lambda: _zc_copy(net, True), shape),
             "synflow": R.synflow(net, lambda: _zc_copy(net, False), shape),
             "l2_norm": float(sum(float(m.weight.detach().norm()) for m in net.modules()
@@ -358,7 +371,7 @@ def _zc_reference(net, x, y) -> dict:
 
 
 # measured relative differences from the re-statement on this network and batch (float32; find_measures' docstring)
-ZC_RTOL = {"grad_norm": 1e-6, "snip": 1e-6, "plain": 1e-6, "fisher": 1e-6, "grasp": 1e-5, "jacob_cov": 1e-6,
+ZC_RTOL = {"grad_norm": 1e-6, "snip": 1e-6, "plain": 1e-6, "fisher": 1e-6, "grasp": 3e-6, "jacob_cov": 1e-6,
            "synflow": 1e-12, "synflow_bn": 1e-12, "l2_norm": 1e-6}
 
 
@@ -376,7 +389,7 @@ def test_find_measures_matches_zero_cost_nas_semantics():
     assert _same(before, _snapshot(net))  # neither moved nor put in train mode nor given gradients
     # fisher: zero-cost-nas counts each channel once per weight of the channel; the suite's registered fisher once
     suite = score(net, x, y, proxies=["fisher"])["fisher"]
-    assert suite == pytest.approx(R.fisher(net, x, y), rel=1e-6)
+    assert suite == pytest.approx(R.fisher(*_in_layout(net, x), y), rel=1e-6)
     assert 30 < ours["fisher"] / suite < 60  # 48.4 here; each layer has its own factor
 
 

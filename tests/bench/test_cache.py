@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -80,7 +82,7 @@ def test_duplicate_keys_resolve_by_content_whatever_the_clock_or_order(tmp_path)
 
 
 def test_a_schema_1_part_is_read_with_builder_version_1_and_an_unrecorded_cpu(tmp_path):
-    v1 = [c for c in COLUMNS if c not in ("builder_version", "cpu")]
+    v1 = [c for c in COLUMNS if c not in ("builder_version", "cpu", "shared_seconds")]
     table = pa.Table.from_pylist([{**{k: v for k, v in row().items() if k in v1}, "timestamp": "t",
                                    "schema_version": 1}], schema=pa.schema([SCHEMA.field(c) for c in v1]))
     pq.write_table(table.replace_schema_metadata({"proxybench_schema": "1"}), tmp_path / "part-old.parquet")
@@ -91,6 +93,17 @@ def test_a_schema_1_part_is_read_with_builder_version_1_and_an_unrecorded_cpu(tm
     ScoreCache(tmp_path).append([row(ARCHS[1])])
     df = ScoreCache(tmp_path).load()
     assert len(df) == 2 and " kernels" in df.set_index("arch").loc[ARCHS[1], "cpu"]  # this process's CPU
+
+
+def test_a_schema_2_part_is_read_with_unrecorded_shared_seconds(tmp_path):
+    # before schema 3 a share group's first member paid for the shared pass: that split is unknown, NaN
+    v2 = [c for c in COLUMNS if c != "shared_seconds"]
+    table = pa.Table.from_pylist([{**{k: v for k, v in row().items() if k in v2}, "timestamp": "t",
+                                   "schema_version": 2}], schema=pa.schema([SCHEMA.field(c) for c in v2]))
+    pq.write_table(table.replace_schema_metadata({"proxybench_schema": "2"}), tmp_path / "part-old.parquet")
+    ScoreCache(tmp_path).append([row(ARCHS[1], shared_seconds=0.0)])
+    df = ScoreCache(tmp_path).load().set_index("arch")
+    assert math.isnan(df.loc[ARCHS[0], "shared_seconds"]) and df.loc[ARCHS[1], "shared_seconds"] == 0.0
 
 
 def test_pandas_reads_the_directory(tmp_path):

@@ -51,6 +51,34 @@ def test_merge_adds_variants_to_cells_and_restarts_a_proxy_at_a_new_version():
     assert precision.spread_of(doc, "p", key, 1) is None and precision.spread_of(doc, "p", key, 2) == 0.0
 
 
+def test_a_second_machine_is_a_variant_that_widens_the_spread_and_keeps_the_reference():
+    doc = precision.merge({}, _results(native=_rows({"a": 10.0}), avx2=_rows({"a": 10.0})), "committed")
+    key = precision.cell_key("nb201", "cifar10", 42, 0, "none", "a")
+    assert doc["proxies"]["p"]["cells"][key]["spread"] == 0.0
+    name = precision.machine_variant("xeon-amx").name
+    doc = precision.merge(doc, _results(**{name: _rows({"a": 10.5})}), "committed machine:xeon-amx")
+    cell = doc["proxies"]["p"]["cells"][key]
+    assert cell["ref"] == 10.0 and cell["spread"] == pytest.approx(0.5)  # the reference machine's score stays ref
+    assert list(doc["variants"]) == ["native", "avx2", name] and "another machine" in doc["variants"][name][
+        "description"]
+    assert set(doc["measured"]) == {"committed", "committed machine:xeon-amx"}  # neither run's record replaced
+    # a cell measured only by the other machine has no spread against the reference scores: unknown, not 0
+    doc = precision.merge(doc, _results(**{name: _rows({"b": 3.0})}), "committed machine:xeon-amx")
+    assert precision.spread_of(doc, "p", key, 1) == pytest.approx(0.5)
+    assert precision.spread_of(doc, "p", precision.cell_key("nb201", "cifar10", 42, 0, "none", "b"), 1) is None
+
+
+def test_a_variant_with_spare_processes_is_cut_into_pieces_of_cells():
+    from proxybench.runner import Job
+
+    jobs = [Job("nb201", "cifar10", 42, 64, True, None, "cpu", (("a", ("p",)), ("b", ("p",)), ("c", ("p",))), "x"),
+            Job("nb201", "cifar100", 42, 64, True, None, "cpu", (("d", ("p",)),), "x")]
+    parts = precision._split(jobs, 2)
+    assert [[j.items[0][0] for j in p] for p in parts] == [["a", "c"], ["b", "d"]]
+    (whole,) = precision._split(jobs, 1)
+    assert [j.items[0][0] for j in whole] == ["a", "b", "c", "d"] and len(precision._split(jobs, 9)) == 4
+
+
 def test_the_tolerance_is_twice_the_spread_plus_a_few_float32_ulps():
     assert precision.tolerance(0.0, 1.0) == pytest.approx(4 * 2.0 ** -23)
     assert precision.within(10.0, 10.0 + 0.19, 0.1) and not precision.within(10.0, 10.0 + 0.21, 0.1)

@@ -276,3 +276,40 @@ def test_a_proxy_with_data_but_not_labels_cannot_read_labels(scratch_proxies, tm
     df = cache.load()
     assert df["error"].str.contains("LabelAccessError").all() and df["error"].str.contains("needs_labels").all()
     assert (df["batch_size"] == 8).all() and (df["data_source"] != "none").all()
+
+
+def test_a_share_groups_pass_is_divided_among_its_members(tmp_path):
+    # the cache's seconds are each proxy's true part of the cell's time: the gradient pass's members pay equal
+    # parts of the pass, whichever ran first, and shared_seconds records the whole pass on each of them
+    import time
+
+    from proxybench.runner import plan, score_job
+
+    group = ("snip", "grad_norm", "nwot", "jacob_cov")
+    study = Study(space="nb201", tasks=("cifar10",), proxies=group + ("params", "synflow"), sample=1, seed=42)
+    (job,), _ = plan(study, ScoreCache(tmp_path))
+    t0 = time.perf_counter()
+    rows = {r["proxy"]: r for r in score_job(job)}
+    wall = time.perf_counter() - t0
+    shared = {rows[p]["shared_seconds"] for p in group}
+    assert len(shared) == 1 and (s := shared.pop()) > 0.05  # one pass, on every member
+    assert rows["synflow"]["shared_seconds"] == 0.0  # a proxy of no group
+    assert rows["params"]["shared_seconds"] > 0  # the shared network (params alone here: all of it)
+    assert all(s / len(group) <= rows[p]["seconds"] < s for p in group)  # no member 0, none the whole pass
+    assert sum(r["seconds"] for r in rows.values()) == pytest.approx(wall, rel=0.15)  # the cell's real time
+
+
+def test_older_rows_have_their_shared_pass_divided_when_reported():
+    # schema-2 rows: the cell's first member of a group paid the whole pass; report.divided_seconds splits it
+    # among the group's rows of that cell written together, and leaves other proxies and newer rows alone
+    import pandas as pd
+
+    from proxybench.report import divided_seconds
+
+    nan = float("nan")
+    df = pd.DataFrame({"space": "nb201", "task": "cifar10", "seed": 42, "arch": ["a", "a", "a", "a", "b", "b"],
+                       "proxy": ["snip", "grad_norm", "synflow", "nwot", "snip", "grad_norm"],
+                       "timestamp": ["t1", "t1", "t1", "t2", "t3", "t3"],
+                       "seconds": [0.9, 0.0, 0.2, 0.5, 0.5, 0.5], "shared_seconds": [nan, nan, nan, nan, 0.8, 0.8]})
+    out = divided_seconds(df)["seconds"].tolist()
+    assert out == [0.45, 0.45, 0.2, 0.5, 0.5, 0.5]  # nwot: another run (part), its own pass

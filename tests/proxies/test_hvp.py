@@ -75,10 +75,13 @@ def _data(n, res, seed=0):
                                  "avg_pool_3x3~2|"), 32),
     (lambda: nb201.build_network("|avg_pool_3x3~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|nor_conv_3x3~2|"), 32),
 ])
-def test_g_h_w_equals_w_h_g_of_the_double_backward_in_float64(make, res):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_g_h_w_equals_w_h_g_of_the_double_backward_in_float64(make, res, layout):
+    # the hand-written tangents in both memory layouts (registry.LAYOUTS: a proxy may declare either)
     torch.manual_seed(3)
-    net = make().double().train()
+    net = make().double().train().to(memory_format=layout)
     x, y = _data(6, res)
+    x = x.contiguous(memory_format=layout)
     ref = _w_h_g(net, x, y)
     ours, _ = _g_h_w(net, x, y)
     assert ours == pytest.approx(ref, rel=1e-10, abs=1e-12)

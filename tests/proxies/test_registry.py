@@ -111,6 +111,19 @@ def test_versions_are_declared_where_each_proxy_is_registered():
 
     assert {n: get_proxy(n).version for n in NEEDS} == {
         "grad_norm": 1, "snip": 1, "plain": 1, "grasp": 3, "fisher": 1, "jacob_cov": 1, "epe_nas": 1, "nwot": 1}
+    assert get_proxy("zen").version == 1
+
+
+def test_a_share_group_has_one_memory_layout():
+    # the group's pass is computed once, in the layout of whichever member asks first: every member must
+    # declare the same one, or its numbers would depend on the order of the proxies
+    groups: dict[str, set[str]] = {}
+    for n in sharing():
+        groups.setdefault(get_proxy(n).shares, set()).add(get_proxy(n).layout)
+    assert all(len(v) == 1 for v in groups.values()), groups
+    from proxybench.proxies.gradient import LAYOUT
+
+    assert groups["gradient pass"] == {LAYOUT} and groups["network"] == {"nchw"}
 
 
 def test_share_groups_are_the_shared_pass_and_the_shared_network():
