@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from proxybench.datasets import Space, files
+from proxybench.datasets import Space, files, kernels
 from proxybench.datasets.errors import ArchError, DataFileError, did_you_mean
 
 # Every sweep file of the release (the list NNI's NDS converter reads; the paper's figures use a subset).
@@ -446,7 +446,7 @@ OPS = {
     "none": lambda c, s: Zero(s),
     "skip_connect": lambda c, s: nn.Identity() if s == 1 else FactorizedReduce(c, c),
     "avg_pool_2x2": lambda c, s: nn.AvgPool2d(2, s, 0, count_include_pad=False),
-    "avg_pool_3x3": lambda c, s: nn.AvgPool2d(3, s, 1, count_include_pad=False),
+    "avg_pool_3x3": lambda c, s: kernels.AvgPool2d(3, s, 1, count_include_pad=False),  # PyTorch's bits
     "avg_pool_5x5": lambda c, s: nn.AvgPool2d(5, s, 2, count_include_pad=False),
     "max_pool_2x2": lambda c, s: nn.MaxPool2d(2, s, 0),
     "max_pool_3x3": lambda c, s: nn.MaxPool2d(3, s, 1),

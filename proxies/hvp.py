@@ -39,6 +39,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
+from proxybench.datasets import kernels
+
 # "input_only": set by ``input_grads_only`` (backward passes that need no weight gradients); "generic": set by
 # ``generic_formulas`` (bench/tools/perf.py)
 _STATE = {"input_only": False, "generic": False}
@@ -325,20 +327,15 @@ def avg_pool3_fast(x: torch.Tensor) -> torch.Tensor:
     return _box3(x).mul_(_inv_count(x.shape[-2], x.shape[-1], x))
 
 
-def _is_pool3(m: nn.Module) -> bool:
-    return (isinstance(m, nn.AvgPool2d) and m.kernel_size in (3, (3, 3))
-            and m.stride in (1, (1, 1)) and m.padding in (1, (1, 1)) and not m.count_include_pad and not m.ceil_mode
-            and m.divisor_override is None)
-
-
 class _Pool3(torch.autograd.Function):
-    """NB201's avg_pool_3x3 (stride 1, padding 1, count_include_pad=False); tangents by the box sum."""
+    """NB201's avg_pool_3x3 (stride 1, padding 1, count_include_pad=False): PyTorch's bits by
+    ``kernels.avg_pool3``; tangents by the separable box sum."""
 
     @staticmethod
     def forward(ctx, x):
         ctx.shape = x.shape
         ctx.save_for_backward(x)
-        return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return kernels.avg_pool3(x)
 
     @staticmethod
     def jvp(ctx, tx):
@@ -354,7 +351,7 @@ class _Pool3Grad(_ForwardOnly):
     @staticmethod
     def forward(ctx, gy, x):
         ctx.shape, ctx.dtype = x.shape, x.dtype
-        return torch.ops.aten.avg_pool2d_backward(gy, x, [3, 3], [1, 1], [1, 1], False, False, None)
+        return kernels.avg_pool3_backward(gy)
 
     @staticmethod
     def jvp(ctx, tgy, _tx):
@@ -464,7 +461,7 @@ def _patch(net: nn.Module, state: WeightDirection):
             continue
         elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
             m.forward = bn_forward.__get__(m)
-        elif _is_pool3(m):
+        elif kernels.is_pool3(m):
             m.forward = pool_forward.__get__(m)
         else:
             continue
