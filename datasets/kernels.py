@@ -17,12 +17,26 @@ layouts, other dtypes, functorch transforms) calls ``F.avg_pool2d`` itself.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _FAST_DTYPES = (torch.float32, torch.float64)
 _COUNTS: dict[tuple, torch.Tensor] = {}
+_STATE = {"enabled": True}  # False inside ``pytorch_kernels()``
+
+
+@contextmanager
+def pytorch_kernels():
+    """Inside the block every function here calls PyTorch's own kernel (``make perf`` measures what this module
+    saves; the bits are the same either way)."""
+    saved, _STATE["enabled"] = _STATE["enabled"], False
+    try:
+        yield
+    finally:
+        _STATE["enabled"] = saved
 
 
 def window_counts(h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
@@ -67,8 +81,8 @@ def box_sum3(x: torch.Tensor) -> torch.Tensor:
 
 
 def _fast(x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype in _FAST_DTYPES and x.dim() in (3, 4) and x.is_contiguous()
-            and not torch._C._are_functorch_transforms_active())
+    return (_STATE["enabled"] and x.device.type == "cpu" and x.dtype in _FAST_DTYPES and x.dim() in (3, 4)
+            and x.is_contiguous() and not torch._C._are_functorch_transforms_active())
 
 
 def _pool3(x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,9 @@ def test_perf_measures_every_part_and_renders(real_data, tmp_path):
     assert set(r["family"]["proxies"]) == set(perf.training_free()) and r["family"]["seconds_median"] > 0
     assert "## Against the machine's limit" in md and "Projection for the complete NB201 table" in md
     assert "## Against" not in perf.markdown({k: v for k, v in r.items() if k != "peak_gflops"})
+    # the pooling kernel's saving is measured in the same run and said; the pass's layout judges the GFLOP/s
+    assert r["fwd_bwd_pytorch_pool_seconds_median"] > 0 and "PyTorch's own 3x3 average pooling kernel" in md
+    assert "judged on the NCHW pass" in md
 
 
 def test_counted_flops_of_a_known_convolution():
