@@ -61,7 +61,7 @@ class ProxyContext:
     # seconds of per-cell work shared by the proxies of a share group (registry.SHARES), per group: filled by
     # ``shared_work``; the runner divides each group's among the members it scored on the cell
     shared_seconds: dict = field(default_factory=dict)
-    _shared_depth: int = 0
+    _shared_depth: int = field(default=0, init=False, repr=False)  # nesting of shared_work blocks
 
     @contextmanager
     def shared_work(self, group: str) -> Iterator[None]:
