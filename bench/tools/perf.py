@@ -450,7 +450,8 @@ def per_proxy_lines(r: dict) -> list[str]:
 def markdown(r: dict) -> str:
     env = r["environment"]
     L = [f"Measured by `make perf` (`proxybench perf`) on {r['cells']} seeded NB201 cells, cifar10, batch "
-         f"{r['batch_size']}, CPU with {r['threads']} torch threads, torch {env['torch']}, commit {env['git_commit']}. "
+         f"{r['batch_size']}, CPU ({env.get('cpu', 'model not recorded')}) with {r['threads']} torch threads, torch "
+         f"{env['torch']}, commit {env['git_commit']}. "
          f"Times are medians over cells; ratios are per-cell time divided by that cell's forward+backward time "
          f"(median {r['fwd_bwd_seconds_median']:.3f} s)."
          + (f" Machine load (1-minute average) {r['load_average_1min']['before']:.1f} before and "
