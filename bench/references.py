@@ -88,6 +88,17 @@ AZ_NAS_PAPER_RHO = {p.task: p.rho for p in NEWER if p.proxy == "az_nas" and p.so
 AZ_NAS_NOTEBOOK_TAU_CIFAR10 = 0.741
 
 
+# What a published figure's own code correlated with, where it says more than the paper (read in the code; facts,
+# not numbers): reports print them beside a figure that does not reproduce on the stated accuracy.
+ACCURACY_NOTES = {
+    (_AB, "cifar10"): "zero-cost-nas `nasbench2_pred.py` stores `api.get_more_info(i, 'cifar10-valid', hp='200')"
+                      "['test-accuracy']` as `testacc`, which the notebook's Table 1 correlates with: the test "
+                      "accuracy of NB201's cifar10-valid training (on half the training images), which the data "
+                      "here lacks: `test_acc_200` is the cifar10 training's (on all of them), `val_acc_200` the "
+                      "cifar10-valid training's validation accuracy",
+}
+
+
 def published_for(space: str, task: str, proxy: str) -> list[Published]:
     return [p for p in PUBLISHED if (p.space, p.task, p.proxy) == (space, task, proxy)]
 
