@@ -104,9 +104,22 @@ def _report(args, study=None) -> None:
         from proxybench.report import SUMMARY_STORE, headline_table, update_readme
 
         summary = store.read_csv(Path(args.out) / "summary.csv", SUMMARY_STORE)
+        every = ""
+        if study is not None and first.space == "nb201" and args.truth == "accuracy":
+            # a (task, proxy) scored on every NB201 cell shows its full-space value (reports/fullspace.md)
+            from proxybench.datasets import nb201
+            from proxybench.report import with_full_space
+            from proxybench.studies import fullspace
+
+            if first.seed == fullspace.SEED:
+                full = fullspace.complete_correlations(cache.path, args.data_dir, args.bootstrap, args.out)
+                summary = with_full_space(summary, full, first.seed)
+                if summary["all_cells"].any():
+                    every = (f" A cell marked *every cell* is over all {nb201.N_ARCHS:,} NB201 cells "
+                             "(reports/fullspace.md); the others over the sample above.")
         block = headline_table(summary, note + f" Truth: `{args.truth}`; ⚠ = substitute images; digits = the "
                                f"proxy's significant digits under other CPU kernels, threads and float64 (`make "
-                               f"precision`). Scores from: {precision.machines_line(df)}.", precision.load())
+                               f"precision`). Scores from: {precision.machines_line(df)}.{every}", precision.load())
         if update_readme(args.readme, block):
             print(f"updated the results block of {args.readme}")
 

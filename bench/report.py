@@ -614,6 +614,23 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SECTIONS_BEGIN, SECTIONS_END = "<!-- sections:begin -->", "<!-- sections:end -->"
 
 
+def with_full_space(summary: pd.DataFrame, full: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The summary with each NB201 (task, proxy) of the study's ``seed`` that ``full`` (full-space correlations:
+    task, proxy, n, rho, rho_lo, rho_hi, substitute) covers replaced by its every-cell values (``all_cells``)."""
+    out = summary.assign(all_cells=False)
+    if full is None or full.empty:
+        return out
+    f = full.set_index(["task", "proxy"])
+    for i, r in out.iterrows():
+        key = (r["task"], r["proxy"])
+        if r["space"] == "nb201" and int(r["seed"]) == seed and key in f.index:
+            v = f.loc[key]
+            out.loc[i, ["rho", "rho_lo", "rho_hi", "n"]] = [v["rho"], v["rho_lo"], v["rho_hi"], int(v["n"])]
+            out.loc[i, "substitute"] = bool(v["substitute"])
+            out.loc[i, "all_cells"] = True
+    return out
+
+
 def headline_result(summary: pd.DataFrame, prec: dict | None = None) -> dict:
     """What the headline table shows: its tasks, each proxy's rows by task (proxies by mean ρ, best first), its
     significant digits as measured by ``make precision`` (``prec``, reports/precision.json)."""
@@ -628,7 +645,8 @@ def _headline_cell(g: pd.DataFrame, task: str) -> str:
     if task not in g.index:
         return "–"
     r = g.loc[task]
-    return f"{fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} (n={r['n']}){' ⚠' if r['substitute'] else ''}"
+    n = f"n={int(r['n']):,}, every cell" if r.get("all_cells", False) else f"n={r['n']}"
+    return f"{fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} ({n}){' ⚠' if r['substitute'] else ''}"
 
 
 def render_headline(result: dict, study_note: str = "") -> str:

@@ -64,6 +64,15 @@ def full_space(cache: ScoreCache, data_dir=None) -> tuple[pd.DataFrame, pd.DataF
     return df.reset_index(drop=True), cover
 
 
+def complete_correlations(cache_path, data_dir, n_resamples: int, out) -> pd.DataFrame:
+    """The full-space correlations of every complete (task, proxy) of the cache (memoised under ``out``), for the
+    README's headline; empty when none is complete."""
+    df, _ = full_space(ScoreCache(cache_path), data_dir)
+    if df.empty:
+        return pd.DataFrame()
+    return correlations(with_truth(df, data_dir), n_resamples, Path(out) / NAME / "correlations.csv")
+
+
 def _fingerprint(g: pd.DataFrame, n_resamples: int) -> str:
     """Changes whenever a score, a version, the truth or the number of resamples does."""
     g = g.sort_values("arch")

@@ -98,3 +98,21 @@ def test_a_published_full_space_figure_is_compared_on_its_own_cells_and_accuracy
     assert len(sub) == 9445
     if abs(ours - 0.74) > 0.03:  # outside: the nearest variant and the figure's own code are said
         assert "- synflow on cifar10:" in text and "cifar10-valid" in text
+
+
+def test_the_headline_shows_a_complete_rows_every_cell_value_and_keeps_the_rest_sampled():
+    from proxybench import report
+
+    summary = pd.DataFrame([
+        {"space": "nb201", "task": t, "proxy": p, "seed": 42, "direction": "↑", "n": n, "rho": rho, "rho_lo": rho - 0.05,
+         "rho_hi": rho + 0.05, "substitute": False}
+        for t, p, n, rho in (("cifar10", "synflow", 1000, 0.75), ("cifar10", "snip", 1000, 0.60),
+                             ("cifar100", "synflow", 300, 0.76))])
+    full = pd.DataFrame([{"task": "cifar10", "proxy": "synflow", "n": 15625, "rho": 0.779, "rho_lo": 0.772,
+                          "rho_hi": 0.786, "substitute": False}])
+    table = report.headline_table(report.with_full_space(summary, full, seed=42))
+    row = next(ln for ln in table.splitlines() if ln.startswith("| synflow |"))
+    assert "+0.779 [+0.772, +0.786] (n=15,625, every cell)" in row and "(n=300)" in row  # cifar100 stays sampled
+    assert "(n=1000)" in next(ln for ln in table.splitlines() if ln.startswith("| snip |"))
+    # another seed's study is a different study: nothing replaced
+    assert "every cell" not in report.headline_table(report.with_full_space(summary.assign(seed=0), full, seed=42))
