@@ -211,6 +211,7 @@ class FullspaceReport:
     provenance: list[str] = field(default_factory=list)
     best: pd.Series | None = None  # the (task, proxy) of the highest full-space ρ
     published: pd.DataFrame | None = None  # published_comparison: papers' figures on the same cells
+    size: dict = field(default_factory=dict)  # the cache's parquet files: count, bytes in all, the largest
 
     @property
     def missing(self) -> pd.DataFrame:
@@ -221,7 +222,7 @@ def report_data(cfg: SectionConfig) -> FullspaceReport:
     """The full-space correlations the cache allows (memoised), next to the sampled study's."""
     cache = ScoreCache(cfg.cache)
     df, cover = full_space(cache, cfg.data_dir)
-    rep = FullspaceReport(cover=cover, n_resamples=cfg.bootstrap, cache=_shown(cache.path))
+    rep = FullspaceReport(cover=cover, n_resamples=cfg.bootstrap, cache=_shown(cache.path), size=cache_size(cache.path))
     if df.empty:
         return rep
     df = with_truth(df, cfg.data_dir)
@@ -301,11 +302,44 @@ def render_published(rep: FullspaceReport) -> list[str]:
     return L + [""]
 
 
+MAX_FILE_MB = 5.0  # no committed results file over this (the complete-tables issue)
+
+
+def cache_size(path) -> dict:
+    """The parquet files of a score cache: how many, their bytes in all, the largest (name, bytes)."""
+    files = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else []
+    sizes = {f.name: f.stat().st_size for f in files}
+    big = max(sizes, key=sizes.get) if sizes else ""
+    encoded = None
+    if big:  # are the largest file's text columns (arch, proxy, versions, sources...) stored once per distinct value?
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(Path(path) / big).metadata
+        text = [i for i in range(meta.num_columns) if meta.schema.column(i).physical_type == "BYTE_ARRAY"]
+        encoded = all(any("DICTIONARY" in e for e in meta.row_group(g).column(i).encodings)
+                      for g in range(meta.num_row_groups) for i in text)
+    return {"files": len(sizes), "bytes": sum(sizes.values()), "largest": big, "largest_bytes": sizes.get(big, 0),
+            "dictionary_encoded": encoded}
+
+
+def _size_line(rep: FullspaceReport) -> list[str]:
+    z = rep.size
+    if not z.get("files"):
+        return []
+    mb = z["largest_bytes"] / 2**20
+    return ["", f"Size: the score cache `{rep.cache}` holds {z['files']:,} parquet files, {z['bytes'] / 2**20:.1f} MB "
+            f"in all; the largest, `{z['largest']}`, is {mb:.1f} MB "
+            f"({'within' if mb <= MAX_FILE_MB else '**over**'} the {MAX_FILE_MB:g} MB a file may have); its text "
+            "columns (cells, proxies, versions, sources, devices) are "
+            + ("dictionary-encoded (each distinct value stored once per row group)." if z["dictionary_encoded"]
+               else "**not** all dictionary-encoded.")]
+
+
 def render_coverage(rep: FullspaceReport) -> list[str]:
-    """Cells scored per proxy and task, and how to compute what is missing."""
+    """Cells scored per proxy and task, how to compute what is missing, and the cache's size."""
     L = ["## Coverage", ""]
     if rep.missing.empty:
-        return L + [f"Every training-free proxy has all {nb201.N_ARCHS:,} cells on every task."]
+        return L + [f"Every training-free proxy has all {nb201.N_ARCHS:,} cells on every task.", *_size_line(rep)]
     L += [f"Cells scored at the default settings, of {nb201.N_ARCHS:,} (full-space numbers appear above once a "
           "row reaches all of them):", "", "| proxy | " + " | ".join(nb201.TASKS) + " |",
           "|---|" + "---|" * len(nb201.TASKS)]
@@ -315,7 +349,7 @@ def render_coverage(rep: FullspaceReport) -> list[str]:
                                                for t in nb201.TASKS) + " |")
     return L + ["", f"To compute what is missing: {RUN_HINT}. It computes only what the cache lacks, and a killed "
                 "run resumes. Scores computed elsewhere (a cluster, a GPU machine) join this report once their "
-                "cache's parquet files are copied into the cache directory (`reports/scores/`)."]
+                "cache's parquet files are copied into the cache directory (`reports/scores/`).", *_size_line(rep)]
 
 
 def paragraph(rep: FullspaceReport) -> str:

@@ -54,6 +54,9 @@ def test_a_full_space_proxy_is_reported_with_provenance_and_the_rest_as_missing(
     assert not any(ln.startswith("| cifar10 | synflow |") for ln in text.splitlines())
     assert "| synflow | 15,624 |" in text and "| params | ✓ 15,625 |" in text
     assert (out / "figures" / "fullspace_rho.png").is_file()
+    files = list((tmp_path / "scores").glob("*.parquet"))
+    mb = sum(f.stat().st_size for f in files) / 2**20
+    assert f"holds {len(files):,} parquet files, {mb:.1f} MB in all" in text and "dictionary-encoded (" in text
 
     memo = out / "fullspace" / "correlations.csv"
     first = pd.read_csv(memo)
