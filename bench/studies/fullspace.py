@@ -250,18 +250,20 @@ def _table_row(r) -> str:
         delta = f"{r['rho'] - r['rho_sampled']:+.3f}"
     return (f"| {r['task']} | {r['proxy']} | {r['direction']} | {int(r['n']):,} | "
             f"{fmt_ci(r['tau'], r['tau_lo'], r['tau_hi'])} | {fmt_ci(r['rho'], r['rho_lo'], r['rho_hi'])} | "
-            f"{samp} | {delta} |")
+            f"{fmt_ci(r['top10_rho'])} | {r['precision_at_10']:.2f} | {samp} | {delta} |")
 
 
 def render_table(rep: FullspaceReport, figure: Path | None) -> list[str]:
     """The full-space correlations next to the sampled ones, and where the scores were computed."""
     if rep.table is None:
         return ["**No full-space scores yet.**", ""]
-    L = ["| task | proxy | dir | n | Kendall τ [95% CI] | Spearman ρ [95% CI] | sampled ρ [95% CI] (n) | "
-         "full − sampled ρ |", "|---|---|---|---|---|---|---|---|"]
+    L = ["| task | proxy | dir | n | Kendall τ [95% CI] | Spearman ρ [95% CI] | top-10% ρ | P@10% | "
+         "sampled ρ [95% CI] (n) | full − sampled ρ |", "|---|---|---|---|---|---|---|---|---|---|"]
     L += [_table_row(r) for _, r in rep.table.iterrows()]
     L += ["", "n counts the cells in the correlation (a non-finite score is excluded or ranked last, by the "
-          "proxy's declared policy, as in the main report)."]
+          "proxy's declared policy, as in the main report). top-10% ρ: Spearman ρ within the 10% most accurate "
+          "cells; P@10%: the share of the proxy's top 10% that are among the truly top 10% (ties counted by their "
+          "expected share), as in the main report."]
     if figure is not None:
         L += ["", f"![full space vs sampled](figures/{figure.name})"]
     return L + ["", "## Where and how these scores were computed", "", *rep.provenance, ""]

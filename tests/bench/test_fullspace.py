@@ -50,6 +50,11 @@ def test_a_full_space_proxy_is_reported_with_provenance_and_the_rest_as_missing(
 
     rho = spearmanr(truth.loc[archs, "params"], truth.loc[archs, "test_acc_200"]).statistic
     assert f"| {rho:+.3f} [" in row[0]
+    from proxybench import metrics
+
+    p, t = truth.loc[archs, "params"].to_numpy(), truth.loc[archs, "test_acc_200"].to_numpy()
+    top = f"{metrics.top_k_spearman(p, t, 0.1):+.3f} | {metrics.precision_at_k(p, t, 0.1):.2f} |"
+    assert top in row[0]  # top-10% rho and precision@10% over every cell
     assert "`cuda (NVIDIA H200)` (15,625 scores)" in text and "`abc123`" in text
     assert not any(ln.startswith("| cifar10 | synflow |") for ln in text.splitlines())
     assert "| synflow | 15,624 |" in text and "| params | ✓ 15,625 |" in text
