@@ -34,7 +34,15 @@ import torch.nn.functional as F
 from proxybench import provenance
 from proxybench.datasets import nb201
 from proxybench.datasets.images import image_source, sample_batch
-from proxybench.proxies import get_proxy, list_proxies, per_cell, resolve_proxies, share_group, training_free
+from proxybench.proxies import (
+    applies_to,
+    get_proxy,
+    list_proxies,
+    per_cell,
+    resolve_proxies,
+    share_group,
+    training_free,
+)
 from proxybench.report import PERF_STORE
 from proxybench.runner import make_context
 from proxybench.tools import reference_impl as ref
@@ -224,7 +232,7 @@ def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
     every = nb101.all_archs(data_dir)
     rng = np.random.default_rng(seed)
     archs = [every[i] for i in rng.choice(len(every), cells, replace=False)]
-    every_proxy = training_free()
+    every_proxy = [n for n in training_free() if applies_to(n, "nb101")]  # not the NB201-only definitions
     rows = []
     for arch in archs:
         build = nb101.builder(arch, "cifar10", data_dir)
@@ -503,13 +511,15 @@ def markdown(r: dict) -> str:
               f"{m['rss_peak_mb']:.0f} MB); {m['seconds_per_cell']:.3f} s per cell.", ""]
     if "nb101" in r:
         b = r["nb101"]
-        lack = [n for n in training_free() if n not in b["proxies"]]
+        lack = [n for n in training_free() if n not in b["proxies"] and applies_to(n, "nb101")]
+        nb201_only = [n for n in training_free() if not applies_to(n, "nb101")]
         L += [f"NAS-Bench-101 (stem 128 channels, batch {b['batch_size']}, {b['cells']} seeded cells): one "
               f"forward+backward {b['fwd_bwd_seconds_median']:.2f} s; the six classic proxies "
               f"{b['six_seconds_median']:.2f} s per cell ({b['six_over_fwd_bwd']:.2f}x); all "
               f"{len(b['proxies'])} training-free proxies together {b['all_seconds_median']:.2f} s per cell"
               + (f" (not included: {', '.join(lack)}; a partial run times NB201 only)"
-                 if lack else "") + ".", ""]
+                 if lack else "")
+              + (f"; {', '.join(nb201_only)} are defined for NB201 networks only" if nb201_only else "") + ".", ""]
     L += limit_lines(r)
     if "reference_code" in r:
         z = r["reference_code"]
