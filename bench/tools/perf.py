@@ -224,6 +224,11 @@ def _sample(every, cells: int, rng) -> list[str]:
     return [every[i] for i in rng.choice(len(every), cells, replace=False)]
 
 
+def nb101_proxies() -> list[str]:
+    """The training-free proxies whose definitions apply to NB101 networks (not the NB201-only ones)."""
+    return [n for n in training_free() if applies_to(n, "nb101")]
+
+
 def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
     """Per-cell seconds on NB101 networks (stem 128): one forward+backward, the six classic proxies with
     shared passes, and every training-free proxy of the default study together (one run each)."""
@@ -232,7 +237,7 @@ def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
     every = nb101.all_archs(data_dir)
     rng = np.random.default_rng(seed)
     archs = [every[i] for i in rng.choice(len(every), cells, replace=False)]
-    every_proxy = [n for n in training_free() if applies_to(n, "nb101")]  # not the NB201-only definitions
+    every_proxy = nb101_proxies()
     rows = []
     for arch in archs:
         build = nb101.builder(arch, "cifar10", data_dir)

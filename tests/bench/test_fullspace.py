@@ -112,8 +112,8 @@ def test_the_headline_shows_a_complete_rows_every_cell_value_and_keeps_the_rest_
     from proxybench import report
 
     summary = pd.DataFrame([
-        {"space": "nb201", "task": t, "proxy": p, "seed": 42, "direction": "↑", "n": n, "rho": rho, "rho_lo": rho - 0.05,
-         "rho_hi": rho + 0.05, "substitute": False}
+        {"space": "nb201", "task": t, "proxy": p, "seed": 42, "direction": "↑", "n": n, "rho": rho,
+         "rho_lo": rho - 0.05, "rho_hi": rho + 0.05, "substitute": False}
         for t, p, n, rho in (("cifar10", "synflow", 1000, 0.75), ("cifar10", "snip", 1000, 0.60),
                              ("cifar100", "synflow", 300, 0.76))])
     full = pd.DataFrame([{"task": "cifar10", "proxy": "synflow", "n": 15625, "rho": 0.779, "rho_lo": 0.772,

@@ -161,3 +161,18 @@ def test_alone_seconds_carry_a_partial_runs_ratio_over_to_the_main_runs_unit():
                           "swap": {"seconds_median": 9.0, "over_fwd_bwd": 3.0, "measured": {"fwd_bwd_seconds": 3.0}}}}
     assert alone_seconds(perf) == {"snip": 0.2, "swap": 1.5}
     assert alone_seconds(None) == {}
+
+
+def test_the_nb101_timing_leaves_out_and_names_the_nb201_only_proxies(monkeypatch):
+    # _nb101 times every training-free proxy whose definition applies to NB101 networks (swap_reg, te_nas_* do not:
+    # they refuse an NB101 cell); the page names them instead of listing them as missing
+    r = _stored()
+    family = ["snip", "swap", "swap_reg", "te_nas_lr"]
+    monkeypatch.setattr(perf, "training_free", lambda: family)
+    r["nb101"] = {"cells": 2, "batch_size": 64, "fwd_bwd_seconds_median": 5.0, "six_seconds_median": 19.0,
+                  "all_seconds_median": 30.0, "six_over_fwd_bwd": 3.8,
+                  "proxies": perf.nb101_proxies()}
+    assert perf.nb101_proxies() == ["snip", "swap"]  # what _nb101 times
+    md = perf.markdown(r)
+    line = next(ln for ln in md.splitlines() if ln.startswith("NAS-Bench-101"))
+    assert "not included" not in line and "swap_reg, te_nas_lr are defined for NB201 networks only" in line
