@@ -631,10 +631,13 @@ def limit_lines(r: dict) -> list[str]:
     frac = r["fwd_bwd_gflops_per_s_median"] / pk["peak"]
     verdict = lambda ok: "**met**" if ok else "**not met**"  # noqa: E731
     cl_rate = r.get("fwd_bwd_channels_last_gflops_per_s_median")
-    cl_row = ([f"| one forward+backward in channels_last (the shared gradient pass's layout) | "
+    lay = r.get("layouts")
+    pass_layout = ("channels_last" if "snip" in lay.get("channels_last", []) else "NCHW") if lay else None
+    cl_note = {"channels_last": "the shared gradient pass's layout", "NCHW": "not the gradient pass's: it runs NCHW",
+               None: "a layout measured beside"}[pass_layout]
+    cl_row = ([f"| one forward+backward in channels_last ({cl_note}) | "
                f"{r['fwd_bwd_gflop_median']:.1f} | {r['fwd_bwd_channels_last_seconds_median']:.3f} | {cl_rate:.1f} | "
                f"{cl_rate / pk['peak']:.0%} |"] if cl_rate else [])
-    lay = r.get("layouts")
     bn = r.get("batchnorm_rel_error")
     bn_text = (f" Train-mode BatchNorm's float32 forward (64x16x32x32, mean 5) is off from float64 by "
                f"{bn['nchw']:.1e} relative in NCHW and {bn['channels_last']:.1e} in channels_last here: the layout's "
@@ -642,15 +645,16 @@ def limit_lines(r: dict) -> list[str]:
                "float64 values on the golden cells (measured: proxies/gradient.py), so the pass stays NCHW until a "
                "BatchNorm as accurate replaces it." if bn else "")
     if lay:
-        pass_layout = "channels_last" if "snip" in lay.get("channels_last", []) else "NCHW"
         rate = cl_rate if pass_layout == "channels_last" and cl_rate else r["fwd_bwd_gflops_per_s_median"]
+        cl = lay.get("channels_last", [])
         layout_text = (f"The same forward+backward in the channels_last layout is "
-                       f"{r['fwd_bwd_channels_last_speedup']:.2f}x faster here. The proxies whose records declare "
-                       f"it compute in it: {', '.join(lay.get('channels_last', [])) or 'none'} (version bumps, as it "
-                       "moved their float32 scores by more than their measured precision, and the committed tables "
-                       "rescored); the others keep NCHW (their records; a switch is a version bump and a rescoring "
-                       f"each). The GFLOP/s target is judged on the {pass_layout} pass, the layout the gradient "
-                       "proxies' pass runs in.")
+                       f"{r['fwd_bwd_channels_last_speedup']:.2f}x faster here. "
+                       + (f"The proxies whose records declare it compute in it: {', '.join(cl)} (version bumps, as it "
+                          "moved their float32 scores by more than their measured precision, and the committed "
+                          "tables rescored); the others keep NCHW" if cl else "No proxy's record declares it: all "
+                          "compute in NCHW")
+                       + " (a switch is a version bump and a rescoring each). The GFLOP/s target is judged on the "
+                       f"{pass_layout} pass, the layout the gradient proxies' pass runs in.")
     else:  # a perf.json of a run before the layouts were recorded
         layout_text = (f"The same forward+backward in the channels_last layout is "
                        f"{r['fwd_bwd_channels_last_speedup']:.2f}x faster here; the proxies of that run did not use "
