@@ -327,7 +327,26 @@ def cmd_regress(args) -> None:
     print("\nno regression")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# commands whose parser needs none of the report sections' and tools' modules (imported by ``build_parser`` to add
+# their subcommands: scipy, matplotlib, seaborn, ~2 s): ``proxybench run`` and its spawned workers start without them
+LEAN = frozenset({"ls", "data", "run", "cache", "import-nb201", "check-params"})
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is neither an option nor ``--plugin``'s value)."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--plugin":
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
+def build_parser(full: bool = True) -> argparse.ArgumentParser:
+    """Every subcommand; with ``full=False`` only the built-in ones (``LEAN`` runs with that parser)."""
     P = Parents()
     common = P.common
     study_parent = P.study
@@ -376,12 +395,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default=str(REPO_ROOT / "reports" / "precision.json"),
                    help="measured precision per proxy and cell (make precision) that judges score changes")
     s.set_defaults(fn=cmd_regress)
-    s = sub.add_parser("precision", parents=[common], help="measure every proxy's numerical precision under other "
-                       "CPU kernels, thread counts and float64 (writes reports/precision.json)")
-    from proxybench import precision as _precision
-
-    _precision.add_arguments(s)
-    s.set_defaults(fn=cmd_precision)
     s = sub.add_parser("cache", parents=[common], help="inspect or maintain a score cache (explicit: runs never "
                        "rewrite committed parts)")
     s.add_argument("action", choices=["check", "compact", "prune"], help="check: rows, parts, machines and "
@@ -397,6 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=300)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_check_params)
+    if not full:
+        return p
+    s = sub.add_parser("precision", parents=[common], help="measure every proxy's numerical precision under other "
+                       "CPU kernels, thread counts and float64 (writes reports/precision.json)")
+    from proxybench import precision as _precision
+
+    _precision.add_arguments(s)
+    s.set_defaults(fn=cmd_precision)
     from proxybench.sections import sections
     from proxybench.tools import TOOLS
 
@@ -450,7 +471,11 @@ def cmd_cache(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from proxybench import allocator
+
+    allocator.tune()  # before the first tensor (numbers unchanged; bench/allocator.py)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(full=_command(argv) not in LEAN).parse_args(argv)
     if getattr(args, "family", None) and hasattr(args, "space"):  # --space nds --family DARTS -> nds:DARTS
         args.space = f"{args.space}:{args.family}"
     if args.data_dir:

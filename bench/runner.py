@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from proxybench import metrics, provenance
+from proxybench import allocator, provenance
 from proxybench.cache import KEY_COLUMNS, ScoreCache, where
 from proxybench.cache import row as score_row
 from proxybench.datasets import get_space
@@ -224,6 +224,7 @@ def score_job(job: Job) -> list[dict]:
     from proxybench.plugins import ensure_loaded
 
     ensure_loaded()  # a worker process: its driver's plugins (spaces, proxies) before anything is looked up
+    allocator.tune()  # freed tensor memory kept for the next pass (no value changes; bench/allocator.py)
     if job.threads:
         torch.set_num_threads(job.threads)
     device = resolve_device(job.device)  # outside the per-cell guard: a missing GPU fails the chunk, loudly
@@ -548,6 +549,8 @@ def with_aggregates(df: pd.DataFrame, names) -> pd.DataFrame:
             if not archs:
                 continue
             wide = wide.loc[archs]
+            from proxybench import metrics  # scipy: only here, not at every worker's start
+
             score = metrics.aggregate([metrics.declared(wide[m].to_numpy(), m) for m in members], info.aggregation)
             first = g[g["proxy"] == members[0]].set_index("arch").loc[archs]
             per = g.groupby("arch")

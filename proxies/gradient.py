@@ -120,8 +120,8 @@ def _run_pass(ctx, need: set[str]) -> dict:
                 for h in hooks:
                     h.remove()
                 wanted = weights + (acts if "actgrad" in need else [])
-                grads = torch.autograd.grad(logits, wanted, hvp.cross_entropy_grad(logits, _pass_targets(ctx, need)),
-                                            retain_graph="jacobian" in need, allow_unused=True)
+                seed = hvp.seeded(logits, hvp.cross_entropy_grad(logits, _pass_targets(ctx, need)))
+                grads = torch.autograd.grad(seed, wanted, retain_graph="jacobian" in need, allow_unused=True)
                 hw = direction.hw(grads[:len(weights)], layers)
                 grads = [None if g is None else fwAD.unpack_dual(g).primal for g in grads]
                 acts = [fwAD.unpack_dual(a).primal for a in acts]

@@ -504,6 +504,33 @@ def cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return fwAD.make_dual(gz, tangent.to(gz.dtype))
 
 
+class _Seed(torch.autograd.Function):
+    """A scalar whose backward hands ``g`` (and its tangent) to ``z`` unchanged: ``grad(seeded(z, g), w)`` is
+    ``grad(z, w, grad_outputs=g)``, the same bits, without autograd's check of ``grad_outputs`` (its first use in a
+    process imports sympy, ~0.7 s: a cost of every worker)."""
+
+    @staticmethod
+    def forward(z, g):
+        return z.new_zeros(())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.g = inputs[1]
+
+    @staticmethod
+    def backward(ctx, _):
+        return ctx.g, None
+
+    @staticmethod
+    def jvp(ctx, _tz, _tg):
+        return torch.zeros((), dtype=ctx.g.dtype, device=ctx.g.device)
+
+
+def seeded(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The scalar to differentiate for the backward from ``z`` with output gradient ``g`` (see ``_Seed``)."""
+    return _Seed.apply(z, g)
+
+
 @contextmanager
 def generic_formulas():
     """``weight_direction`` blocks opened in the block use PyTorch's generic forward-mode formulas, none of the

@@ -142,3 +142,23 @@ def test_a_double_backward_through_the_block_is_refused():
         g = torch.autograd.grad(F.cross_entropy(net(x), y), net[0].weight, create_graph=True)[0]
         with pytest.raises(RuntimeError, match="no double backward"):
             torch.autograd.grad(fwAD.unpack_dual(g).primal.sum(), net[0].weight)
+
+
+def test_seeded_backward_gives_grad_outputs_bits_and_tangents():
+    """``grad(seeded(z, g), w)`` is ``grad(z, w, grad_outputs=g)``: the same primal bits and forward-mode tangents."""
+    arch = "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_3x3~1|none~2|"
+    x, y = _data(8, 32)
+    x = x.float()
+    results = []
+    for seeded in (False, True):
+        torch.manual_seed(42)
+        net = nb201.build_network(arch).train()
+        weights = [m.weight for m in net.modules() if isinstance(m, LAYERS)]
+        with hvp.weight_direction(net):
+            logits = net(x)
+            g = hvp.cross_entropy_grad(logits, y)
+            grads = (torch.autograd.grad(hvp.seeded(logits, g), weights) if seeded
+                     else torch.autograd.grad(logits, weights, g))
+            results.append([fwAD.unpack_dual(t) for t in grads])
+    for (p0, t0), (p1, t1) in zip(*results, strict=True):
+        assert torch.equal(p0, p1) and torch.equal(t0, t1)
