@@ -481,6 +481,10 @@ def main(argv=None) -> int:
     if args.data_dir:
         os.environ["PROXYBENCH_DATA"] = str(Path(args.data_dir).resolve())  # spawned workers inherit it
     resolve_outputs(args)
+    if args.cmd == "run" and args.executor in ("auto", "processes") and (args.workers or os.cpu_count() or 1) > 1:
+        from proxybench.workers import start_worker_server
+
+        start_worker_server()  # its imports beside this process's own (bench/workers.py)
     from proxybench.cache import CacheError
     from proxybench.datasets.errors import ProxybenchDataError
     from proxybench.proxies import UnknownProxyError

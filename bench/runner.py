@@ -15,15 +15,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from functools import lru_cache, partial
-from multiprocessing import current_process, get_context
 
 import numpy as np
 import pandas as pd
@@ -36,6 +34,7 @@ from proxybench.datasets import get_space
 from proxybench.datasets.errors import ArchError
 from proxybench.progress import progress as progress_bar
 from proxybench.proxies import ProxyContext, get_proxy, per_cell, resolve_proxies
+from proxybench.workers import main_guard_hint, worker_pool  # noqa: F401 (worker_pool: part of this API)
 
 INIT = "torch-default"  # NB201's; each space declares its own (Space.init)
 EXTERNAL_SOURCE_PREFIX = "external:"  # the data_source of every score computed elsewhere (proxybench.scorefiles)
@@ -303,69 +302,9 @@ class InProcessExecutor:
             torch.set_num_threads(before)
 
 
-def _die_with(parent: int) -> None:
-    """Worker initializer: end this process when the driver ``parent`` dies, however it dies (SIGKILL included).
-
-    On Linux the kernel sends SIGKILL when the parent exits (``PR_SET_PDEATHSIG``); everywhere a daemon thread
-    also checks once a second that the parent is still ours (an orphan is re-parented) and exits if not."""
-    import ctypes
-    import signal
-    import threading
-
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the driver died before the line above ran
-        os._exit(1)
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="proxybench-parent-watch", daemon=True).start()
-
-
-_MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
-
-
-def main_guard_hint() -> str | None:
-    """What to add when the main module is a script file without an ``if __name__ == "__main__":`` guard (spawned
-    workers re-import the main script, so one without a guard starts workers of its own and they die), else None."""
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if not path:
-        return None  # interactive, -c, a notebook: the workers import nothing of it
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            if _MAIN_GUARD.search(f.read()):
-                return None
-    except OSError:
-        return None
-    return (f"worker processes could not start: every spawned worker re-imports the main script {path}, which has "
-            "no `if __name__ == \"__main__\":` guard, so each worker would start workers of its own. Put the code "
-            "that runs studies under one (def main(): ...  then  if __name__ == \"__main__\": main()), or pass "
-            "executor=\"inprocess\"")
-
-
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Spawned worker processes that never outlive their driver (see ``_die_with``).
-
-    Called while a spawned worker is still importing the main script (a script without a main guard), it ends that
-    worker with one line on stderr; the driver's executor then raises :func:`main_guard_hint`'s message."""
-    if getattr(current_process(), "_inheriting", False):  # multiprocessing's own "still bootstrapping" flag
-        sys.stderr.write("proxybench: a worker process stopped: the main script it re-imports starts worker "
-                         "processes at import (no `if __name__ == \"__main__\":` guard)\n")
-        raise SystemExit(1)
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with,
-                               initargs=(os.getpid(),))
-
-
 class ProcessExecutor:
-    """Local worker processes (spawned, one torch thread each, ended with their driver); results stream back
-    as chunks finish."""
+    """Local worker processes (``proxybench.workers``: forked by a fork server, one torch thread each, ended with
+    their driver); results stream back as chunks finish."""
 
     def __init__(self, workers: int):
         self.workers = max(1, workers)
