@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from proxybench import provenance
+from proxybench import allocator, provenance
 from proxybench.datasets import nb201
 from proxybench.datasets.images import image_source, sample_batch
 from proxybench.proxies import (
@@ -327,6 +327,7 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
         "family": {"proxies": family, "seconds_median": float(np.median([r["family"] for r in rows])),
                    "over_fwd_bwd": ratio("family")},
         "environment": provenance.environment(),
+        "allocator_tuned": allocator.tune(),  # as in every scoring process (set by the CLI before any tensor)
         "load_average_1min": {"before": load_before, "after_timing": os.getloadavg()[0], "cpus": os.cpu_count()},
     }
     if memory_cells:
@@ -469,7 +470,10 @@ def markdown(r: dict) -> str:
          f"(median {r['fwd_bwd_seconds_median']:.3f} s)."
          + (f" Machine load (1-minute average) {r['load_average_1min']['before']:.1f} before and "
             f"{r['load_average_1min']['after_timing']:.1f} after the timing, on {r['load_average_1min']['cpus']} "
-            "CPUs." if "load_average_1min" in r else ""), "",
+            "CPUs." if "load_average_1min" in r else "")
+         + (" Memory allocator: glibc's, set by `bench/allocator.py` as in every scoring process (freed tensor memory "
+            "kept, huge pages for tensors of 2 MB and more; no value changes)." if r.get("allocator_tuned") else ""),
+         "",
          "| what | seconds per cell | ÷ one forward+backward |", "|---|---|---|",
          f"| six classic proxies, shared passes (proxybench) | {r['shared_six_seconds_median']:.3f} | "
          f"**{r['shared_six_over_fwd_bwd']:.2f}** |",
