@@ -328,7 +328,7 @@ def cmd_regress(args) -> None:
 
 
 # commands whose parser needs none of the report sections' and tools' modules (imported by ``build_parser`` to add
-# their subcommands: scipy, matplotlib, seaborn, ~2 s): ``proxybench run`` and its spawned workers start without them
+# their subcommands: scipy, matplotlib, seaborn, ~2 s): ``proxybench run`` starts without them
 LEAN = frozenset({"ls", "data", "run", "cache", "import-nb201", "check-params"})
 
 
@@ -479,7 +479,7 @@ def main(argv=None) -> int:
     if getattr(args, "family", None) and hasattr(args, "space"):  # --space nds --family DARTS -> nds:DARTS
         args.space = f"{args.space}:{args.family}"
     if args.data_dir:
-        os.environ["PROXYBENCH_DATA"] = str(Path(args.data_dir).resolve())  # spawned workers inherit it
+        os.environ["PROXYBENCH_DATA"] = str(Path(args.data_dir).resolve())  # workers get it (bench/workers.py)
     resolve_outputs(args)
     if args.cmd == "run" and args.executor in ("auto", "processes") and (args.workers or os.cpu_count() or 1) > 1:
         from proxybench.workers import start_worker_server

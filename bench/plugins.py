@@ -8,7 +8,8 @@ entry point that names a callable (``pkg.mod:setup``) has it called once after t
 
 Worker processes see the same plugins: the files loaded are listed in the environment variable
 ``PROXYBENCH_PLUGINS`` (paths separated by ``os.pathsep``; set it yourself to load files without ``--plugin``),
-which spawned workers inherit, and each worker loads them and the entry points once, before its first chunk
+which every worker gets (its environment is the driver's at pool start: ``proxybench.workers``), and each worker
+loads them and the entry points once, before its first chunk
 (``ensure_loaded``, called by ``proxybench.runner.score_job``). A plugin that fails to load is a :class:`PluginError`
 naming it.
 """
