@@ -90,6 +90,44 @@ def _fwd_bwd_channels_last(arch, batch):
     F.cross_entropy(net(batch[0].contiguous(memory_format=torch.channels_last)), batch[1]).backward()
 
 
+def _fwd_bwd_channels_last_accurate(arch, batch):
+    """The unit in channels_last with ``datasets/accurate_bn.py``'s BatchNorm (batch statistics as accurate as
+    NCHW's): what a switch of the gradient pass's layout would run."""
+    from proxybench.datasets import accurate_bn
+
+    torch.manual_seed(42)
+    net = accurate_bn.use_in(nb201.build_network(arch, "cifar10")).to(memory_format=torch.channels_last)
+    F.cross_entropy(net(batch[0].contiguous(memory_format=torch.channels_last)), batch[1]).backward()
+
+
+GRADIENT_LAYOUTS = ("nchw", "channels_last", "channels_last_accurate")
+
+
+def _gradient(arch, batch, layout: str, dtype=torch.float32) -> torch.Tensor:
+    """Every parameter's gradient of the seeded cell's loss (one forward+backward), concatenated, in float64."""
+    from proxybench.datasets import accurate_bn
+
+    torch.manual_seed(42)
+    net = nb201.build_network(arch, "cifar10").to(dtype)
+    fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
+    if layout == "channels_last_accurate":
+        accurate_bn.use_in(net)
+    net = net.to(memory_format=fmt)
+    F.cross_entropy(net(batch[0].to(dtype).contiguous(memory_format=fmt)), batch[1]).backward()
+    return torch.cat([p.grad.flatten().double() for p in net.parameters() if p.grad is not None])
+
+
+def gradient_accuracy(archs, batch) -> dict:
+    """Per layout, the float32 gradient's relative error (2-norm) against the float64 NCHW gradient of the same
+    seeded network and batch, median and largest over the cells: whether a layout rounds the pass more."""
+    errs = {k: [] for k in GRADIENT_LAYOUTS}
+    for arch in archs:
+        ref = _gradient(arch, batch, "nchw", torch.float64)
+        for k in GRADIENT_LAYOUTS:
+            errs[k].append(float((_gradient(arch, batch, k) - ref).norm() / ref.norm()))
+    return {k: {"median": float(np.median(v)), "max": float(max(v)), "cells": len(v)} for k, v in errs.items()}
+
+
 def _shared_six(arch, batch):
     ctx = _ctx(arch, batch, SIX)
     return {n: get_proxy(n).compute(ctx) for n in SIX}
@@ -284,6 +322,7 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
                "fwd_bwd_flops": counted_flops(lambda a=arch: _fwd_bwd(a, batch))}
         row["family"] = best(lambda a=arch: _family(a, batch, family))
         row["fwd_bwd_channels_last"] = best(lambda a=arch: _fwd_bwd_channels_last(a, batch))
+        row["fwd_bwd_channels_last_accurate"] = best(lambda a=arch: _fwd_bwd_channels_last_accurate(a, batch))
         row["fwd_bwd_pytorch_pool"] = best(lambda a=arch: _fwd_bwd_pytorch_pool(a, batch))
         row["shared_six"] = best(lambda a=arch: _shared_six(a, batch))
         row["reference_six"] = best(lambda a=arch: _reference_six(a, batch))
@@ -320,6 +359,13 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
         "fwd_bwd_channels_last_seconds_median": float(np.median([r["fwd_bwd_channels_last"] for r in rows])),
         "fwd_bwd_channels_last_gflops_per_s_median": float(np.median([r["fwd_bwd_flops"] / r["fwd_bwd_channels_last"]
                                                                       for r in rows])) / 1e9,
+        "fwd_bwd_channels_last_accurate_seconds_median": float(np.median([r["fwd_bwd_channels_last_accurate"]
+                                                                          for r in rows])),
+        "fwd_bwd_channels_last_accurate_speedup": float(np.median([r["fwd_bwd"] / r["fwd_bwd_channels_last_accurate"]
+                                                                   for r in rows])),
+        "fwd_bwd_channels_last_accurate_gflops_per_s_median": float(np.median(
+            [r["fwd_bwd_flops"] / r["fwd_bwd_channels_last_accurate"] for r in rows])) / 1e9,
+        "gradient_rel_error": gradient_accuracy(archs, batch),
         "fwd_bwd_pytorch_pool_seconds_median": float(np.median([r["fwd_bwd_pytorch_pool"] for r in rows])),
         "pool_kernel_speedup": float(np.median([r["fwd_bwd_pytorch_pool"] / r["fwd_bwd"] for r in rows])),
         "layouts": layouts(),
@@ -642,6 +688,23 @@ def limit_lines(r: dict) -> list[str]:
     cl_row = ([f"| one forward+backward in channels_last ({cl_note}) | "
                f"{r['fwd_bwd_gflop_median']:.1f} | {r['fwd_bwd_channels_last_seconds_median']:.3f} | {cl_rate:.1f} | "
                f"{cl_rate / pk['peak']:.0%} |"] if cl_rate else [])
+    acc_rate = r.get("fwd_bwd_channels_last_accurate_gflops_per_s_median")
+    if acc_rate:
+        cl_row.append(f"| the same with `datasets/accurate_bn.py`'s BatchNorm (no proxy runs it yet) | "
+                      f"{r['fwd_bwd_gflop_median']:.1f} | {r['fwd_bwd_channels_last_accurate_seconds_median']:.3f} | "
+                      f"{acc_rate:.1f} | {acc_rate / pk['peak']:.0%} |")
+    ge = r.get("gradient_rel_error")
+    ge_text = ("" if not ge else
+               " The whole pass's float32 gradient (every parameter, 2-norm) against the float64 NCHW gradient of the "
+               f"same seeded network and batch, median (largest) over the {ge['nchw']['cells']} cells: NCHW "
+               f"{ge['nchw']['median']:.1e} ({ge['nchw']['max']:.1e}), channels_last with PyTorch's BatchNorm "
+               f"{ge['channels_last']['median']:.1e} ({ge['channels_last']['max']:.1e}), channels_last with "
+               f"`datasets/accurate_bn.py`'s (batch statistics summed as accurately as NCHW's, "
+               f"{r['fwd_bwd_channels_last_accurate_speedup']:.2f}x faster than NCHW) "
+               f"{ge['channels_last_accurate']['median']:.1e} ({ge['channels_last_accurate']['max']:.1e}). A switch "
+               "of the gradient pass to it still needs its hand-written BatchNorm tangents (proxies/hvp.py) on the "
+               "new statistics, and each proxy's scores judged against their measured precision (or a version bump "
+               "and a rescoring).")
     bn = r.get("batchnorm_rel_error")
     bn_text = (f" Train-mode BatchNorm's float32 forward (64x16x32x32, mean 5) is off from float64 by "
                f"{bn['nchw']:.1e} relative in NCHW and {bn['channels_last']:.1e} in channels_last here: the layout's "
@@ -677,7 +740,7 @@ def limit_lines(r: dict) -> list[str]:
         "FLOPs as PyTorch's FlopCounterMode counts them (convolutions and matrix products, forward and backward, 2 "
         "per multiply-add; pooling, BatchNorm and elementwise work uncounted), so the rates are lower bounds; the "
         "family's passes (forward-mode tangents, input Jacobians) are not countable by it, hence its time only. "
-        + layout_text + bn_text, "",
+        + layout_text + bn_text + ge_text, "",
         f"Projection for the complete NB201 table ({NB201_PAIRS:,} (cell, task) pairs, every training-free proxy) "
         f"on this machine's {cpus} cores at the measured cifar10 time per cell: **{hours:.1f} hours** "
         "(ImageNet16-120's 16x16 inputs cost less, so this is an upper bound)"

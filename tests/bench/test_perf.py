@@ -29,6 +29,10 @@ def test_perf_measures_every_part_and_renders(real_data, tmp_path):
     # the pooling kernel's saving is measured in the same run and said; the pass's layout judges the GFLOP/s
     assert r["fwd_bwd_pytorch_pool_seconds_median"] > 0 and "PyTorch's own 3x3 average pooling kernel" in md
     assert "judged on the NCHW pass" in md
+    # the accurate channels_last BatchNorm: its pass timed, and every layout's gradient error against float64
+    assert r["fwd_bwd_channels_last_accurate_seconds_median"] > 0 and "accurate_bn.py`'s BatchNorm" in md
+    ge = r["gradient_rel_error"]
+    assert set(ge) == set(perf.GRADIENT_LAYOUTS) and all(0 < v["median"] <= v["max"] < 1 for v in ge.values())
 
 
 def test_counted_flops_of_a_known_convolution():
