@@ -14,9 +14,11 @@ first dimension (PyTorch's vectorised cascade sum: error growing with log of the
 - backward (the same closed form as PyTorch's): with xh = xc * invstd, g_bias = sum(gy), g_weight = sum(gy * xh),
   gx = (gy - g_bias / m - xh * g_weight / m) * invstd * weight.
 
-It saves xc in place of x (the same memory). The values are not PyTorch's bits (other summation orders): only
-layouts that no committed score used run it, and a proxy that switches to it changes its version or shows that its
-scores stay within their measured precision. Tested (``tests/datasets/test_accurate_bn.py``): float64 values
+``batch_norm`` and ``batch_norm_backward`` mirror PyTorch's ``native_batch_norm`` and
+``native_batch_norm_backward`` (train mode) for code that calls those (``proxies/hvp.py``'s closed-form tangents):
+PyTorch's own call for any input but a channels_last one. In channels_last the values are not PyTorch's bits (other
+summation orders): a proxy that switches its layout changes its version or shows that its scores stay within their
+measured precision. Tested (``tests/datasets/test_accurate_bn.py``): float64 values
 and gradients equal ``F.batch_norm``'s to rounding, gradcheck, and float32 accuracy against float64 no worse
 than PyTorch's NCHW kernel's on NB201's shapes. Anything else (NCHW, eval mode, no batch statistics, other
 ranks) is ``nn.BatchNorm2d``'s own forward, bit for bit.
@@ -27,10 +29,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+_NBB = torch.ops.aten.native_batch_norm_backward
+
+
+def _is_cl(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
-    """The (N*H*W, C) view of a channels_last 4-D tensor's memory (no copy)."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    """The (N*H*W, C) view of a channels_last 4-D tensor's memory (no copy; a copy first for another layout)."""
+    return x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 def _unrows(r: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -38,52 +46,75 @@ def _unrows(r: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return r.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
+def batch_norm(x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+    """``torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)``: (y, batch
+    mean, invstd), the running statistics updated in place. A channels_last ``x`` gets the accurate statistics
+    (y channels_last); any other is PyTorch's own call, bit for bit."""
+    if not _is_cl(x):
+        return torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
+    r = _rows(x)
+    m = r.shape[0]
+    mean = r.sum(0) / m
+    xc = r - mean
+    var = (xc * xc).sum(0) / m
+    invstd = (var + eps).rsqrt()
+    scale = invstd if weight is None else invstd * weight
+    y = xc * scale if bias is None else torch.addcmul(bias, xc, scale)
+    with torch.no_grad():
+        if running_mean is not None:
+            running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        if running_var is not None:
+            running_var.mul_(1 - momentum).add_(var * (m / max(m - 1, 1)), alpha=momentum)
+    return _unrows(y, x), mean, invstd
+
+
+def batch_norm_backward(gy, x, weight, mean, invstd, eps: float, mask):
+    """``native_batch_norm_backward(gy, x, weight, None, None, mean, invstd, True, eps, mask)``: (input gradient,
+    sum(gy * xh), sum(gy)) per ``mask``, None where not asked (xh = (x - mean) * invstd). A channels_last ``x``
+    gets the accurate per-channel sums (the input gradient channels_last); any other is PyTorch's own call."""
+    if not _is_cl(x):
+        return _NBB(gy, x, weight, None, None, mean, invstd, True, eps, list(mask))
+    g = _rows(gy)
+    m = g.shape[0]
+    xh = (_rows(x) - mean) * invstd
+    g_bias = g.sum(0)
+    g_weight = (g * xh).sum(0)
+    gx = None
+    if mask[0]:
+        scale = invstd if weight is None else invstd * weight
+        gx = _unrows((g - g_bias / m - xh * (g_weight / m)) * scale, x)
+    return gx, g_weight if mask[1] else None, g_bias if mask[2] else None
+
+
 class _BatchNormCL(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):
-        r = _rows(x)
-        m = r.shape[0]
-        mean = r.sum(0) / m
-        xc = r - mean
-        var = (xc * xc).sum(0) / m
-        invstd = (var + eps).rsqrt()
-        scale = invstd if weight is None else invstd * weight
-        y = xc * scale if bias is None else torch.addcmul(bias, xc, scale)
-        ctx.save_for_backward(xc, invstd, weight)
-        ctx.shape = x.shape
-        ctx.mark_non_differentiable(mean, var)
-        return _unrows(y, x), mean, var
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        y, mean, invstd = batch_norm(x, weight, bias, running_mean, running_var, momentum, eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return y
 
     @staticmethod
-    def backward(ctx, gy, _gmean, _gvar):
-        xc, invstd, weight = ctx.saved_tensors
-        g = _rows(gy.contiguous(memory_format=torch.channels_last))
-        m = g.shape[0]
-        xh = xc * invstd
-        g_bias = g.sum(0)
-        g_weight = (g * xh).sum(0)
-        gx = None
-        if ctx.needs_input_grad[0]:
-            scale = invstd if weight is None else invstd * weight
-            gx = (g - g_bias / m - xh * (g_weight / m)) * scale
-            gx = _unrows(gx, gy)
-        return (gx, g_weight if ctx.needs_input_grad[1] else None, g_bias if ctx.needs_input_grad[2] else None,
-                None)
+    def backward(ctx, gy):
+        x, weight, mean, invstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        gx, gw, gb = batch_norm_backward(gy, x, weight, mean, invstd, ctx.eps,
+                                         (need[0], need[1] and weight is not None, need[2]))
+        return gx, gw, gb, None, None, None, None
 
 
-def batch_norm_channels_last(x, weight, bias, eps: float = 1e-5):
-    """Train-mode batch norm of a channels_last 4-D ``x``: (y, batch mean, biased batch variance); y is
-    channels_last."""
-    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+def batch_norm_channels_last(x, weight, bias, running_mean=None, running_var=None, momentum: float = 0.1,
+                             eps: float = 1e-5):
+    """Train-mode batch norm of a channels_last 4-D ``x`` (differentiable in x, weight, bias); y is channels_last."""
+    if not _is_cl(x):
         raise ValueError("batch_norm_channels_last: a 4-D channels_last tensor is required, got shape "
                          f"{tuple(x.shape)} with strides {x.stride()}")
-    return _BatchNormCL.apply(x, weight, bias, eps)
+    return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps)
 
 
 def _takes_this_path(m: nn.BatchNorm2d, x: torch.Tensor) -> bool:
     batch_stats = m.training or m.running_mean is None
-    return (batch_stats and x.dim() == 4 and x.shape[1] > 0 and x.numel() > x.shape[1]
-            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return (batch_stats and _is_cl(x) and x.shape[1] > 0 and x.numel() > x.shape[1]
             and x.dtype in (torch.float32, torch.float64) and not torch._C._are_functorch_transforms_active())
 
 
@@ -95,15 +126,14 @@ class BatchNorm2d(nn.BatchNorm2d):
         if not _takes_this_path(self, x):
             return super().forward(x)
         self._check_input_dim(x)
-        y, mean, var = batch_norm_channels_last(x, self.weight, self.bias, self.eps)
-        if self.training and self.track_running_stats and self.running_mean is not None:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum)
-                m = x.numel() // x.shape[1]
-                self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-                self.running_var.mul_(1 - momentum).add_(var * (m / max(m - 1, 1)), alpha=momentum)
-        return y
+        momentum = 0.0 if self.momentum is None else self.momentum
+        track = self.training and self.track_running_stats and self.running_mean is not None
+        if track:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
+                momentum = 1.0 / float(self.num_batches_tracked)
+        rm, rv = (self.running_mean, self.running_var) if track else (None, None)
+        return batch_norm_channels_last(x, self.weight, self.bias, rm, rv, momentum, self.eps)
 
 
 def use_in(net: nn.Module) -> nn.Module:

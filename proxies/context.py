@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from proxybench.datasets import accurate_bn
+
 
 def hooked_forward(net: nn.Module, x: torch.Tensor, hook: Callable, modules) -> torch.Tensor:
     """One forward of ``x`` without gradients, ``hook`` a forward hook on each of ``modules`` for that forward only
@@ -86,8 +88,8 @@ class ProxyContext:
         """A fresh network with the cell's seeded PyTorch-default initialisation (safe to modify)."""
         torch.manual_seed(self.seed)
         net = self.build(bn=bn).to(self.device)
-        if self._channels_last:
-            return net.to(memory_format=torch.channels_last)
+        if self._channels_last:  # with BatchNorm's batch statistics as accurate as in NCHW (datasets/accurate_bn.py)
+            return accurate_bn.use_in(net).to(memory_format=torch.channels_last)
         return net if self.dtype == torch.float32 else net.to(self.dtype)
 
     def shared_network(self) -> nn.Module:

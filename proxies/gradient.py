@@ -38,14 +38,17 @@ NEEDS = {
 }
 _ABDELFATTAH = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 2021"
 # The memory layout of the pass (registry.LAYOUTS), one for the whole share group, as the pass is computed once for
-# all of them (tests: test_registry). channels_last would be 1.6x faster here for NB201 and 2x for NB101, but
-# PyTorch's CPU BatchNorm in train mode computes its channels_last batch statistics 30-100x less accurately than in
-# NCHW (1e-5 vs 1e-7 relative on a 64x16x32x32 batch with AVX-512 kernels, 3.7e-6 with AVX2; 4e-5 with mean 50;
-# convolutions and pooling are as accurate in both; tests: test_gradient): measured on the 64 golden cells, the
-# float32 scores of the pass moved 10-30x farther from their float64 values (snip median 7.8e-6 -> 2.1e-4
-# relative, worst 2.0e-3 -> 3.7e-2; zen 3e-9 -> 2.5e-7). A switch needs a BatchNorm as accurate as NCHW's first
-# (torch.var_mean is accurate in channels_last, 5e-8, but 7x slower than the whole BatchNorm), then version bumps
-# and a rescoring.
+# all of them (tests: test_registry). PyTorch's CPU BatchNorm in train mode computes its channels_last batch
+# statistics 30-100x less accurately than in NCHW (1e-5 vs 1e-7 relative on a 64x16x32x32 batch with AVX-512
+# kernels, 3.7e-6 with AVX2; tests: test_gradient): on the 64 golden cells the float32 scores of the pass moved
+# 10-30x farther from their float64 values (snip median 7.8e-6 -> 2.1e-4 relative). The "channels_last" layout now
+# runs datasets/accurate_bn.py's BatchNorm (statistics as accurate as NCHW's; proxies/hvp.py's tangents too).
+# Measured with it on the same 64 golden cells (cifar10, augmented batch of the golden study, AMD EPYC AVX-512,
+# 2026-12-03): the whole pass of the eight 1.13x faster (1.26 vs 1.43 s per cell, the other core busy); the change
+# against the committed NCHW scores below the median dispatch spread for every proxy (snip 2.1e-5 vs 2.8e-5,
+# grasp 2.9e-4 vs 8.6e-4), the distance to float64 0.5-2x NCHW's (snip 1.5e-5 vs 7.8e-6, jacob_cov 9e-7 vs 2.5e-6),
+# but outside the per-cell measured precision (precision.within) on 0-6 of 64 cells per proxy (snip 6, grad_norm
+# and plain 5): a switch is a version bump of the eight and a rescoring, for 1.13x. Not taken.
 LAYOUT = "nchw"
 _VERSION = 1
 

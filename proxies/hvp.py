@@ -39,13 +39,16 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-from proxybench.datasets import kernels
+from proxybench.datasets import accurate_bn, kernels
 
 # "input_only": set by ``input_grads_only`` (backward passes that need no weight gradients); "generic": set by
 # ``generic_formulas`` (bench/tools/perf.py)
 _STATE = {"input_only": False, "generic": False}
 _CB = torch.ops.aten.convolution_backward
-_NBB = torch.ops.aten.native_batch_norm_backward
+
+
+# ``native_batch_norm_backward`` in train mode: PyTorch's call, or accurate sums for channels_last
+_nbb = accurate_bn.batch_norm_backward
 
 
 def _conv_input_grad(gy, x, w, conf):
@@ -239,7 +242,7 @@ class _BN(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, s):
-        y, mean, invstd = torch.native_batch_norm(x, gamma, beta, running_mean, running_var, True, momentum, eps)
+        y, mean, invstd = accurate_bn.batch_norm(x, gamma, beta, running_mean, running_var, momentum, eps)
         ctx.eps = eps
         ctx.save_for_backward(x, gamma, mean, invstd, s)
         ctx.save_for_forward(x, gamma, mean, invstd)
@@ -250,7 +253,7 @@ class _BN(torch.autograd.Function):
         x, gamma, mean, invstd = ctx.saved_tensors
         if tx is None:
             return torch.zeros_like(x)
-        return _NBB(tx, x, gamma, None, None, mean, invstd, True, ctx.eps, [True, False, False])[0]
+        return _nbb(tx, x, gamma, mean, invstd, ctx.eps, [True, False, False])[0]
 
     @staticmethod
     def backward(ctx, gy):
@@ -263,8 +266,7 @@ class _BNInputGrad(_ForwardOnly):
     @staticmethod
     def forward(ctx, gy, x, gamma, mean, invstd, eps, s):
         # with the affine reductions (fused): <gy xh> and <gy> for the tangent
-        gx, sum_gy_xh, sum_gy = _NBB(gy, x, gamma, None, None, mean, invstd, True, eps,
-                                     [True, gamma is not None, gamma is not None])
+        gx, sum_gy_xh, sum_gy = _nbb(gy, x, gamma, mean, invstd, eps, [True, gamma is not None, gamma is not None])
         if gamma is None:  # no affine reductions from the kernel: compute them
             red = [d for d in range(x.dim()) if d != 1]
             sum_gy = gy.sum(red)
@@ -280,7 +282,7 @@ class _BNInputGrad(_ForwardOnly):
         if tx is None:
             if tgy is None:
                 return torch.zeros_like(gx)
-            return _NBB(tgy, x, gamma, None, None, mean, invstd, True, eps, [True, False, False])[0]
+            return _nbb(tgy, x, gamma, mean, invstd, eps, [True, False, False])[0]
         m = x.numel() // x.shape[1]
         r = _shape(invstd, x)
         mu = _shape(mean, x)
@@ -289,13 +291,13 @@ class _BNInputGrad(_ForwardOnly):
         m_gy = _shape(sum_gy, x) / m
         # the per-channel sums of tx * xh, tx and tx * gy by the fused kernel's affine reductions (nothing
         # materialised): with mean 0 and invstd 1 its "xh" is gy itself
-        _, s_txxh, s_tx = _NBB(tx, x, gamma, None, None, mean, invstd, True, eps, [False, True, True])
+        _, s_txxh, s_tx = _nbb(tx, x, gamma, mean, invstd, eps, [False, True, True])
         ones = torch.ones_like(invstd)
-        _, s_txgy, _ = _NBB(tx, gy, ones, None, None, torch.zeros_like(mean), ones, True, eps, [False, True, False])
+        _, s_txgy, _ = _nbb(tx, gy, ones, torch.zeros_like(mean), ones, eps, [False, True, False])
         b = _shape(s_txxh, x) / m
         c = _shape(s_txgy, x) / m - m_gy * (_shape(s_tx, x) / m) - a * b
         u = tx * (-r * a) if tgy is None else torch.addcmul(tgy, tx, -r * a)
-        out = _NBB(u, x, gamma, None, None, mean, invstd, True, eps, [True, False, False])[0]
+        out = _nbb(u, x, gamma, mean, invstd, eps, [True, False, False])[0]
         coef = -g * r * r * r * c
         return out.addcmul_(x, coef).addcmul_(gx, -r * b).sub_(coef * mu)
 
@@ -459,7 +461,7 @@ def _patch(net: nn.Module, state: WeightDirection):
             state.fallback.add(id(m))
             hooks.append(m.register_forward_hook(fallback_hook))
             continue
-        elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d, accurate_bn.BatchNorm2d):
             m.forward = bn_forward.__get__(m)
         elif kernels.is_pool3(m):
             m.forward = pool_forward.__get__(m)

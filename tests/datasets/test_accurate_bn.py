@@ -27,7 +27,7 @@ def _results(bn_fn, x, w, b, gy):
 
 
 def _ours(x, w, b):
-    return accurate_bn.batch_norm_channels_last(_cl(x), w, b, 1e-5)[0]
+    return accurate_bn.batch_norm_channels_last(_cl(x), w, b, eps=1e-5)
 
 
 def _pytorch(x, w, b):
@@ -52,7 +52,7 @@ def test_gradcheck():
     x = _cl(torch.randn(3, 4, 3, 5, dtype=torch.float64, generator=g)).requires_grad_(True)
     w = torch.randn(4, dtype=torch.float64, generator=g).requires_grad_(True)
     b = torch.randn(4, dtype=torch.float64, generator=g).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda *a: accurate_bn.batch_norm_channels_last(*a, 1e-5)[0], (x, w, b))
+    assert torch.autograd.gradcheck(lambda *a: accurate_bn.batch_norm_channels_last(*a, eps=1e-5), (x, w, b))
 
 
 def _error(y, ref):
@@ -101,3 +101,32 @@ def test_module_matches_nn_batchnorm_state_and_falls_back_bit_for_bit():
 def test_rejects_other_layouts():
     with pytest.raises(ValueError, match="channels_last"):
         accurate_bn.batch_norm_channels_last(torch.randn(2, 3, 4, 4), None, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_mirrors_are_pytorchs_calls_in_nchw_and_agree_in_channels_last(dtype):
+    """``batch_norm``/``batch_norm_backward`` (what proxies/hvp.py calls): PyTorch's bits for an NCHW input; for
+    a channels_last one, PyTorch's values to rounding in float64, every output and mask."""
+    g = torch.Generator().manual_seed(4)
+    x, gy = (torch.randn(6, 5, 4, 3, generator=g, dtype=dtype) + 1 for _ in range(2))
+    w, b = (torch.randn(5, generator=g, dtype=dtype) for _ in range(2))
+    nbb = torch.ops.aten.native_batch_norm_backward
+    for weight in (w, None):
+        stats = [(torch.zeros(5, dtype=dtype), torch.ones(5, dtype=dtype)) for _ in range(3)]
+        ref = torch.native_batch_norm(x, weight, b, *stats[0], True, 0.1, 1e-5)
+        ours = accurate_bn.batch_norm(x, weight, b, *stats[1], 0.1, 1e-5)
+        assert all(torch.equal(a, r) for a, r in zip(ours, ref, strict=True))
+        mask = [True, weight is not None, True]
+        back = accurate_bn.batch_norm_backward(gy, x, weight, ref[1], ref[2], 1e-5, mask)
+        back_ref = nbb(gy, x, weight, None, None, ref[1], ref[2], True, 1e-5, mask)
+        assert all(torch.equal(a, r) for a, r in zip(back, back_ref, strict=True) if r is not None)
+        if dtype is torch.float64:
+            cl = accurate_bn.batch_norm(_cl(x), weight, b, *stats[2], 0.1, 1e-5)
+            assert cl[0].is_contiguous(memory_format=CL)
+            for a, r in zip(cl, ref, strict=True):
+                torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(stats[2], stats[0], rtol=1e-12, atol=1e-12)  # the running statistics
+            back_cl = accurate_bn.batch_norm_backward(_cl(gy), _cl(x), weight, ref[1], ref[2], 1e-5, mask)
+            for a, r in zip(back_cl, back_ref, strict=True):
+                if r is not None:
+                    torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
