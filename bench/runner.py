@@ -34,7 +34,7 @@ from proxybench.datasets import get_space
 from proxybench.datasets.errors import ArchError
 from proxybench.progress import progress as progress_bar
 from proxybench.proxies import ProxyContext, get_proxy, per_cell, resolve_proxies
-from proxybench.workers import main_guard_hint, worker_pool  # noqa: F401 (worker_pool: part of this API)
+from proxybench.workers import main_guard_hint, worker_pool
 
 INIT = "torch-default"  # NB201's; each space declares its own (Space.init)
 EXTERNAL_SOURCE_PREFIX = "external:"  # the data_source of every score computed elsewhere (proxybench.scorefiles)

@@ -93,8 +93,9 @@ _MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s
 
 
 def main_guard_hint() -> str | None:
-    """What to add when the main module is a script file without an ``if __name__ == "__main__":`` guard (spawned
-    workers re-import the main script, so one without a guard starts workers of its own and they die), else None."""
+    """What to add when the main module is a script file without an ``if __name__ == "__main__":`` guard (workers,
+    spawned or from the fork server, re-import the main script, so one without a guard starts workers of its own and
+    they die), else None."""
     path = getattr(sys.modules.get("__main__"), "__file__", None)
     if not path:
         return None  # interactive, -c, a notebook: the workers import nothing of it
@@ -104,7 +105,8 @@ def main_guard_hint() -> str | None:
                 return None
     except OSError:
         return None
-    return (f"worker processes could not start: every spawned worker re-imports the main script {path}, which has "
+    return (f"worker processes could not start: every worker (spawned, or started by the fork server) re-imports "
+            f"the main script {path}, which has "
             "no `if __name__ == \"__main__\":` guard, so each worker would start workers of its own. Put the code "
             "that runs studies under one (def main(): ...  then  if __name__ == \"__main__\": main()), or pass "
             "executor=\"inprocess\"")

@@ -43,8 +43,9 @@ from proxybench.datasets import get_space
 from proxybench.progress import progress as progress_bar
 from proxybench.proxies import ProxyContext
 from proxybench.proxies import eproxy as ep
-from proxybench.runner import draw_order, make_context, worker_pool
+from proxybench.runner import draw_order, make_context
 from proxybench.sections import SectionConfig, section
+from proxybench.workers import worker_pool
 
 # The discrete space searched (the reference's NB201 DPS configuration, channel counts capped at 128 for CPU).
 CHOICES: dict[str, tuple] = {
