@@ -529,11 +529,83 @@ def pooling_line(df, doc: dict) -> str:
 
 # ----------------------------------------------------------------------------------------------- the CLI
 
+def layout_check(doc: dict, proxies, layout: str, data_dir=None, cells: int | None = None) -> list[dict]:
+    """What a switch of ``proxies``' memory layout would do to their scores: the golden NB201 cells scored here, in
+    this process, with the proxies' records set to ``layout``, against the measured variants of the same cells in
+    ``doc``. Per proxy: cells, bit-identical to the native score, ``within`` its per-cell measured precision,
+    median and largest relative change against the native score next to the median and largest relative spread,
+    and the median relative distance to the float64 variant of the new and of the native scores. The decision a
+    version bump rests on (registry: a layout is part of a proxy's numbers); nothing is written."""
+    from dataclasses import replace
+
+    from proxybench.proxies import registry
+    from proxybench.runner import score_job
+
+    saved = {n: registry._REGISTRY[n] for n in proxies}
+    rows = []
+    try:
+        for n in proxies:
+            registry._REGISTRY[n] = replace(saved[n], layout=layout)
+        for job in golden_jobs(list(proxies), data_dir):
+            if job.space != "nb201":
+                continue
+            items = job.items[:cells] if cells else job.items
+            rows += score_job(replace(job, items=items, threads=1))
+    finally:
+        registry._REGISTRY.update(saved)
+    per: dict = {}
+    for r in rows:
+        key = cell_key(r["space"], r["task"], r["seed"], r["batch_size"], r["data_source"], r["arch"])
+        e = doc.get("proxies", {}).get(r["proxy"], {}).get("cells", {}).get(key)
+        if e is None or r["status"] != "ok":
+            continue
+        native, f64 = e["scores"].get(REFERENCE), e["scores"].get("float64")
+        if native is None or not math.isfinite(native) or native == 0 or not math.isfinite(r["score"]):
+            continue
+        d = per.setdefault(r["proxy"], {"change": [], "spread": [], "new_f64": [], "native_f64": [], "within": 0,
+                                        "identical": 0})
+        d["change"].append(abs(r["score"] - native) / abs(native))
+        d["spread"].append(e["spread"] / abs(native))
+        d["within"] += within(native, r["score"], e["spread"])
+        d["identical"] += r["score"] == native
+        if f64 is not None and math.isfinite(f64) and f64 != 0:
+            d["new_f64"].append(abs(r["score"] - f64) / abs(f64))
+            d["native_f64"].append(abs(native - f64) / abs(f64))
+    med = lambda v: float(np.median(v)) if v else math.nan  # noqa: E731
+    return [{"proxy": n, "cells": len(d["change"]), "identical": d["identical"], "within": d["within"],
+             "change_median": med(d["change"]), "change_max": max(d["change"]),
+             "spread_median": med(d["spread"]), "spread_max": max(d["spread"]),
+             "new_to_float64_median": med(d["new_f64"]), "native_to_float64_median": med(d["native_f64"])}
+            for n, d in sorted(per.items())]
+
+
+def layout_table(rows: list[dict], layout: str) -> str:
+    head = (f"| proxy | cells | bit-identical | within precision | change median (max) | spread median (max) | "
+            f"to float64: {layout} | to float64: native |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['proxy']} | {r['cells']} | {r['identical']} | {r['within']} | "
+                     f"{r['change_median']:.1e} ({r['change_max']:.1e}) | {r['spread_median']:.1e} "
+                     f"({r['spread_max']:.1e}) | {r['new_to_float64_median']:.1e} | "
+                     f"{r['native_to_float64_median']:.1e} |")
+    return "\n".join(lines)
+
+
 def run(args) -> None:
     from proxybench.cache import ScoreCache
     from proxybench.proxies import resolve_proxies
 
     proxies = resolve_proxies(args.proxies) if args.proxies else None
+    if args.layout:
+        if not proxies:
+            raise SystemExit("precision --layout: name the proxies whose layout would change (--proxies), e.g. a "
+                             "share group: --proxies grad_norm,snip,plain,grasp,fisher,jacob_cov,epe_nas,nwot")
+        t0 = time.perf_counter()
+        rows = layout_check(load(args.out), proxies, args.layout, args.data_dir, args.cells)
+        print(layout_table(rows, args.layout))
+        print(f"\nthe golden NB201 cells of {', '.join(proxies)} in layout {args.layout!r}, against {args.out}'s "
+              f"variants, in {time.perf_counter() - t0:.0f} s (nothing written)")
+        return
     jobs = []
     if args.what in ("golden", "all"):
         jobs += golden_jobs(proxies, args.data_dir)
@@ -564,6 +636,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=str(REPO_ROOT / "reports" / "scores"))
     p.add_argument("--out", default=str(PRECISION_FILE))
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--layout", default=None, metavar="NAME",
+                   help="instead of measuring: score the golden NB201 cells of --proxies in this memory layout "
+                        "(proxies.registry.LAYOUTS) here and compare them with the stored variants (nothing written)")
+    p.add_argument("--cells", type=int, default=None, help="with --layout: the first N golden cells per task")
 
 
 if __name__ == "__main__":

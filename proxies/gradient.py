@@ -43,12 +43,14 @@ _ABDELFATTAH = "Abdelfattah et al., Zero-Cost Proxies for Lightweight NAS, ICLR 
 # kernels, 3.7e-6 with AVX2; tests: test_gradient): on the 64 golden cells the float32 scores of the pass moved
 # 10-30x farther from their float64 values (snip median 7.8e-6 -> 2.1e-4 relative). The "channels_last" layout now
 # runs datasets/accurate_bn.py's BatchNorm (statistics as accurate as NCHW's; proxies/hvp.py's tangents too).
-# Measured with it on the same 64 golden cells (cifar10, augmented batch of the golden study, AMD EPYC AVX-512,
-# 2026-12-03): the whole pass of the eight 1.13x faster (1.26 vs 1.43 s per cell, the other core busy); the change
-# against the committed NCHW scores below the median dispatch spread for every proxy (snip 2.1e-5 vs 2.8e-5,
-# grasp 2.9e-4 vs 8.6e-4), the distance to float64 0.5-2x NCHW's (snip 1.5e-5 vs 7.8e-6, jacob_cov 9e-7 vs 2.5e-6),
-# but outside the per-cell measured precision (precision.within) on 0-6 of 64 cells per proxy (snip 6, grad_norm
-# and plain 5): a switch is a version bump of the eight and a rescoring, for 1.13x. Not taken.
+# Measured with it on the 64 golden cells (cifar10, the golden study's augmented batch; AMD EPYC AVX-512,
+# 2026-12-03; `proxybench precision --layout channels_last --proxies grad_norm,snip,plain,grasp,fisher,jacob_cov,
+# epe_nas,nwot` prints the table): the change against the NCHW scores is below the median dispatch spread for every
+# proxy (snip 2.1e-5 vs 2.8e-5, grasp 2.9e-4 vs 8.6e-4), the distance to float64 0.5-2x NCHW's (snip 1.5e-5 vs
+# 7.8e-6, jacob_cov 9e-7 vs 2.5e-6), but outside the per-cell measured precision (precision.within) on 0-6 of the
+# 62-64 finite cells per proxy (snip 6, grad_norm and plain 5, grasp and fisher 4, epe_nas 2). The whole pass of
+# the eight was 1.13x faster (1.26 vs 1.43 s per cell over those cells, one run each, the other core busy). A switch
+# is a version bump of the eight and a rescoring, for 1.13x: not taken.
 LAYOUT = "nchw"
 _VERSION = 1
 

@@ -709,8 +709,10 @@ def limit_lines(r: dict) -> list[str]:
     bn_text = (f" Train-mode BatchNorm's float32 forward (64x16x32x32, mean 5) is off from float64 by "
                f"{bn['nchw']:.1e} relative in NCHW and {bn['channels_last']:.1e} in channels_last here: the layout's "
                "batch statistics round more, which moved the gradient proxies' float32 scores farther from their "
-               "float64 values on the golden cells (measured: proxies/gradient.py), so the pass stays NCHW until a "
-               "BatchNorm as accurate replaces it." if bn else "")
+               "float64 values on the golden cells. `datasets/accurate_bn.py`'s BatchNorm has NCHW's accuracy in "
+               "channels_last, but with it the gradient pass's scores still move outside their per-cell measured "
+               "precision on some golden cells, for a small gain of the whole pass (the measurement and the decision: "
+               "proxies/gradient.py's note on LAYOUT), so the pass stays NCHW." if bn else "")
     if lay:
         rate = cl_rate if pass_layout == "channels_last" and cl_rate else r["fwd_bwd_gflops_per_s_median"]
         cl = lay.get("channels_last", [])

@@ -101,3 +101,20 @@ def test_the_committed_precision_covers_every_golden_proxy_at_its_current_versio
         variants = {v for c in entry["cells"].values() for v in c["scores"]}
         assert {"native", "native-2t", "avx2", "portable", "float64"} <= variants, (name, variants)
     assert "| params |" in precision.table(doc)
+
+
+def test_layout_check_scores_golden_cells_in_another_layout_and_restores_the_records(real_data):
+    """``proxybench precision --layout``: in the proxies' own layout the golden cells reproduce within their measured
+    precision; in channels_last the same cells are rescored there (rounding moves: not all bit-identical), and the
+    registry's records are as before afterwards."""
+    from proxybench.proxies import get_proxy
+
+    doc = precision.load()
+    before = get_proxy("grad_norm")
+    same = precision.layout_check(doc, ["grad_norm"], before.layout, cells=2)
+    assert [r["proxy"] for r in same] == ["grad_norm"] and same[0]["cells"] == 2
+    assert same[0]["within"] == 2
+    other = precision.layout_check(doc, ["grad_norm"], "channels_last", cells=2)
+    assert other[0]["cells"] == 2 and other[0]["identical"] < 2 and other[0]["change_max"] > 0
+    assert get_proxy("grad_norm") is before
+    assert "| grad_norm | 2 |" in precision.layout_table(other, "channels_last")
