@@ -82,21 +82,17 @@ def _fwd_bwd_pytorch_pool(arch, batch):
         _fwd_bwd(arch, batch)
 
 
-def _fwd_bwd_channels_last(arch, batch):
+def _fwd_bwd_channels_last(arch, batch, accurate_bn: bool = False):
     """The unit in the channels_last memory layout: the layout of the shared gradient pass and of the proxies whose
-    records declare it (``layouts``)."""
-    torch.manual_seed(42)
-    net = nb201.build_network(arch, "cifar10").to(memory_format=torch.channels_last)
-    F.cross_entropy(net(batch[0].contiguous(memory_format=torch.channels_last)), batch[1]).backward()
-
-
-def _fwd_bwd_channels_last_accurate(arch, batch):
-    """The unit in channels_last with ``datasets/accurate_bn.py``'s BatchNorm (batch statistics as accurate as
-    NCHW's): what a switch of the gradient pass's layout would run."""
-    from proxybench.datasets import accurate_bn
+    records declare it (``layouts``); with ``accurate_bn``, its BatchNorm2d are ``datasets/accurate_bn.py``'s (batch
+    statistics as accurate as NCHW's: what a switch of the gradient pass's layout would run)."""
+    from proxybench.datasets import accurate_bn as abn
 
     torch.manual_seed(42)
-    net = accurate_bn.use_in(nb201.build_network(arch, "cifar10")).to(memory_format=torch.channels_last)
+    net = nb201.build_network(arch, "cifar10")
+    if accurate_bn:
+        abn.use_in(net)
+    net = net.to(memory_format=torch.channels_last)
     F.cross_entropy(net(batch[0].contiguous(memory_format=torch.channels_last)), batch[1]).backward()
 
 
@@ -322,7 +318,7 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
                "fwd_bwd_flops": counted_flops(lambda a=arch: _fwd_bwd(a, batch))}
         row["family"] = best(lambda a=arch: _family(a, batch, family))
         row["fwd_bwd_channels_last"] = best(lambda a=arch: _fwd_bwd_channels_last(a, batch))
-        row["fwd_bwd_channels_last_accurate"] = best(lambda a=arch: _fwd_bwd_channels_last_accurate(a, batch))
+        row["fwd_bwd_channels_last_accurate"] = best(lambda a=arch: _fwd_bwd_channels_last(a, batch, True))
         row["fwd_bwd_pytorch_pool"] = best(lambda a=arch: _fwd_bwd_pytorch_pool(a, batch))
         row["shared_six"] = best(lambda a=arch: _shared_six(a, batch))
         row["reference_six"] = best(lambda a=arch: _reference_six(a, batch))
