@@ -126,14 +126,23 @@ class BatchNorm2d(nn.BatchNorm2d):
         if not _takes_this_path(self, x):
             return super().forward(x)
         self._check_input_dim(x)
-        momentum = 0.0 if self.momentum is None else self.momentum
-        track = self.training and self.track_running_stats and self.running_mean is not None
-        if track:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
-                momentum = 1.0 / float(self.num_batches_tracked)
-        rm, rv = (self.running_mean, self.running_var) if track else (None, None)
+        rm, rv, momentum = batch_stats_bookkeeping(self)
         return batch_norm_channels_last(x, self.weight, self.bias, rm, rv, momentum, self.eps)
+
+
+def batch_stats_bookkeeping(m: nn.modules.batchnorm._BatchNorm):
+    """What ``nn.BatchNorm``'s forward does before a batch-statistics kernel call: count the batch in
+    ``num_batches_tracked`` (training with running statistics) and pick the momentum (``None``: the cumulative
+    average 1/batches) and the running statistics to update (none when the module does not track them).
+    Returns ``(running_mean, running_var, momentum)``; shared by this module's BatchNorm2d and proxies/hvp.py's."""
+    momentum = 0.0 if m.momentum is None else m.momentum
+    if m.training and m.track_running_stats and m.num_batches_tracked is not None:
+        m.num_batches_tracked.add_(1)
+        if m.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(m.num_batches_tracked)
+    if not m.training or m.track_running_stats:
+        return m.running_mean, m.running_var, momentum
+    return None, None, momentum
 
 
 def use_in(net: nn.Module) -> nn.Module:

@@ -427,12 +427,7 @@ def _patch(net: nn.Module, state: WeightDirection):
     def bn_forward(m, x):
         if not m.training:
             return type(m).forward(m, x)
-        momentum = 0.0 if m.momentum is None else m.momentum
-        if m.track_running_stats and m.num_batches_tracked is not None:
-            m.num_batches_tracked.add_(1)
-            if m.momentum is None:
-                momentum = 1.0 / float(m.num_batches_tracked)
-        rm, rv = (m.running_mean, m.running_var) if m.track_running_stats else (None, None)
+        rm, rv, momentum = accurate_bn.batch_stats_bookkeeping(m)
         return _BN.apply(x, m.weight, m.bias, rm, rv, momentum, m.eps, s)
 
     def pool_forward(m, x):

@@ -77,6 +77,31 @@ def test_float32_is_as_accurate_as_pytorchs_nchw_kernel(shape):
         assert e_ours <= max(2 * e_nchw, 2.0**-22), f"{what}: {e_ours:.2e} against NCHW's {e_nchw:.2e}"
 
 
+@pytest.mark.parametrize("kwargs", [{"momentum": None}, {"track_running_stats": False}, {"momentum": 0.1}])
+def test_bookkeeping_follows_nn_batchnorm(kwargs):
+    """num_batches_tracked, the momentum (None: the cumulative average) and which running statistics move: the
+    helper BatchNorm2d and proxies/hvp.py share (batch_stats_bookkeeping) against nn.BatchNorm2d over 3 steps."""
+    torch.manual_seed(0)
+    ref = nn.BatchNorm2d(6, **kwargs).double()
+    ours = accurate_bn.use_in(nn.Sequential(copy.deepcopy(ref)))[0]
+    for step in range(3):
+        x = torch.randn(4, 6, 5, 5, dtype=torch.float64) + step
+        torch.testing.assert_close(ours(_cl(x)), ref(x), rtol=1e-12, atol=1e-12)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        a, b = getattr(ours, name), getattr(ref, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=0, msg=name)
+    if kwargs.get("momentum", 0.1) is None:  # the cumulative average moved the statistics away from the start
+        assert int(ours.num_batches_tracked) == 3 and not torch.allclose(ours.running_var, torch.ones(6).double())
+    ours.running_mean = ours.running_var = None  # eval without running statistics: batch statistics, no update
+    ref.running_mean = ref.running_var = None
+    ours.eval()
+    ref.eval()
+    x = torch.randn(4, 6, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(ours(_cl(x)), ref(x), rtol=1e-12, atol=1e-12)
+
+
 def test_module_matches_nn_batchnorm_state_and_falls_back_bit_for_bit():
     torch.manual_seed(0)
     ref = nn.BatchNorm2d(6, momentum=0.3).double()
