@@ -77,6 +77,14 @@ def declared(score, proxy, *, every_cell: bool = False) -> np.ndarray:
     return oriented(score, info.higher_is_better, "rank_last" if every_cell else info.nan_policy)
 
 
+def declared_rho(score, truth, proxy) -> tuple[float, int]:
+    """Spearman ρ of a proxy's declared ranking (:func:`declared`) against ``truth`` over the cells where both are
+    defined (an excluded non-finite score or a missing accuracy drops the cell), and how many cells that is."""
+    s, t = _pair(declared(np.asarray(score, dtype=np.float64), proxy), truth)
+    keep = ~np.isnan(s) & np.isfinite(t)
+    return spearman_rho(s[keep], t[keep]), int(keep.sum())
+
+
 def proxy_summary(proxy, score, truth, n_resamples: int = 1000, seed: int = 0) -> dict:
     """:func:`correlation_summary` of a registered proxy's scores, in its declared ranking (:func:`declared`)."""
     s, t = _pair(score, truth)

@@ -15,9 +15,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from proxybench import metrics, store
 from proxybench.cache import ScoreCache
@@ -107,10 +105,7 @@ BAND = 0.03  # the complete-tables issue's reproduction band for a published ρ
 
 def _rho(g: pd.DataFrame, proxy: str, column: str) -> tuple[float, int]:
     """Spearman ρ of the proxy's declared ranking (its direction and NaN policy) against ``column``, and its n."""
-    s = metrics.declared(g["score"].to_numpy(dtype=float), proxy)
-    t = g[column].to_numpy(dtype=float)
-    keep = ~np.isnan(s) & np.isfinite(t)
-    return float(stats.spearmanr(s[keep], t[keep]).statistic), int(keep.sum())
+    return metrics.declared_rho(g["score"].to_numpy(dtype=float), g[column].to_numpy(dtype=float), proxy)
 
 
 def published_comparison(df: pd.DataFrame) -> pd.DataFrame:

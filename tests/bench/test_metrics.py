@@ -131,6 +131,22 @@ def test_declared_applies_the_direction_and_nan_policy_of_the_registry_record():
     assert proxy_summary("jacob_cov", bad, t, n_resamples=0)["n"] == 30
 
 
+def test_declared_rho_drops_what_the_policy_excludes_and_missing_accuracies():
+    from proxybench.metrics import declared_rho
+
+    s, t = _random_pairs(6, 40, ties=False)
+    bad, truth = s.copy(), t.copy()
+    bad[[0, 5]] = [np.nan, np.inf]
+    truth[7] = np.nan  # a cell without a trained accuracy
+    keep = np.isfinite(bad) & np.isfinite(truth)
+    rho, n = declared_rho(bad, truth, "params")  # ↑, exclude: the two non-finite scores and the NaN accuracy go
+    assert n == 37 and rho == pytest.approx(stats.spearmanr(s[keep], t[keep]).statistic, abs=1e-15)
+    rho, n = declared_rho(bad, truth, "eproxy")  # ↓, rank_last: the non-finite scores stay, ranked last
+    ranked = np.where(np.isfinite(bad), -bad, -np.inf)
+    assert n == 39 and rho == pytest.approx(stats.spearmanr(ranked[~np.isnan(truth)],
+                                                            truth[~np.isnan(truth)]).statistic, abs=1e-15)
+
+
 def test_pairwise_concordance_matches_kendall_without_ties_and_votes_by_majority():
     s, t = _random_pairs(6, 40, ties=False)
     assert pairwise_concordance(s, t) == pytest.approx((stats.kendalltau(s, t).statistic + 1) / 2)
