@@ -301,6 +301,9 @@ def cmd_regress(args) -> None:
         names = tuple(resolve_proxies(args.proxies))
         if not names:
             raise ValueError(f"--proxies names no proxy: {args.proxies!r}")
+        names, note = regress.checked_proxies(names)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     study = regress.golden_study(names, data_dir=args.data_dir)
     current = regress.compute(study, progress=not args.no_progress, workers=args.workers)
     if args.write:

@@ -20,7 +20,7 @@ import numpy as np
 
 from proxybench import metrics, precision, provenance, store
 from proxybench.cache import ScoreCache
-from proxybench.proxies import get_proxy, training_free
+from proxybench.proxies import get_proxy, per_cell, training_free
 from proxybench.runner import Study, run_study, study_scores
 
 GOLDEN = {"space": "nb201", "tasks": ("cifar10",), "sample": 64, "sample_seed": 1, "seed": 42, "batch_size": 64}
@@ -31,6 +31,19 @@ TOLERANCE = 0.02  # the largest allowed drop of the declared-direction Spearman 
 
 def golden_study(proxies=None, data_dir=None) -> Study:
     return Study(proxies=tuple(proxies or training_free()), data_dir=data_dir, **GOLDEN)
+
+
+def checked_proxies(names) -> tuple[tuple[str, ...], str]:
+    """The per-cell proxies a regression of ``names`` checks, and a note when that is not ``names`` itself: a
+    set-level aggregate (``proxies.register_aggregate``) has no scores of its own to compare cell by cell (its
+    value on a cell depends on the whole set), so its members are checked in its place (``per_cell``)."""
+    names = tuple(names)
+    aggs = [n for n in names if get_proxy(n).members]
+    if not aggs:
+        return names, ""
+    members = tuple(per_cell(names))
+    return members, (f"{', '.join(aggs)}: set-level aggregate(s); the regression checks the per-cell proxies they "
+                     f"are computed from instead: {', '.join(members)}")
 
 
 def compute(study: Study, progress: bool = True, workers: int | None = None) -> dict:

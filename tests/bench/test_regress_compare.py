@@ -164,6 +164,35 @@ def test_a_baseline_of_some_proxies_is_merged_and_only_they_are_checked(small_go
     assert "| params |" in out and "kept" not in out and "no regression" in out
 
 
+def test_regress_of_an_aggregate_checks_its_members(small_golden, tmp_path, capsys):
+    """An aggregate has no per-cell scores to compare (its value depends on the set): `regress --proxies AGG`
+    checks its members, says so, and a member's sign flip fails it (it used to pass as 'new')."""
+    from proxybench.cli import main
+    from proxybench.proxies import register_aggregate
+
+    assert regress.checked_proxies(["params", "synflow"]) == (("params", "synflow"), "")
+    members, note = regress.checked_proxies(["te_nas", "params"])
+    assert members == ("te_nas_ntk", "te_nas_lr", "params") and "te_nas" in note and "te_nas_lr" in note
+    name = "toy_regress_agg"
+    register_aggregate(name, members=("params", "synflow"), aggregation="log_rank", paper="test", description="t")
+    try:
+        path = regress.write_baseline(regress.compute(small_golden, progress=False, workers=1),
+                                      tmp_path / "baseline.json")
+        argv = ["regress", "--baseline", str(path), "--proxies", name, "--workers", "1", "--no-progress"]
+        capsys.readouterr()
+        assert main(argv) in (0, None)
+        out = capsys.readouterr()
+        assert "| params |" in out.out and "| synflow |" in out.out and f"| {name} |" not in out.out
+        assert "set-level" in out.err and "no regression" in out.out
+        baseline = json.loads(path.read_text())
+        baseline["proxies"]["synflow"]["scores"] = {a: -v for a, v in baseline["proxies"]["synflow"]["scores"].items()}
+        path.write_text(json.dumps(baseline))
+        with pytest.raises(SystemExit):
+            main(argv)
+    finally:
+        registry._AGGREGATES.pop(name, None)
+
+
 def test_regress_without_a_baseline_says_how_to_make_one(tmp_path, cli_env):
     p = subprocess.run([sys.executable, "-m", "proxybench.cli", "regress", "--baseline", str(tmp_path / "none.json"),
                         "--no-progress"], capture_output=True, text=True, env=cli_env, timeout=900)
