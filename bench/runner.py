@@ -384,8 +384,12 @@ def _cached_keys(cache: ScoreCache, study: Study, retry_errors: bool) -> set[tup
     df = cache.load()
     if df.empty:
         return set()
-    df = where(df, space=study.space, seed=study.seed, ok_only=retry_errors)
-    return set(df[KEY_COLUMNS].itertuples(index=False, name=None))
+    # only the rows a key of this study can match (a study is often a small part of a large cache)
+    df = where(df, space=study.space, seed=study.seed, task=set(study.tasks), proxy=set(per_cell(study.proxies)),
+               ok_only=retry_errors)
+    archs = set(study.arch_list())
+    df = df[df["arch"].isin(archs).to_numpy(dtype=bool)]
+    return set(zip(*(df[c].tolist() for c in KEY_COLUMNS), strict=True))
 
 
 def setting_keys(study: Study, task: str) -> dict[str, tuple[int, int, str]]:

@@ -672,12 +672,15 @@ def render_heldout(rep: DPSReport) -> list[str]:
 def render_cost(rep: DPSReport) -> list[str]:
     """The measured cost of the search and of Eproxy, and the provenance."""
     env, name = rep.env, rep.out_name
+    # a run that computed nothing (make bench re-rendering from the caches) has no cost to report: its wall time
+    # would only make the regenerated page differ from the committed one
+    this_run = (f"This run: search {rep.search_s / 60:.1f} min, held-out evaluation {rep.eval_s / 60:.1f} min, "
+                f"{rep.computed} (setting, cell) losses computed (the rest came from the cache). On a machine shared "
+                "with other jobs these times are wall-clock under contention." if rep.computed else
+                "This rendering computed no (setting, cell) loss: every one came from the DPS cache.")
     return ["", "## Cost", "",
             f"Per-cell Eproxy time (default setting, measured on the held-out cells): **{rep.eproxy_seconds:.2f} s** "
-            "(10 forward+backward passes of batch 16 on one CPU thread, plus building the network). This run: "
-            f"search {rep.search_s / 60:.1f} min, held-out evaluation {rep.eval_s / 60:.1f} min, {rep.computed} "
-            "(setting, cell) losses computed (the rest came from the cache). On a machine shared with other jobs "
-            "these times are wall-clock under contention.", "",
+            f"(10 forward+backward passes of batch 16 on one CPU thread, plus building the network). {this_run}", "",
             "## Provenance", "",
             f"Code `{env['git_commit']}`, torch {env['torch']}, python {env['python']}, {env['machine']}. Search "
             f"record: `{name}/dps/search.json` (config, fitness cells, best setting), trajectory "

@@ -246,3 +246,28 @@ def test_measurement_rows_encode_their_run_in_the_data_source():
     assert measurement_source(1) == "zeros;run=1"
     runs = measurement_runs(pd.Series(["zeros;run=0", "zeros;run=12", "cifar10-train", "none"]))
     assert runs.iloc[:2].tolist() == [0, 12] and runs.iloc[2:].isna().all()
+
+
+def test_a_second_load_of_an_unchanged_cache_is_the_memo_and_any_change_of_the_directory_rereads(tmp_path,
+                                                                                              monkeypatch):
+    from proxybench import cache as cache_mod
+
+    cache = ScoreCache(tmp_path / "scores")
+    part = cache.append(rows(proxies=("params",)))
+    first = cache.load()
+    reads = []
+    original = cache_mod.ScoreCache._read
+    monkeypatch.setattr(cache_mod.ScoreCache, "_read", lambda self, parts: reads.append(1) or original(self, parts))
+    first["score"] = -1.0  # a caller changing its frame changes nobody else's
+    again = ScoreCache(tmp_path / "scores").load()  # another instance of the same directory: the memo
+    assert reads == [] and (again["score"] != -1.0).all() and len(again) == 3
+    cache.append([row(ARCHS[0], "synflow", 5.0)])  # a new part
+    assert len(cache.load()) == 4 and reads == [1]
+    table = pq.read_table(part).to_pandas()
+    table["score"] = 99.0  # a part replaced in place (not something the suite does): new content, new inode
+    tmp = part.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_pandas(table, schema=pq.read_schema(part), preserve_index=False), tmp)
+    tmp.replace(part)
+    assert (cache.load().query("proxy == 'params'")["score"] == 99.0).all() and reads == [1, 1]
+    part.unlink()  # a removed part
+    assert len(cache.load()) == 1 and len(reads) == 3

@@ -222,3 +222,39 @@ def test_paired_bootstrap_detects_a_better_proxy_and_not_an_equal_one():
 def test_seed_spread():
     assert seed_spread([0.5, 0.7]) == pytest.approx((0.6, np.std([0.5, 0.7], ddof=1)))
     assert np.isnan(seed_spread([0.5])[1])
+
+
+@pytest.mark.parametrize("kind", ["continuous", "ties", "rank_last", "few_values"])
+def test_the_resampled_rank_statistics_are_scipys_bootstrap_bit_for_bit(kind):
+    """bootstrap_ci evaluates τ and ρ on resampled indices (metrics._Ranked) instead of calling scipy per resample:
+    the same resamples and, per resample, the same bits as scipy's kendalltau/spearmanr, so the same interval."""
+    import warnings
+
+    from proxybench.metrics import _Ranked
+
+    rng = np.random.default_rng({"continuous": 0, "ties": 1, "rank_last": 2, "few_values": 3}[kind])
+    for n in (3, 7, 40, 400):
+        s = rng.normal(size=n)
+        t = s + rng.normal(size=n)
+        if kind == "ties":
+            s, t = np.round(2 * s), np.round(t)
+        elif kind == "rank_last":
+            s[rng.random(n) < 0.25] = -np.inf
+        elif kind == "few_values":
+            s = rng.integers(0, 2, n).astype(float)
+        ranked = _Ranked(s, t)
+        for _ in range(20):  # single resamples, constant ones included for small n
+            i = rng.integers(0, n, n)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tau, rho = stats.kendalltau(s[i], t[i]).statistic, stats.spearmanr(s[i], t[i]).statistic
+            assert ranked.tau(i) == tau or (math.isnan(tau) and math.isnan(ranked.tau(i)))
+            assert ranked.rho(i) == rho or (math.isnan(rho) and math.isnan(ranked.rho(i)))
+        for stat in (kendall_tau, spearman_rho):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                want = stats.bootstrap((s, t), stat, paired=True, vectorized=False, n_resamples=200,
+                                       confidence_level=0.95, method="percentile",
+                                       random_state=np.random.default_rng(5)).confidence_interval
+                got = bootstrap_ci(s, t, stat, n_resamples=200, seed=5)
+            assert np.array_equal(got, (want.low, want.high), equal_nan=True), (kind, n, stat.__name__)
