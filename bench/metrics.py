@@ -69,8 +69,6 @@ class _Ranked:
 
     def tau(self, i: np.ndarray) -> float:
         """scipy.stats.kendalltau(s[i], t[i]).statistic (variant b)."""
-        from scipy.stats._stats import _kendall_dis
-
         c = self.counts(i)
         seq = np.repeat(self.order, c[self.order])  # the resample sorted by (score, truth)
         x, y = self.dx[seq], self.dy[seq] + 1  # _kendall_dis's Fenwick tree needs ranks >= 1
@@ -336,5 +334,13 @@ def seed_spread(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
 
-# the statistics ``bootstrap_ci`` evaluates on resampled indices (:class:`_Ranked`); any other goes through scipy
-_RESAMPLED = {kendall_tau: _resampled(_Ranked.tau), spearman_rho: _resampled(_Ranked.rho)}
+# the statistics ``bootstrap_ci`` evaluates on resampled indices (:class:`_Ranked`); any other goes through scipy.
+# τ-b counts discordant pairs with scipy's own (private) routine, the one its kendalltau calls: a scipy without it
+# takes the per-resample path (same numbers, slower)
+try:
+    from scipy.stats._stats import _kendall_dis
+except ImportError:  # pragma: no cover - depends on the installed scipy
+    _kendall_dis = None
+_RESAMPLED = {spearman_rho: _resampled(_Ranked.rho)}
+if _kendall_dis is not None:
+    _RESAMPLED[kendall_tau] = _resampled(_Ranked.tau)
