@@ -94,6 +94,24 @@ def importing_from(root: Path, *packages: str, stubs: dict | None = None):
         sys.modules.update(saved)
 
 
+def copy_in_order(src, dst, what: str = "parameter tensors") -> None:
+    """Copy the suite network's tensors ``src`` into the official network's ``dst`` pairwise, in order (two
+    sequences of (name, tensor), e.g. ``named_parameters()``: NB201's two forms name their modules differently but
+    register them in the same order); a ValueError, naming both sides, on a count or shape mismatch."""
+    import torch
+
+    src, dst = list(src), list(dst)
+    if len(src) != len(dst):
+        raise ValueError(f"{what}: the suite's network has {len(src)}, the official one {len(dst)}")
+    for (n1, t1), (n2, t2) in zip(src, dst, strict=True):
+        if t1.shape != t2.shape:
+            raise ValueError(f"{what}: the suite's {n1} has shape {tuple(t1.shape)}, the official {n2} "
+                             f"{tuple(t2.shape)}")
+    with torch.no_grad():
+        for (_, t1), (_, t2) in zip(src, dst, strict=True):
+            t2.copy_(t1)
+
+
 def checkout_commit(code: Path) -> str:
     """The commit DIR is checked out at, or "unknown (not a git checkout)"."""
     try:

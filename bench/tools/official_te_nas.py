@@ -31,7 +31,7 @@ from torch import nn
 from proxybench.datasets.nb201 import EDGES, parse_arch
 from proxybench.proxies import get_proxy, te_nas
 from proxybench.runner import make_context, task_batch, task_images
-from proxybench.tools.official import OfficialCodeError, importing_from, require
+from proxybench.tools.official import OfficialCodeError, copy_in_order, importing_from, require
 
 REPO = "VITA-Group/TENAS"
 COMMIT = "9df78ffd98573035375b12e19b9007578cc4155d"
@@ -224,15 +224,7 @@ def live_parameters(sup: nn.Module, arch: str) -> list[nn.Parameter]:
 
 def transfer(ours: nn.Module, theirs: list[nn.Parameter]) -> None:
     """Copy ``ours``'s parameters into ``theirs`` in order; a ValueError if their number or any shape differs."""
-    mine = list(ours.parameters())
-    if len(mine) != len(theirs):
-        raise ValueError(f"the suite's network has {len(mine)} parameter tensors, the official one {len(theirs)}")
-    for k, (a, b) in enumerate(zip(theirs, mine, strict=True)):
-        if a.shape != b.shape:
-            raise ValueError(f"parameter {k}: official shape {tuple(a.shape)}, the suite's {tuple(b.shape)}")
-    with torch.no_grad():
-        for a, b in zip(theirs, mine, strict=True):
-            a.copy_(b)
+    copy_in_order(ours.named_parameters(), ((f"parameter {k}", p) for k, p in enumerate(theirs)))
 
 
 def _logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:

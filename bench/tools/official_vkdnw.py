@@ -93,15 +93,10 @@ def transfer(src: nn.Module, dst: nn.Module) -> None:
     """Copy ``src``'s parameters, then its buffers, into ``dst``'s, both in module order (the two NB201 forms
     name their modules differently but register them in the same order); ValueError on a count or shape
     mismatch."""
-    for kind in ("named_parameters", "named_buffers"):
-        a, b = list(getattr(src, kind)()), list(getattr(dst, kind)())
-        if len(a) != len(b):
-            raise ValueError(f"{kind}: {len(a)} tensors in the suite's network, {len(b)} in the official")
-        with torch.no_grad():
-            for (n1, t1), (n2, t2) in zip(a, b, strict=True):
-                if t1.shape != t2.shape:
-                    raise ValueError(f"{n1} {tuple(t1.shape)} vs the official {n2} {tuple(t2.shape)}")
-                t2.copy_(t1)
+    from proxybench.tools.official import copy_in_order
+
+    copy_in_order(src.named_parameters(), dst.named_parameters(), "parameters")
+    copy_in_order(src.named_buffers(), dst.named_buffers(), "buffers")
 
 
 @contextmanager
