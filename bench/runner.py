@@ -380,15 +380,14 @@ def make_executor(kind: str = "auto", workers: int | None = None, n_jobs: int = 
 
 # ----------------------------------------------------------------------------------------- the driver
 
-def _cached_keys(cache: ScoreCache, study: Study, retry_errors: bool) -> set[tuple]:
+def _cached_keys(cache: ScoreCache, study: Study, retry_errors: bool, archs: list[str]) -> set[tuple]:
     df = cache.load()
     if df.empty:
         return set()
     # only the rows a key of this study can match (a study is often a small part of a large cache)
     df = where(df, space=study.space, seed=study.seed, task=set(study.tasks), proxy=set(per_cell(study.proxies)),
                ok_only=retry_errors)
-    archs = set(study.arch_list())
-    df = df[df["arch"].isin(archs).to_numpy(dtype=bool)]
+    df = df[df["arch"].isin(set(archs)).to_numpy(dtype=bool)]
     return set(zip(*(df[c].tolist() for c in KEY_COLUMNS), strict=True))
 
 
@@ -409,7 +408,7 @@ def setting_keys(study: Study, task: str) -> dict[str, tuple[int, int, str]]:
 def plan(study: Study, cache: ScoreCache, retry_errors: bool = False, chunk_size: int = 8) -> tuple[list[Job], int]:
     """The jobs still to run and the number of scores already cached."""
     archs = study.arch_list()
-    have = _cached_keys(cache, study, retry_errors)
+    have = _cached_keys(cache, study, retry_errors, archs)
     commit = provenance.git_commit()
     init, builder = get_space(study.space).init, get_space(study.space).builder_version
     jobs, cached = [], 0
