@@ -25,6 +25,8 @@ def test_perf_measures_every_part_and_renders(real_data, tmp_path):
     assert 0 < r["fwd_bwd_gflops_per_s_median"] and r["fwd_bwd_gflop_median"] > 1  # NB201 cells: GFLOPs per batch
     assert set(r["family"]["proxies"]) == set(perf.training_free()) and r["family"]["seconds_median"] > 0
     assert "## Against the machine's limit" in md and "Projection for the complete NB201 table" in md
+    # the family's counted work (every pass, tangents and per-sample gradients included) and the floor it sets
+    assert r["family"]["gflop_median"] > 5 * r["fwd_bwd_gflop_median"] and "floor of any implementation" in md
     assert "## Against" not in perf.markdown({k: v for k, v in r.items() if k != "peak_gflops"})
     # the pooling kernel's saving is measured in the same run and said; the pass's layout judges the GFLOP/s
     assert r["fwd_bwd_pytorch_pool_seconds_median"] > 0 and "PyTorch's own 3x3 average pooling kernel" in md
@@ -41,6 +43,59 @@ def test_counted_flops_of_a_known_convolution():
 
     x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
     assert perf.counted_flops(lambda: F.conv2d(x, w, padding=1)) == 2 * 2 * 4 * 3 * 9 * 8 * 8
+
+
+def test_counted_flops_agree_with_pytorchs_counter_and_count_vmapped_per_sample_gradients_once():
+    import torch
+    import torch.nn.functional as F
+    from torch.func import functional_call, grad, vmap
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=2),
+                              torch.nn.Flatten(), torch.nn.Linear(8 * 3 * 3, 5))
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+
+    def fwd_bwd():
+        F.cross_entropy(net(x), y).backward()
+
+    with FlopCounterMode(display=False) as fc:
+        fwd_bwd()
+    assert perf.counted_flops(fwd_bwd) == fc.get_total_flops() > 0  # ungrouped: PyTorch's own count
+    # an input-only backward (the input-Jacobian proxies') runs and counts the input gradients only
+    xi = x.clone().requires_grad_(True)
+    fwd = perf.counted_flops(lambda: net(xi))
+    inp = perf.counted_flops(lambda: torch.autograd.grad(net(xi).sum(), [xi]))
+    assert fwd < inp < perf.counted_flops(fwd_bwd)
+    # per-sample weight gradients: vmapped (grouped convolutions inside) counts what a loop of samples counts
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def loss(p, xs, ys):
+        return F.cross_entropy(functional_call(net, p, (xs.unsqueeze(0),)), ys.unsqueeze(0))
+
+    def loop():
+        for i in range(4):
+            F.cross_entropy(net(x[i:i + 1]), y[i:i + 1]).backward()
+
+    vmapped = perf.counted_flops(lambda: vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y))
+    assert vmapped == perf.counted_flops(loop)
+    with FlopCounterMode(display=False) as fc:  # the reason for our own counter: PyTorch's overcounts this
+        vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    assert fc.get_total_flops() > vmapped
+
+
+def test_the_familys_counted_work_gives_the_floor_of_the_complete_table():
+    r = _stored()
+    assert "floor of any implementation" not in perf.markdown(r)  # a run before the family's work was counted
+    r["family"].update(gflop_median=240.0, gflop_mean=250.0, flops_over_fwd_bwd=12.8)
+    md = perf.markdown(r)
+    cpus, peak = r["load_average_1min"]["cpus"], r["peak_gflops"]["peak"]
+    floor = 250.0 / peak * perf.NB201_PAIRS / cpus / 3600
+    assert f"would still take **{floor:.1f} hours**" in md and "floor of any implementation" in md
+    assert f"asks for {floor / perf.TARGET_HOURS:.0%} of the peak rate" in md
+    rate = 240.0 / r["family"]["seconds_median"]
+    assert f"| 240.0 | {r['family']['seconds_median']:.3f} (" in md and f"| {rate:.1f} | {rate / peak:.0%} |" in md
+    assert "counted `groups` times" in md or "counts it `groups` times" in md
 
 
 # `proxybench perf --proxies`: some proxies timed alone on the stored run's cells and merged into its perf.json.
