@@ -49,6 +49,9 @@ def write_results(args, name: str, title: str, kind, measure, markdown, markers)
     print(md)
     if args.readme and update_readme(args.readme, md, markers=markers):
         print(f"updated the {name} block of {args.readme}")
+    elif not args.readme:
+        print(f"README.md not updated: the results went to {out}, not the repository's reports/ "
+              "(--readme PATH updates one)")
 
 
 def tool_main(argv, doc: str, add_arguments, cmd) -> int:
@@ -57,5 +60,9 @@ def tool_main(argv, doc: str, add_arguments, cmd) -> int:
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(ap)
-    cmd(ap.parse_args(argv))
+    args = ap.parse_args(argv)
+    from proxybench.options import resolve_outputs
+
+    resolve_outputs(args)  # as the CLI: the README only when the results go to reports/
+    cmd(args)
     return 0

@@ -58,8 +58,8 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _ctx(arch, batch, requested):
-    return make_context("nb201", "cifar10", arch, 42, batch, requested=requested)
+def _ctx(arch, batch, requested, task="cifar10"):
+    return make_context("nb201", task, arch, 42, batch, requested=requested)
 
 
 def _timed(fn) -> float:
@@ -198,9 +198,9 @@ def _reference_six(arch, batch):
     return ref.all_six(net, batch[0], batch[1], partial(nb201.build_network, arch, "cifar10", bn=False), (3, 32, 32))
 
 
-def _family(arch, batch, names):
+def _family(arch, batch, names, task="cifar10"):
     """Every training-free proxy of a cell in one context, as a study scores them (shared passes)."""
-    ctx = _ctx(arch, batch, tuple(names))
+    ctx = _ctx(arch, batch, tuple(names), task)
     return {n: get_proxy(n).compute(ctx) for n in names}
 
 
@@ -333,8 +333,40 @@ def _nb101(cells: int, batch, seed: int, data_dir=None) -> dict:
             "six_over_fwd_bwd": float(np.median([r["six"] / r["fwd_bwd"] for r in rows]))}
 
 
+OTHER_TASKS = ("cifar100", "ImageNet16-120")  # the family's cost is measured on each: it is not cifar10's
+
+
+def family_tasks(archs, batch, flops10, family, data_dir=None, repeats: int = 2) -> dict:
+    """The family's time and counted work per cell on each of :data:`OTHER_TASKS`, as ratios to cifar10's per cell:
+    on ``archs`` (the first cells of the run; ``batch`` its cifar10 batch, ``flops10`` their cifar10 counted work),
+    cifar10 timed again beside each task, interleaved, so that a ratio is of one stretch of the machine's load. A
+    task's cost differs: VKDNW's per-sample Jacobian takes one backward pass per logit direction (9 on cifar10, 64 on
+    cifar100 and ImageNet16-120, whose classifier has 64 inputs), and ImageNet16-120's 16x16 inputs have a quarter of
+    the pixels. A task's batch is drawn like cifar10's (64 augmented training images, seed 42); ``substitute``: its
+    images stand in for missing ones (``image_source``; the shapes are the task's, so the cost is its)."""
+    best = lambda fn: min(_timed(fn) for _ in range(repeats))  # noqa: E731
+    sources = {t: image_source(t, data_dir) for t in OTHER_TASKS}
+    batches = {t: sample_batch(sources[t], 64, 42) for t in OTHER_TASKS}
+    seconds: dict[str, list[float]] = {t: [] for t in ("cifar10", *OTHER_TASKS)}
+    for a in archs:
+        seconds["cifar10"].append(best(lambda a=a: _family(a, batch, family)))
+        for t in OTHER_TASKS:
+            seconds[t].append(best(lambda a=a, t=t: _family(a, batches[t], family, t)))
+    out = {}
+    for t in OTHER_TASKS:
+        flops = [counted_flops(lambda a=a, t=t: _family(a, batches[t], family, t)) for a in archs]
+        over = [s / c for s, c in zip(seconds[t], seconds["cifar10"], strict=True)]
+        out[t] = {"cells": len(archs), "substitute": bool(sources[t].substitute),
+                  "seconds_median": float(np.median(seconds[t])),
+                  "cifar10_seconds_median": float(np.median(seconds["cifar10"])),
+                  "over_cifar10": float(np.median(over)), "over_cifar10_range": [float(min(over)), float(max(over))],
+                  "gflop_mean": float(np.mean(flops)) / 1e9,
+                  "flops_over_cifar10": float(np.sum(flops) / np.sum(flops10))}
+    return out
+
+
 def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None, threads: int = 1,
-        repeats: int = 2, nb101_cells: int = 2) -> dict:
+        repeats: int = 2, nb101_cells: int = 2, task_cells: int = 4) -> dict:
     torch.set_num_threads(threads)  # as each worker process of a study runs
     load_before = os.getloadavg()[0]  # other work on the machine: ratios are in-run, absolute times are not
     batch = sample_batch(image_source("cifar10", data_dir), 64, 42)
@@ -415,6 +447,10 @@ def run(cells: int = 12, memory_cells: int = 1000, seed: int = 0, data_dir=None,
         "allocator_tuned": allocator.tune(),  # as in every scoring process (set by the CLI before any tensor)
         "load_average_1min": {"before": load_before, "after_timing": os.getloadavg()[0], "cpus": os.cpu_count()},
     }
+    if task_cells:  # the other tasks' cost per cell, as ratios to cifar10's on the same first cells
+        n = min(task_cells, cells)
+        result["family"]["tasks"] = family_tasks(archs[:n], batch, [r["family_flops"] for r in rows[:n]], family,
+                                                 data_dir, repeats)
     if memory_cells:
         mem_archs = [every[i] for i in rng.choice(len(every), memory_cells, replace=False)]
         _shared_six(mem_archs[0], batch)
@@ -687,6 +723,20 @@ TARGET_GFLOPS = 60.0  # the speed issue's target for one forward+backward on one
 TARGET_HOURS = 8.0  # and for the complete NB201 training-free table on this machine
 
 
+def task_text(fam: dict) -> str:
+    """How the projection weighs the tasks: cifar10's time per cell and the others' measured ratios to it."""
+    tasks = fam["tasks"]
+    n = next(iter(tasks.values()))["cells"]
+    parts = [f"{t} {fam['seconds_median'] * v['over_cifar10']:.2f} s ({v['over_cifar10']:.2f}x, "
+             f"{v['over_cifar10_range'][0]:.2f}-{v['over_cifar10_range'][1]:.2f})" for t, v in tasks.items()]
+    subs = [t for t, v in tasks.items() if v["substitute"]]
+    return (f"each task at its measured time per cell: cifar10 {fam['seconds_median']:.2f} s, "
+            + ", ".join(parts) + f" (cifar10's times the task's ratio to it, per cell, median and range over the "
+            f"first {n} cells, timed side by side; VKDNW takes one backward pass per logit direction: 9 on cifar10, "
+            "64 on the others)"
+            + (f"; {', '.join(subs)} on substitute images of its shape (the cost is of the shape)" if subs else ""))
+
+
 def limit_lines(r: dict) -> list[str]:
     """The machine's limit and how close the passes come to it (absent from a perf.json of an older run)."""
     if "peak_gflops" not in r:
@@ -694,12 +744,16 @@ def limit_lines(r: dict) -> list[str]:
     pk, fam = r["peak_gflops"], r["family"]
     cpus = r.get("load_average_1min", {}).get("cpus") or 1
     project = lambda seconds: seconds * NB201_PAIRS / cpus / 3600  # noqa: E731
-    hours = project(fam["seconds_median"])
+    tasks = fam.get("tasks")  # the other tasks' cost as ratios to cifar10's (absent from older runs)
+    # per (cell, task) pair on average: cifar10's, and the others' by their measured ratios to it
+    per_pair = (lambda c10, key: c10 * (1 + sum(t[key] for t in tasks.values())) / 3) if tasks else \
+        (lambda c10, key: c10)
+    hours = project(per_pair(fam["seconds_median"], "over_cifar10"))
     timed, untimed = newer_proxies(r)
     s = grouped_sum(r["per_proxy"], timed) if timed else None
     # their ratios at this run's forward+backward: seconds of a partial run are of another machine load
     added = s["over_fwd_bwd"] * r["fwd_bwd_seconds_median"] if s else 0.0
-    complete = project(fam["seconds_median"] + added)
+    complete = hours + project(added)  # the newer proxies at their cifar10 cost on every task
     missing = timed + untimed
     family_row = (f"| all {len(fam['proxies'])} training-free proxies together (shared passes)"
                   + (f"; not included: {', '.join(missing)}" if missing else "")
@@ -776,12 +830,16 @@ def limit_lines(r: dict) -> list[str]:
                       "forward-mode tangents included, 2 per multiply-add; pooling, BatchNorm and elementwise work "
                       "uncounted, so the rates are lower bounds), a grouped convolution's weight gradient counted once "
                       "(PyTorch's FlopCounterMode counts it `groups` times: vmapped per-sample gradients). ")
-        floor = project(fam["gflop_mean"] / pk["peak"])
-        floor_text = (f" The family's counted work is {fam['gflop_median']:.0f} GFLOP per cell (median; "
+        floor = project(per_pair(fam["gflop_mean"], "flops_over_cifar10") / pk["peak"])
+        work_tasks = (", ".join(f"{t} {v['flops_over_cifar10']:.2f}x" for t, v in tasks.items())
+                      + " that on the same cells" if tasks else
+                      "at the cifar10 cost for every task, which is no bound: ImageNet16-120's inputs have a quarter "
+                      "of the pixels, cifar100's VKDNW takes 64 backward passes to cifar10's 9")
+        floor_text = (f" The family's counted work is {fam['gflop_median']:.0f} GFLOP per cifar10 cell (median; "
                       f"{fam['flops_over_fwd_bwd']:.1f}x one forward+backward's), {fam['gflop_mean']:.0f} on "
-                      f"average: run at this core's peak ({pk['peak']:.0f} GFLOP/s) in every counted operation and "
-                      f"nothing else, the complete table would still take **{floor:.1f} hours** on {cpus} cores at "
-                      "the cifar10 cost (ImageNet16-120's inputs have a quarter of the pixels): the floor of any "
+                      f"average, {work_tasks}: run at this core's peak ({pk['peak']:.0f} GFLOP/s) in every counted "
+                      f"operation and nothing else, the complete table would still take **{floor:.1f} hours** on "
+                      f"{cpus} cores: the floor of any "
                       f"implementation of these definitions on this machine. The {TARGET_HOURS:g}-hour target asks "
                       f"for {floor / TARGET_HOURS:.0%} of the peak rate averaged over the whole family; the family "
                       f"reaches {fam['gflop_median'] / fam['seconds_median'] / pk['peak']:.0%} today (counted GFLOP "
@@ -806,8 +864,11 @@ def limit_lines(r: dict) -> list[str]:
         family_row, "", *newer,
         flops_text + layout_text + bn_text + ge_text, "",
         f"Projection for the complete NB201 table ({NB201_PAIRS:,} (cell, task) pairs, every training-free proxy) "
-        f"on this machine's {cpus} cores at the measured cifar10 time per cell: **{hours:.1f} hours** "
-        "(ImageNet16-120's 16x16 inputs cost less, so this is an upper bound)"
+        f"on this machine's {cpus} cores, " + (task_text(fam) if tasks else
+                                               "at the measured cifar10 time per cell for every task (no bound: "
+                                               "ImageNet16-120's 16x16 inputs cost less, cifar100's VKDNW more; "
+                                               "this run did not measure the other tasks)")
+        + f": **{hours:.1f} hours**"
         + (f" for the {len(fam['proxies'])} proxies of the family run. With the newer proxies added (the "
            f"family's seconds plus their grouped sum, {s['over_fwd_bwd']:.2f}x this run's forward+backward = "
            f"{added:.3f} s per cell): **{complete:.1f} hours**, a sum of separate measurements, not a measurement "
@@ -829,12 +890,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "into <out>/perf.json (needs a full `make perf` run there first)")
     ap.add_argument("--memory-cells", type=int, default=1000)
     ap.add_argument("--out", default=str(provenance.REPO_ROOT / "reports"))
-    ap.add_argument("--readme", default=str(provenance.REPO_ROOT / "README.md"))
+    ap.add_argument("--readme", default=None,
+                    help="README whose marked block to update (default: the repository's, only when --out is the "
+                         "repository's reports/; '' to skip)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (studies run 1 per worker process; with --proxies: the stored run's)")
     ap.add_argument("--repeats", type=int, default=2, help="each time is the best of this many runs")
     ap.add_argument("--nb101-cells", type=int, default=2, help="NB101 cells timed (0: skip)")
+    ap.add_argument("--task-cells", type=int, default=4,
+                    help="the first cells on which the family is timed on cifar100 and ImageNet16-120 too (0: skip)")
     ap.add_argument("--reference-code", default=None, metavar="DIR",
                     help="a zero-cost-nas checkout: also time its own find_measures against `proxybench run`")
     ap.add_argument("--reference-cells", type=int, default=8, help="cells of that comparison")
@@ -866,7 +931,7 @@ def cmd(args) -> None:
 
     def measure():
         r = run(args.cells or 12, args.memory_cells, data_dir=args.data_dir, threads=args.threads, repeats=args.repeats,
-                nb101_cells=args.nb101_cells)
+                nb101_cells=args.nb101_cells, task_cells=args.task_cells)
         if args.reference_code:
             r["reference_code"] = reference_code_timing(args.reference_code, args.reference_cells,
                                                         data_dir=args.data_dir)

@@ -151,7 +151,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repeats", type=int, default=1, help="each wall time is the best of this many runs")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(provenance.REPO_ROOT / "reports"))
-    ap.add_argument("--readme", default=str(provenance.REPO_ROOT / "README.md"), help="'' to skip")
+    ap.add_argument("--readme", default=None,
+                    help="README whose marked block to update (default: the repository's, only when --out is the "
+                         "repository's reports/; '' to skip)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--render-only", action="store_true", help="re-render scaling.md and the README from scaling.json")
 

@@ -10,7 +10,7 @@ from proxybench.tools import perf
 
 
 def test_perf_measures_every_part_and_renders(real_data, tmp_path):
-    r = perf.run(cells=1, memory_cells=0, seed=0, repeats=1, nb101_cells=0)
+    r = perf.run(cells=1, memory_cells=0, seed=0, repeats=1, nb101_cells=0, task_cells=0)  # tasks: below
     for key in ("shared_six_over_fwd_bwd", "reference_six_over_fwd_bwd", "shared_six_generic_over_fwd_bwd"):
         assert r[key] > 0, key
     assert list(r["stages"]) == list(perf.STAGES) and r["seed"] == 0  # a partial run redraws the cells from it
@@ -96,6 +96,60 @@ def test_the_familys_counted_work_gives_the_floor_of_the_complete_table():
     rate = 240.0 / r["family"]["seconds_median"]
     assert f"| 240.0 | {r['family']['seconds_median']:.3f} (" in md and f"| {rate:.1f} | {rate / peak:.0%} |" in md
     assert "counted `groups` times" in md or "counts it `groups` times" in md
+
+
+def test_the_other_tasks_are_timed_beside_cifar10_and_weigh_the_projection(real_data, monkeypatch):
+    # the family stubbed (its cost per task is made up here); the batches are the tasks' real ones
+    cost = {"cifar10": 2.0, "cifar100": 6.0, "ImageNet16-120": 1.0}
+    calls = []
+
+    def family(arch, batch, names, task="cifar10"):
+        calls.append((arch, task, tuple(batch[0].shape)))
+        return cost[task]
+
+    monkeypatch.setattr(perf, "_family", family)
+    monkeypatch.setattr(perf, "_timed", lambda fn: fn())
+    monkeypatch.setattr(perf, "counted_flops", lambda fn: 1e9 * fn())
+    batch = perf.sample_batch(perf.image_source("cifar10", real_data), 64, 42)
+    t = perf.family_tasks(["a", "b"], batch, [2e9, 2e9], ["params"], real_data, repeats=1)
+    assert set(t) == set(perf.OTHER_TASKS)
+    timed = calls[:6]  # interleaved: each cell on cifar10, then on the others
+    assert [c[:2] for c in timed] == [("a", "cifar10"), ("a", "cifar100"), ("a", "ImageNet16-120"),
+                                      ("b", "cifar10"), ("b", "cifar100"), ("b", "ImageNet16-120")]
+    assert {c[2] for c in calls if c[1] == "ImageNet16-120"} == {(64, 3, 16, 16)}
+    assert t["cifar100"]["over_cifar10"] == 3.0 and t["ImageNet16-120"]["over_cifar10_range"] == [0.5, 0.5]
+    assert t["cifar100"]["flops_over_cifar10"] == 3.0 and t["ImageNet16-120"]["gflop_mean"] == 1.0
+    assert t["ImageNet16-120"]["substitute"] == perf.image_source("ImageNet16-120", real_data).substitute
+    assert not t["cifar100"]["substitute"]
+    # the projection: each task at cifar10's time times its ratio; so the floor, by the counted work
+    r = _stored()
+    r["family"].update(gflop_median=240.0, gflop_mean=250.0, flops_over_fwd_bwd=12.8, tasks=t)
+    md = perf.markdown(r)
+    cpus, peak, c10 = r["load_average_1min"]["cpus"], r["peak_gflops"]["peak"], r["family"]["seconds_median"]
+    hours = c10 * (1 + 3.0 + 0.5) * 15625 / cpus / 3600
+    floor = 250.0 * (1 + 3.0 + 0.5) * 15625 / peak / cpus / 3600
+    assert f"**{hours:.1f} hours**" in md and f"would still take **{floor:.1f} hours**" in md
+    assert f"cifar100 {3 * c10:.2f} s (3.00x, 3.00-3.00)" in md and "cifar100 3.00x, ImageNet16-120 0.50x" in md
+    assert ("substitute images of its shape" in md) == t["ImageNet16-120"]["substitute"]
+    assert "this run did not measure the other tasks" in perf.markdown(_stored())  # an older run: said, no bound
+
+
+def test_a_run_written_elsewhere_leaves_the_readme(tmp_path, monkeypatch, capsys):
+    from proxybench import report, store
+    from proxybench.report import PERF_STORE
+
+    store.write_json(tmp_path / "perf.json", _stored(), PERF_STORE)
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: pytest.fail("the committed README was rewritten"))
+    perf.main(["--render-only", "--out", str(tmp_path)])
+    assert "README.md not updated" in capsys.readouterr().out and (tmp_path / "perf.md").is_file()
+    # the README is the repository's only when the results go to its reports/, as with the CLI
+    from proxybench.provenance import REPO_ROOT
+
+    seen = []
+    monkeypatch.setattr(perf, "cmd", seen.append)
+    perf.main(["--render-only"])
+    perf.main(["--render-only", "--out", str(tmp_path)])
+    assert [a.readme for a in seen] == [str(REPO_ROOT / "README.md"), ""]
 
 
 # `proxybench perf --proxies`: some proxies timed alone on the stored run's cells and merged into its perf.json.
