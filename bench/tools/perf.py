@@ -582,7 +582,8 @@ def per_proxy_lines(r: dict) -> list[str]:
     return L
 
 
-def markdown(r: dict) -> str:
+def markdown(r: dict, runs=()) -> str:
+    """perf.md's body from a run ``r``; ``runs``: the archived full runs (:func:`load_runs`), one row each."""
     env = r["environment"]
     L = [f"Measured by `make perf` (`proxybench perf`) on {r['cells']} seeded NB201 cells, cifar10, batch "
          f"{r['batch_size']}, CPU ({env.get('cpu', 'model not recorded')}) with {r['threads']} torch threads, torch "
@@ -661,6 +662,7 @@ def markdown(r: dict) -> str:
               f"{TARGET_REFERENCE:g}x — {'**met**' if z['speedup'] >= TARGET_REFERENCE else '**not met**'}). "
               "The reference-style rows above re-implement its method inside this process; this is its own code.",
               ""]
+    L += runs_lines(runs)
     L += per_proxy_lines(r)
     return "\n".join(L)
 
@@ -737,17 +739,81 @@ def task_text(fam: dict) -> str:
             + (f"; {', '.join(subs)} on substitute images of its shape (the cost is of the shape)" if subs else ""))
 
 
+def _projection(r: dict):
+    """(project, per_pair): seconds per (cell, task) pair -> hours of the complete table on the run's cores, and a
+    cifar10 quantity -> its mean per pair, each task weighed by its measured ratio ``key`` to cifar10 (a run before
+    the tasks were measured: cifar10's for every task)."""
+    cpus = r.get("load_average_1min", {}).get("cpus") or 1
+    tasks = r["family"].get("tasks")  # the other tasks' cost as ratios to cifar10's (absent from older runs)
+    per_pair = (lambda c10, key: c10 * (1 + sum(t[key] for t in tasks.values())) / 3) if tasks else \
+        (lambda c10, key: c10)
+    return (lambda seconds: seconds * NB201_PAIRS / cpus / 3600), per_pair
+
+
+RUNS_DIR = "perf_runs"  # <out>/perf_runs/<UTC time>-<cpu>.json: every full `make perf` run, kept (append-only)
+
+
+def archive_run(out, r: dict, when: datetime | None = None) -> Path:
+    """Keep a full run's perf.json as ``<out>/perf_runs/<UTC time>-<cpu>.json`` (never overwritten): perf.json holds
+    the latest run only, and the machine a session draws differs (the table of :func:`runs_lines`)."""
+    from proxybench import store
+
+    when = when or datetime.now(timezone.utc)
+    cpu = r.get("environment", {}).get("cpu", "unknown").split(";")[0]
+    slug = "-".join("".join(c if c.isalnum() else " " for c in cpu.lower()).split())[:40] or "unknown"
+    path = Path(out) / RUNS_DIR / f"{when.strftime('%Y%m%dT%H%M%S')}-{slug}.json"
+    if path.exists():
+        raise FileExistsError(f"{path} exists: archived runs are never overwritten")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store.write_json(path, r, PERF_STORE)
+    return path
+
+
+def load_runs(out) -> list[tuple[str, dict]]:
+    """The archived full runs of ``<out>/perf_runs``, oldest first: (file stem, perf.json of that run)."""
+    from proxybench import store
+
+    return [(p.stem, store.read_json(p, PERF_STORE)) for p in sorted((Path(out) / RUNS_DIR).glob("*.json"))]
+
+
+def runs_lines(runs) -> list[str]:
+    """One row per archived run: the machine, the unit and its rate, the targets' quantities."""
+    if len(runs) < 2:
+        return []
+    L = ["## On each machine measured", "",
+         f"Every full `make perf` run is kept in `reports/{RUNS_DIR}/` (the file name: when, in UTC, and the CPU). "
+         "The machine a session is given differs, and with it every absolute figure: the same code runs the NB201 "
+         "pass at a different fraction of each CPU's peak. Ratios within one run are the comparable numbers.", "",
+         "| run | CPU | commit | forward+backward, s | GFLOP/s (of peak) | six ÷ forward+backward | × the reference "
+         "code | family, s per cifar10 cell | complete table, h | its floor, h |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for stem, r in runs:
+        pk = r.get("peak_gflops")
+        rate = (f"{r['fwd_bwd_gflops_per_s_median']:.1f} ({r['fwd_bwd_gflops_per_s_median'] / pk['peak']:.0%})"
+                if pk else "–")
+        ref = f"{r['reference_code']['speedup']:.2f}x" if "reference_code" in r else "–"
+        fam = r["family"]
+        project, per_pair = _projection(r)
+        hours = f"{project(per_pair(fam['seconds_median'], 'over_cifar10')):.1f}" + ("" if "tasks" in fam else "*")
+        floor = (f"{project(per_pair(fam['gflop_mean'], 'flops_over_cifar10') / pk['peak']):.1f}"
+                 + ("" if "tasks" in fam else "*")) if pk and "gflop_mean" in fam else "–"
+        L.append(f"| {stem.split('-')[0]} | {r['environment'].get('cpu', '?')} | {r['environment']['git_commit']} | "
+                 f"{r['fwd_bwd_seconds_median']:.3f} | {rate} | {r['shared_six_over_fwd_bwd']:.2f} | {ref} | "
+                 f"{fam['seconds_median']:.2f} | {hours} | {floor} |")
+    if any("tasks" not in r["family"] for _, r in runs):
+        L += ["", "\\* at the cifar10 cost for every task (that run did not measure the others): no bound, "
+              "cifar100's VKDNW costs more."]
+    return L + [""]
+
+
 def limit_lines(r: dict) -> list[str]:
     """The machine's limit and how close the passes come to it (absent from a perf.json of an older run)."""
     if "peak_gflops" not in r:
         return []
     pk, fam = r["peak_gflops"], r["family"]
     cpus = r.get("load_average_1min", {}).get("cpus") or 1
-    project = lambda seconds: seconds * NB201_PAIRS / cpus / 3600  # noqa: E731
-    tasks = fam.get("tasks")  # the other tasks' cost as ratios to cifar10's (absent from older runs)
-    # per (cell, task) pair on average: cifar10's, and the others' by their measured ratios to it
-    per_pair = (lambda c10, key: c10 * (1 + sum(t[key] for t in tasks.values())) / 3) if tasks else \
-        (lambda c10, key: c10)
+    project, per_pair = _projection(r)
+    tasks = fam.get("tasks")
     hours = project(per_pair(fam["seconds_median"], "over_cifar10"))
     timed, untimed = newer_proxies(r)
     s = grouped_sum(r["per_proxy"], timed) if timed else None
@@ -925,8 +991,8 @@ def measure_alone(args) -> dict:
 
 def cmd(args) -> None:
     if args.proxies and not args.render_only:
-        write_results(args, "perf", "Proxy speed and memory", PERF_STORE, lambda: measure_alone(args), markdown,
-                      BEGIN_END)
+        write_results(args, "perf", "Proxy speed and memory", PERF_STORE, lambda: measure_alone(args),
+                      lambda r: markdown(r, load_runs(args.out)), BEGIN_END)
         return
 
     def measure():
@@ -935,9 +1001,11 @@ def cmd(args) -> None:
         if args.reference_code:
             r["reference_code"] = reference_code_timing(args.reference_code, args.reference_cells,
                                                         data_dir=args.data_dir)
+        print(f"kept as {archive_run(args.out, r)}")
         return r
 
-    write_results(args, "perf", "Proxy speed and memory", PERF_STORE, measure, markdown, BEGIN_END)
+    write_results(args, "perf", "Proxy speed and memory", PERF_STORE, measure,
+                  lambda r: markdown(r, load_runs(args.out)), BEGIN_END)
 
 
 def main(argv=None) -> int:  # `python -m proxybench.tools.perf` = `proxybench perf`

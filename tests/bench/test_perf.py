@@ -84,8 +84,16 @@ def test_counted_flops_agree_with_pytorchs_counter_and_count_vmapped_per_sample_
     assert fc.get_total_flops() > vmapped
 
 
-def test_the_familys_counted_work_gives_the_floor_of_the_complete_table():
+def _older() -> dict:
+    """The committed run as a run before the family's work and the other tasks were measured."""
     r = _stored()
+    r["family"] = {k: v for k, v in r["family"].items()
+                   if k not in ("gflop_median", "gflop_mean", "flops_over_fwd_bwd", "tasks")}
+    return r
+
+
+def test_the_familys_counted_work_gives_the_floor_of_the_complete_table():
+    r = _older()
     assert "floor of any implementation" not in perf.markdown(r)  # a run before the family's work was counted
     r["family"].update(gflop_median=240.0, gflop_mean=250.0, flops_over_fwd_bwd=12.8)
     md = perf.markdown(r)
@@ -122,7 +130,7 @@ def test_the_other_tasks_are_timed_beside_cifar10_and_weigh_the_projection(real_
     assert t["ImageNet16-120"]["substitute"] == perf.image_source("ImageNet16-120", real_data).substitute
     assert not t["cifar100"]["substitute"]
     # the projection: each task at cifar10's time times its ratio; so the floor, by the counted work
-    r = _stored()
+    r = _older()
     r["family"].update(gflop_median=240.0, gflop_mean=250.0, flops_over_fwd_bwd=12.8, tasks=t)
     md = perf.markdown(r)
     cpus, peak, c10 = r["load_average_1min"]["cpus"], r["peak_gflops"]["peak"], r["family"]["seconds_median"]
@@ -131,7 +139,7 @@ def test_the_other_tasks_are_timed_beside_cifar10_and_weigh_the_projection(real_
     assert f"**{hours:.1f} hours**" in md and f"would still take **{floor:.1f} hours**" in md
     assert f"cifar100 {3 * c10:.2f} s (3.00x, 3.00-3.00)" in md and "cifar100 3.00x, ImageNet16-120 0.50x" in md
     assert ("substitute images of its shape" in md) == t["ImageNet16-120"]["substitute"]
-    assert "this run did not measure the other tasks" in perf.markdown(_stored())  # an older run: said, no bound
+    assert "this run did not measure the other tasks" in perf.markdown(_older())  # an older run: said, no bound
 
 
 def test_a_run_written_elsewhere_leaves_the_readme(tmp_path, monkeypatch, capsys):
@@ -240,7 +248,7 @@ def test_partial_run_refuses_without_a_stored_run(tmp_path):
 
 
 def test_markdown_names_what_the_family_lacks_and_counts_share_groups_once(monkeypatch):
-    r = _stored()
+    r = _older()
     newer = ("gradsign", "gradsign_mean", "swap", "te_nas_ntk")  # as a run before they were in the family
     family = [p for p in r["family"]["proxies"] if p not in newer]
     r["family"]["proxies"] = family
@@ -292,3 +300,28 @@ def test_the_nb101_timing_leaves_out_and_names_the_nb201_only_proxies(monkeypatc
     md = perf.markdown(r)
     line = next(ln for ln in md.splitlines() if ln.startswith("NAS-Bench-101"))
     assert "not included" not in line and "swap_reg, te_nas_lr are defined for NB201 networks only" in line
+
+
+def test_every_full_run_is_kept_and_each_machine_gets_a_row(tmp_path):
+    from datetime import datetime, timezone
+
+    old = _older()  # a run before the tasks were measured
+    new = _stored()
+    new["environment"] = {**new["environment"], "cpu": "Other CPU (R) 9; AVX2 kernels", "git_commit": "abc"}
+    task = lambda x: {"cells": 4, "substitute": False, "over_cifar10": x, "over_cifar10_range": [x, x],  # noqa: E731
+                      "flops_over_cifar10": x}
+    new["family"].update(gflop_mean=250.0, tasks={"cifar100": task(2.0), "ImageNet16-120": task(0.5)})
+    a = perf.archive_run(tmp_path, new, datetime(2026, 12, 5, 1, 2, 3, tzinfo=timezone.utc))
+    b = perf.archive_run(tmp_path, old, datetime(2026, 12, 4, 1, 2, 3, tzinfo=timezone.utc))
+    assert a.name == "20261205T010203-other-cpu-r-9.json" and b.parent == a.parent == tmp_path / perf.RUNS_DIR
+    with pytest.raises(FileExistsError):
+        perf.archive_run(tmp_path, old, datetime(2026, 12, 4, 1, 2, 3, tzinfo=timezone.utc))
+    runs = perf.load_runs(tmp_path)
+    assert [stem for stem, _ in runs] == [b.stem, a.stem]  # oldest first
+    rows = [line for line in perf.markdown(new, runs).splitlines() if line.startswith("| 2026")]
+    cpus = new["load_average_1min"]["cpus"]
+    hours = new["family"]["seconds_median"] * (1 + 2.0 + 0.5) / 3 * perf.NB201_PAIRS / cpus / 3600
+    old_hours = old["family"]["seconds_median"] * perf.NB201_PAIRS / cpus / 3600
+    assert len(rows) == 2 and rows[1].startswith("| 20261205T010203 | Other CPU (R) 9; AVX2 kernels | abc |")
+    assert f"| {hours:.1f} |" in rows[1] and f"| {old_hours:.1f}* |" in rows[0]
+    assert "On each machine measured" not in perf.markdown(new, runs[:1])  # one machine: no table
