@@ -96,6 +96,10 @@ def unstamped(text: str) -> str:
     return text
 
 
+def _same(a: str, b: str) -> bool:
+    return a == b or unstamped(a) == unstamped(b)
+
+
 def _says(path: Path, *texts: str | None, stamps: bool) -> bool:
     """Whether the file at ``path`` already says one of ``texts`` (up to stamps when ``stamps``)."""
     if not path.is_file():
@@ -118,9 +122,13 @@ def write_text(path: str | os.PathLike, text: str) -> bool:
 
 
 def write_json(path: str | os.PathLike, obj: dict, kind: Kind, *, indent: int | None = 1, sort_keys: bool = False,
-               default: Callable | None = None, newline: bool = False) -> bool:
+               default: Callable | None = None, newline: bool = False, keep: tuple[str, ...] = ()) -> bool:
     """Write ``obj`` (a dict) with the kind's marker, atomically, unless the file already says the same (up to
-    stamps; an unmarked file of version 1 with the same content counts). True if written."""
+    stamps; an unmarked file of version 1 with the same content counts). True if written.
+
+    ``keep``: top-level keys that say where and how the file was last written (the machine's environment), not what
+    it holds: a file that differs from ``obj`` in them alone stays as it is, so re-deriving an unchanged result on
+    another CPU does not rewrite a committed file's provenance."""
     if not isinstance(obj, dict):
         raise TypeError(f"a JSON result store holds an object, not {type(obj).__name__} ({path})")
     if MARKER in obj:
@@ -134,6 +142,16 @@ def write_json(path: str | os.PathLike, obj: dict, kind: Kind, *, indent: int | 
     legacy = render(obj) if kind.version == UNMARKED_VERSION else None
     if _says(path, text, legacy, stamps=True):
         return False
+    if keep and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and all(k in old for k in keep):
+            content = lambda o: render({k: v for k, v in o.items() if k not in keep and k != MARKER})  # noqa: E731
+            if old.get(MARKER, kind.marker() if kind.version == UNMARKED_VERSION else None) == kind.marker() \
+                    and _same(content(old), content(obj)):
+                return False
     atomic_write(path, text)
     return True
 

@@ -325,8 +325,8 @@ TRAJECTORY_STORE = store.Kind("dps-trajectory", 1, "proxybench dps")  # trajecto
 HELDOUT_STORE = store.Kind("dps-heldout", 1, "proxybench dps")  # heldout.csv
 
 
-def _write_json(path: Path, obj, kind: store.Kind) -> None:
-    store.write_json(path, obj, kind, sort_keys=True, newline=True)
+def _write_json(path: Path, obj, kind: store.Kind, keep: tuple[str, ...] = ()) -> None:
+    store.write_json(path, obj, kind, sort_keys=True, newline=True, keep=keep)
 
 
 def record_settings(index_dir: Path, settings: Sequence[ep.EproxySetting]) -> None:
@@ -384,7 +384,8 @@ def save_search(result: SearchResult, index_dir: str | os.PathLike) -> None:
     store.write_csv(d / "trajectory.csv", pd.DataFrame([{k: v for k, v in h.items() if k != "setting"}
                                                         for h in result.history]), TRAJECTORY_STORE)
     _write_json(d / "search.json", {"config": asdict(result.config), "fitness_archs": result.fitness_archs,
-                                    "best": result.best, "environment": provenance.environment()}, RECORD_STORE)
+                                    "best": result.best, "environment": provenance.environment()}, RECORD_STORE,
+                keep=("environment",))  # the same search re-derived on another CPU keeps its record
 
 
 # ----------------------------------------------------------------------------------------- the CLI

@@ -194,7 +194,7 @@ def report_data(out: Path, data_dir, progress: bool = False) -> NDSReport:
                     known_exact=int((known["built"] == known["published"]).sum()),
                     known_max_rel=known["rel_diff"].abs().max(), commit=provenance.git_commit(),
                     torch=torch.__version__)
-    store.write_json(res_dir / "summary.json", _summary_json(rep), SUMMARY_STORE, default=str)
+    store.write_json(res_dir / "summary.json", _summary_json(rep), SUMMARY_STORE, default=str, keep=("provenance",))
     return rep
 
 

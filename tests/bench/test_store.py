@@ -143,3 +143,16 @@ def test_write_text_ignores_only_stamps(tmp_path):
     assert store.write_text(p, "rho +0.812 at commit 86a942af196f\n")
     assert not store.write_text(p, "rho +0.812 at commit 0123456789ab+dirty\n")
     assert store.write_text(p, "rho +0.813 at commit 0123456789ab\n")
+
+
+def test_a_result_rederived_on_another_machine_keeps_its_provenance(tmp_path):
+    path = tmp_path / "r.json"
+    assert store.write_json(path, {"best": 1, "environment": {"cpu": "A"}}, KIND, keep=("environment",))
+    before = path.read_text()
+    # the same content from another CPU: not rewritten
+    assert not store.write_json(path, {"best": 1, "environment": {"cpu": "B"}}, KIND, keep=("environment",))
+    assert path.read_text() == before
+    # without keep, or with other content, it is
+    assert store.write_json(path, {"best": 2, "environment": {"cpu": "B"}}, KIND, keep=("environment",))
+    assert store.read_json(path, KIND) == {"best": 2, "environment": {"cpu": "B"}}
+    assert store.write_json(path, {"best": 2, "environment": {"cpu": "C"}}, KIND)
