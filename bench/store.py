@@ -97,6 +97,7 @@ def unstamped(text: str) -> str:
 
 
 def _same(a: str, b: str) -> bool:
+    """Whether two renderings say the same up to provenance stamps."""
     return a == b or unstamped(a) == unstamped(b)
 
 
@@ -108,7 +109,7 @@ def _says(path: Path, *texts: str | None, stamps: bool) -> bool:
         old = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return False
-    return any(t is not None and (old == t or (stamps and unstamped(old) == unstamped(t))) for t in texts)
+    return any(t is not None and (_same(old, t) if stamps else old == t) for t in texts)
 
 
 def write_text(path: str | os.PathLike, text: str) -> bool:
